@@ -1,0 +1,243 @@
+//! Managing applications (OAuth clients): the operations behind the admin API and CLI.
+
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{
+    AuthorityError,
+    clock::SharedClock,
+    credentials::CredentialCache,
+    secrets::{self, SecretHasher},
+};
+use crate::{
+    domain::{AppId, Application, ClientId, NewApplication, ScopeSet},
+    store::DynStore,
+};
+
+pub const DEFAULT_SCOPES: &str = "all:read all:write";
+const NAME_MAX_LEN: usize = 200;
+
+#[derive(Debug, Default)]
+pub struct CreateApplication {
+    pub name: String,
+    /// Defaults to the default scopes.
+    pub allowed_scopes: Option<String>,
+    /// Defaults to `all:read all:write`, or to the allowed scopes when only those are given.
+    pub default_scopes: Option<String>,
+    pub sandbox: bool,
+    /// An existing `client_id` + secret pair, when migrating from another provider.
+    pub import: Option<(String, SecretString)>,
+}
+
+#[derive(Debug, Default)]
+pub struct UpdateApplication {
+    pub name: Option<String>,
+    pub allowed_scopes: Option<String>,
+    pub default_scopes: Option<String>,
+    pub sandbox: Option<bool>,
+}
+
+/// A created application with its secret, which exists in plain text only here, once.
+pub struct CreatedApplication {
+    pub app: Application,
+    /// `None` for imported credentials: the caller already holds that secret.
+    pub client_secret: Option<SecretString>,
+}
+
+pub struct Applications {
+    store: DynStore,
+    hasher: Arc<SecretHasher>,
+    cache: Arc<CredentialCache>,
+    clock: SharedClock,
+}
+
+fn parse_scopes(field: &'static str, raw: &str) -> Result<ScopeSet, AuthorityError> {
+    ScopeSet::parse(raw).map_err(|e| AuthorityError::invalid(field, e.to_string()))
+}
+
+fn check_name(name: &str) -> Result<(), AuthorityError> {
+    if name.trim().is_empty() || name.chars().count() > NAME_MAX_LEN {
+        return Err(AuthorityError::invalid(
+            "name",
+            format!("must be 1 to {NAME_MAX_LEN} characters"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(AuthorityError::invalid(
+            "name",
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn check_defaults_allowed(allowed: &ScopeSet, defaults: &ScopeSet) -> Result<(), AuthorityError> {
+    match allowed.first_uncovered(defaults) {
+        Some(scope) => Err(AuthorityError::invalid(
+            "default_scopes",
+            format!("'{scope}' is not covered by the allowed scopes"),
+        )),
+        None => Ok(()),
+    }
+}
+
+impl Applications {
+    pub fn new(
+        store: DynStore,
+        hasher: Arc<SecretHasher>,
+        cache: Arc<CredentialCache>,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            store,
+            hasher,
+            cache,
+            clock,
+        }
+    }
+
+    pub async fn create(
+        &self,
+        request: CreateApplication,
+    ) -> Result<CreatedApplication, AuthorityError> {
+        check_name(&request.name)?;
+        let default_scopes = match (&request.default_scopes, &request.allowed_scopes) {
+            (Some(raw), _) => parse_scopes("default_scopes", raw)?,
+            (None, Some(allowed)) => parse_scopes("allowed_scopes", allowed)?,
+            (None, None) => parse_scopes("default_scopes", DEFAULT_SCOPES)?,
+        };
+        let allowed_scopes = match &request.allowed_scopes {
+            Some(raw) => parse_scopes("allowed_scopes", raw)?,
+            None => default_scopes.clone(),
+        };
+        check_defaults_allowed(&allowed_scopes, &default_scopes)?;
+
+        let (client_id, secret, imported) = match request.import {
+            Some((client_id, secret)) => {
+                let client_id = ClientId::parse(&client_id).map_err(|_| {
+                    AuthorityError::invalid(
+                        "client_id",
+                        format!(
+                            "must be 1 to {} printable ASCII characters",
+                            ClientId::MAX_LEN
+                        ),
+                    )
+                })?;
+                secrets::check_secret_shape(secret.expose_secret())?;
+                (client_id, secret, true)
+            }
+            None => (
+                secrets::generate_client_id(),
+                secrets::generate_secret(),
+                false,
+            ),
+        };
+        let secret_hash = self.hasher.hash(&secret).await?;
+        let app = self
+            .store
+            .insert_application(&NewApplication {
+                id: AppId::generate(),
+                client_id,
+                name: request.name,
+                secret_hash,
+                allowed_scopes,
+                default_scopes,
+                sandbox: request.sandbox,
+                created_at: self.clock.now(),
+            })
+            .await
+            .map_err(|e| match AuthorityError::from(e) {
+                AuthorityError::Conflict(_) => {
+                    AuthorityError::Conflict("an application with this client_id already exists")
+                }
+                other => other,
+            })?;
+        tracing::info!(
+            event = "app.created",
+            app_id = %app.id,
+            client_id = %app.client_id,
+            imported
+        );
+        Ok(CreatedApplication {
+            app,
+            client_secret: (!imported).then_some(secret),
+        })
+    }
+
+    pub async fn list(&self) -> Result<Vec<Application>, AuthorityError> {
+        Ok(self.store.list_applications().await?)
+    }
+
+    pub async fn get(&self, id: AppId) -> Result<Application, AuthorityError> {
+        self.store
+            .application(id)
+            .await?
+            .ok_or(AuthorityError::NotFound)
+    }
+
+    pub async fn update(
+        &self,
+        id: AppId,
+        changes: UpdateApplication,
+    ) -> Result<Application, AuthorityError> {
+        let mut app = self.get(id).await?;
+        if let Some(name) = changes.name {
+            check_name(&name)?;
+            app.name = name;
+        }
+        if let Some(raw) = &changes.allowed_scopes {
+            app.allowed_scopes = parse_scopes("allowed_scopes", raw)?;
+        }
+        if let Some(raw) = &changes.default_scopes {
+            app.default_scopes = parse_scopes("default_scopes", raw)?;
+        }
+        check_defaults_allowed(&app.allowed_scopes, &app.default_scopes)?;
+        if let Some(sandbox) = changes.sandbox {
+            app.sandbox = sandbox;
+        }
+        self.save(app, "app.updated").await
+    }
+
+    pub async fn set_disabled(
+        &self,
+        id: AppId,
+        disabled: bool,
+    ) -> Result<Application, AuthorityError> {
+        let mut app = self.get(id).await?;
+        app.disabled = disabled;
+        self.save(
+            app,
+            if disabled {
+                "app.disabled"
+            } else {
+                "app.enabled"
+            },
+        )
+        .await
+    }
+
+    pub async fn delete(&self, id: AppId) -> Result<(), AuthorityError> {
+        let app = self.get(id).await?;
+        if !self.store.delete_application(id).await? {
+            return Err(AuthorityError::NotFound);
+        }
+        self.cache.invalidate(&app.client_id);
+        tracing::info!(event = "app.deleted", app_id = %id, client_id = %app.client_id);
+        Ok(())
+    }
+
+    async fn save(
+        &self,
+        mut app: Application,
+        event: &'static str,
+    ) -> Result<Application, AuthorityError> {
+        app.updated_at = self.clock.now();
+        if !self.store.update_application(&app).await? {
+            return Err(AuthorityError::NotFound);
+        }
+        self.cache.invalidate(&app.client_id);
+        tracing::info!(event, app_id = %app.id, client_id = %app.client_id);
+        Ok(app)
+    }
+}

@@ -1,0 +1,245 @@
+//! Client authentication: the one place a `client_id` + secret pair is judged.
+//!
+//! Warm path: an in-memory map from `client_id` to keyed digests of secrets that passed
+//! argon2 recently; a hit costs one HMAC and a constant-time compare. Cold path: rate
+//! limits first (per client and per source IP), then a store lookup and argon2, which runs
+//! against a dummy hash for unknown clients so every failure looks and times the same.
+
+use std::{net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
+
+use aws_lc_rs::{
+    hmac,
+    rand::{SecureRandom, SystemRandom},
+};
+use governor::{
+    DefaultKeyedRateLimiter, Quota, RateLimiter,
+    clock::{Clock as _, DefaultClock},
+};
+use moka::sync::Cache;
+use subtle::ConstantTimeEq;
+
+use super::{AuthorityError, secrets::SecretHasher};
+use crate::{
+    domain::{AppId, Application, ClientId, ScopeSet},
+    store::DynStore,
+};
+
+/// What the core needs to know about a client once its secret checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedClient {
+    pub app_id: AppId,
+    pub client_id: ClientId,
+    pub allowed_scopes: ScopeSet,
+    pub default_scopes: ScopeSet,
+    pub sandbox: bool,
+}
+
+impl From<&Application> for VerifiedClient {
+    fn from(app: &Application) -> Self {
+        Self {
+            app_id: app.id,
+            client_id: app.client_id.clone(),
+            allowed_scopes: app.allowed_scopes.clone(),
+            default_scopes: app.default_scopes.clone(),
+            sandbox: app.sandbox,
+        }
+    }
+}
+
+type Digest = [u8; 32];
+
+struct CacheEntry {
+    client: Arc<VerifiedClient>,
+    /// More than one while a rotated-out secret is still in its grace period.
+    digests: Vec<Digest>,
+}
+
+/// Remembers which secrets passed argon2, as HMACs under a per-process random key, so the
+/// plaintext never sits in memory and a memory dump yields nothing replayable elsewhere.
+pub struct CredentialCache {
+    entries: Option<Cache<String, Arc<CacheEntry>>>,
+    key: hmac::Key,
+}
+
+const MAX_DIGESTS_PER_CLIENT: usize = 4;
+
+impl CredentialCache {
+    /// `ttl` of zero disables caching: every request pays argon2.
+    pub fn new(ttl: Duration, capacity: u64) -> Self {
+        let mut key = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut key)
+            .expect("the system CSPRNG is available");
+        let entries = (!ttl.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build()
+        });
+        Self {
+            entries,
+            key: hmac::Key::new(hmac::HMAC_SHA256, &key),
+        }
+    }
+
+    fn digest(&self, secret: &str) -> Digest {
+        let tag = hmac::sign(&self.key, secret.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    fn lookup(&self, client_id: &str, secret: &str) -> Option<Arc<VerifiedClient>> {
+        let entry = self.entries.as_ref()?.get(client_id)?;
+        let digest = self.digest(secret);
+        let matched = entry
+            .digests
+            .iter()
+            .fold(subtle::Choice::from(0), |acc, d| acc | d.ct_eq(&digest));
+        bool::from(matched).then(|| entry.client.clone())
+    }
+
+    fn remember(&self, client: Arc<VerifiedClient>, secret: &str) {
+        let Some(entries) = &self.entries else { return };
+        let digest = self.digest(secret);
+        let key = client.client_id.as_str().to_owned();
+        let mut digests = entries
+            .get(&key)
+            .filter(|old| old.client == client)
+            .map(|old| old.digests.clone())
+            .unwrap_or_default();
+        if !digests.contains(&digest) {
+            if digests.len() == MAX_DIGESTS_PER_CLIENT {
+                digests.remove(0);
+            }
+            digests.push(digest);
+        }
+        entries.insert(key, Arc::new(CacheEntry { client, digests }));
+    }
+
+    /// Forgets a client, after its secret, scopes or status changed.
+    pub fn invalidate(&self, client_id: &ClientId) {
+        if let Some(entries) = &self.entries {
+            entries.invalidate(client_id.as_str());
+        }
+    }
+
+    pub fn invalidate_all(&self) {
+        if let Some(entries) = &self.entries {
+            entries.invalidate_all();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct VerificationLimits {
+    pub per_client_per_minute: u32,
+    pub per_ip_per_minute: u32,
+}
+
+/// Caps argon2 work per client and per source address. Only cache misses are counted,
+/// and a good secret is cached after its first success, so in practice this counts
+/// failed attempts.
+struct Limiters {
+    per_client: DefaultKeyedRateLimiter<String>,
+    per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    clock: DefaultClock,
+}
+
+fn per_minute(n: u32) -> Quota {
+    Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
+}
+
+impl Limiters {
+    fn new(limits: VerificationLimits) -> Self {
+        Self {
+            per_client: RateLimiter::keyed(per_minute(limits.per_client_per_minute)),
+            per_ip: RateLimiter::keyed(per_minute(limits.per_ip_per_minute)),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    fn check(&self, client_id: &str, ip: IpAddr) -> Result<(), AuthorityError> {
+        let denied = self
+            .per_ip
+            .check_key(&ip)
+            .and_then(|_| self.per_client.check_key(&client_id.to_owned()));
+        denied.map_err(|not_until| AuthorityError::RateLimited {
+            retry_after: not_until.wait_time_from(self.clock.now()),
+        })
+    }
+
+    fn forget_idle(&self) {
+        self.per_client.retain_recent();
+        self.per_client.shrink_to_fit();
+        self.per_ip.retain_recent();
+        self.per_ip.shrink_to_fit();
+    }
+}
+
+pub struct ClientAuthenticator {
+    store: DynStore,
+    hasher: Arc<SecretHasher>,
+    cache: Arc<CredentialCache>,
+    limiters: Limiters,
+}
+
+impl ClientAuthenticator {
+    pub fn new(
+        store: DynStore,
+        hasher: Arc<SecretHasher>,
+        cache: Arc<CredentialCache>,
+        limits: VerificationLimits,
+    ) -> Self {
+        Self {
+            store,
+            hasher,
+            cache,
+            limiters: Limiters::new(limits),
+        }
+    }
+
+    pub async fn authenticate(
+        &self,
+        client_id: &str,
+        secret: &str,
+        source_ip: IpAddr,
+    ) -> Result<Arc<VerifiedClient>, AuthorityError> {
+        if let Some(client) = self.cache.lookup(client_id, secret) {
+            return Ok(client);
+        }
+        // Shapes that can never match are refused before any work; they reveal nothing
+        // since no stored credential could have them.
+        let Ok(parsed_id) = ClientId::parse(client_id) else {
+            return Err(AuthorityError::InvalidClient);
+        };
+        if secret.is_empty() || secret.len() > super::secrets::SECRET_MAX_LEN {
+            return Err(AuthorityError::InvalidClient);
+        }
+        self.limiters.check(client_id, source_ip).inspect_err(|_| {
+            tracing::warn!(event = "auth.rate_limited", client_id, %source_ip);
+        })?;
+
+        let app = self.store.application_by_client_id(&parsed_id).await?;
+        let matched = self
+            .hasher
+            .verify(secret, app.as_ref().map(|a| a.secret_hash.as_str()))
+            .await?;
+        match app {
+            Some(app) if matched && !app.disabled => {
+                let client = Arc::new(VerifiedClient::from(&app));
+                self.cache.remember(client.clone(), secret);
+                Ok(client)
+            }
+            _ => {
+                tracing::info!(event = "auth.failed", client_id, %source_ip);
+                Err(AuthorityError::InvalidClient)
+            }
+        }
+    }
+
+    /// Drops rate-limit state for keys that have been quiet; called periodically.
+    pub fn forget_idle(&self) {
+        self.limiters.forget_idle();
+    }
+}

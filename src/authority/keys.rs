@@ -1,0 +1,500 @@
+//! Token signing keys: generated here, sealed with the master key in the store, parsed
+//! once, and published as a JWK Set.
+
+use std::{
+    path::Path,
+    sync::{Arc, RwLock},
+};
+
+use aws_lc_rs::{
+    aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey},
+    digest::{SHA256, digest},
+    encoding::AsDer,
+    hmac,
+    rand::{SecureRandom, SystemRandom},
+    rsa::KeySize,
+    signature::{
+        ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256,
+        RsaKeyPair,
+    },
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::{Value, json};
+
+use super::{AuthorityError, clock::SharedClock};
+use crate::{
+    domain::{KeyState, SigningAlgorithm, SigningKeyRecord},
+    store::{DynStore, StoreError},
+};
+
+/// Seals signing keys at rest with AES-256-GCM; the key id is bound in as associated data
+/// so a sealed blob cannot be swapped onto another key's row.
+pub struct MasterKey(LessSafeKey);
+
+impl MasterKey {
+    pub const LEN: usize = 32;
+
+    pub fn from_base64(encoded: &str) -> Result<Self, String> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(encoded.trim().trim_end_matches('='))
+            .map_err(|_| "the master key is not base64url".to_owned())?;
+        if bytes.len() != Self::LEN {
+            return Err(format!(
+                "the master key must be {} bytes, got {}",
+                Self::LEN,
+                bytes.len()
+            ));
+        }
+        let key = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| "unusable master key")?;
+        Ok(Self(LessSafeKey::new(key)))
+    }
+
+    pub fn generate_base64() -> String {
+        URL_SAFE_NO_PAD.encode(random_bytes::<{ MasterKey::LEN }>())
+    }
+
+    /// Reads the key file, creating it (mode 0600) with a fresh key if it does not exist.
+    pub fn load_or_create(path: &Path) -> Result<Self, String> {
+        let shown = path.display();
+        if !path.exists() {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{shown}: {e}"))?;
+            }
+            write_private_file(path, &Self::generate_base64())
+                .map_err(|e| format!("{shown}: {e}"))?;
+            tracing::warn!(
+                path = %shown,
+                "generated a master key file; fine for development, but in production set \
+                 keys.master_key from a secret store"
+            );
+        }
+        let encoded = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
+        Self::from_base64(&encoded).map_err(|e| format!("{shown}: {e}"))
+    }
+
+    fn seal(&self, kid: &str, plaintext: &[u8]) -> Vec<u8> {
+        let nonce = random_bytes::<NONCE_LEN>();
+        let mut sealed = plaintext.to_vec();
+        self.0
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(kid.as_bytes()),
+                &mut sealed,
+            )
+            .expect("AES-GCM sealing cannot fail for in-memory buffers");
+        let mut out = nonce.to_vec();
+        out.append(&mut sealed);
+        out
+    }
+
+    fn open(&self, kid: &str, sealed: &[u8]) -> Result<Vec<u8>, AuthorityError> {
+        let unreadable = || {
+            AuthorityError::internal(format!(
+                "signing key {kid} cannot be opened with this master key"
+            ))
+        };
+        if sealed.len() < NONCE_LEN {
+            return Err(unreadable());
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| unreadable())?;
+        let mut buf = ciphertext.to_vec();
+        let plain = self
+            .0
+            .open_in_place(nonce, Aad::from(kid.as_bytes()), &mut buf)
+            .map_err(|_| unreadable())?;
+        Ok(plain.to_vec())
+    }
+}
+
+#[cfg(unix)]
+fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    SystemRandom::new()
+        .fill(&mut buf)
+        .expect("the system CSPRNG is available");
+    buf
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+enum KeyMaterial {
+    Es256(EcdsaKeyPair),
+    EdDsa(Ed25519KeyPair),
+    Rs256(RsaKeyPair),
+    Hs256(Box<hmac::Key>),
+}
+
+/// A parsed key ready to sign. Parsing happens once, when the key is loaded, because
+/// re-parsing per token would roughly double the cost of ES256 signing.
+pub struct SigningKey {
+    kid: String,
+    algorithm: SigningAlgorithm,
+    material: KeyMaterial,
+    /// `base64url(header)` is the same for every token this key signs.
+    encoded_header: String,
+    public_jwk: Option<Value>,
+    rng: SystemRandom,
+}
+
+impl SigningKey {
+    fn new(algorithm: SigningAlgorithm, material: KeyMaterial, kid: Option<String>) -> Self {
+        let public_jwk = public_jwk(&material);
+        let kid = kid.unwrap_or_else(|| match &public_jwk {
+            Some(jwk) => thumbprint(jwk),
+            None => "hs256".to_owned(),
+        });
+        let public_jwk = public_jwk.map(|mut jwk| {
+            jwk["kid"] = json!(kid);
+            jwk["alg"] = json!(algorithm.as_str());
+            jwk["use"] = json!("sig");
+            jwk
+        });
+        let header = json!({ "alg": algorithm.as_str(), "kid": kid, "typ": "at+jwt" });
+        Self {
+            encoded_header: b64(header.to_string().as_bytes()),
+            kid,
+            algorithm,
+            material,
+            public_jwk,
+            rng: SystemRandom::new(),
+        }
+    }
+
+    /// A fresh asymmetric key and its PKCS#8 DER encoding.
+    pub fn generate(algorithm: SigningAlgorithm) -> Result<(Self, Vec<u8>), AuthorityError> {
+        let rng = SystemRandom::new();
+        let pkcs8 = match algorithm {
+            SigningAlgorithm::ES256 => {
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map_err(AuthorityError::internal)?
+                    .as_ref()
+                    .to_vec()
+            }
+            SigningAlgorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng)
+                .map_err(AuthorityError::internal)?
+                .as_ref()
+                .to_vec(),
+            SigningAlgorithm::RS256 => RsaKeyPair::generate(KeySize::Rsa2048)
+                .and_then(|k| k.as_der())
+                .map_err(AuthorityError::internal)?
+                .as_ref()
+                .to_vec(),
+            SigningAlgorithm::HS256 => {
+                return Err(AuthorityError::internal(
+                    "HS256 keys come from configuration, not generation",
+                ));
+            }
+        };
+        let key = Self::from_pkcs8(algorithm, None, &pkcs8)?;
+        Ok((key, pkcs8))
+    }
+
+    fn from_pkcs8(
+        algorithm: SigningAlgorithm,
+        kid: Option<String>,
+        der: &[u8],
+    ) -> Result<Self, AuthorityError> {
+        let material = match algorithm {
+            SigningAlgorithm::ES256 => {
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
+                    .map(KeyMaterial::Es256)
+            }
+            SigningAlgorithm::EdDSA => Ed25519KeyPair::from_pkcs8(der).map(KeyMaterial::EdDsa),
+            SigningAlgorithm::RS256 => RsaKeyPair::from_pkcs8(der).map(KeyMaterial::Rs256),
+            SigningAlgorithm::HS256 => {
+                return Err(AuthorityError::internal("HS256 keys are not stored"));
+            }
+        }
+        .map_err(AuthorityError::internal)?;
+        Ok(Self::new(algorithm, material, kid))
+    }
+
+    /// The symmetric key for HS256, from a configured secret of at least 256 bits.
+    pub fn hs256(secret: &[u8]) -> Self {
+        // The kid names the secret without revealing it.
+        let kid = format!("hs256-{}", &b64(digest(&SHA256, secret).as_ref())[..16]);
+        Self::new(
+            SigningAlgorithm::HS256,
+            KeyMaterial::Hs256(Box::new(hmac::Key::new(hmac::HMAC_SHA256, secret))),
+            Some(kid),
+        )
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn algorithm(&self) -> SigningAlgorithm {
+        self.algorithm
+    }
+
+    pub fn public_jwk(&self) -> Option<&Value> {
+        self.public_jwk.as_ref()
+    }
+
+    pub fn encoded_header(&self) -> &str {
+        &self.encoded_header
+    }
+
+    /// The JWS signature over `signing_input` (`header.payload`).
+    pub fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, AuthorityError> {
+        match &self.material {
+            KeyMaterial::Es256(k) => k
+                .sign(&self.rng, signing_input)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(AuthorityError::internal),
+            KeyMaterial::EdDsa(k) => Ok(k.sign(signing_input).as_ref().to_vec()),
+            KeyMaterial::Rs256(k) => {
+                let mut sig = vec![0u8; k.public_modulus_len()];
+                k.sign(&RSA_PKCS1_SHA256, &self.rng, signing_input, &mut sig)
+                    .map_err(AuthorityError::internal)?;
+                Ok(sig)
+            }
+            KeyMaterial::Hs256(k) => Ok(hmac::sign(k, signing_input).as_ref().to_vec()),
+        }
+    }
+}
+
+fn public_jwk(material: &KeyMaterial) -> Option<Value> {
+    match material {
+        KeyMaterial::Es256(k) => {
+            // Uncompressed SEC1 point: 0x04 || x || y.
+            let point = k.public_key().as_ref();
+            Some(json!({
+                "kty": "EC", "crv": "P-256",
+                "x": b64(&point[1..33]), "y": b64(&point[33..65]),
+            }))
+        }
+        KeyMaterial::EdDsa(k) => Some(json!({
+            "kty": "OKP", "crv": "Ed25519", "x": b64(k.public_key().as_ref()),
+        })),
+        KeyMaterial::Rs256(k) => {
+            let public = k.public_key();
+            Some(json!({
+                "kty": "RSA",
+                "n": b64(public.modulus().big_endian_without_leading_zero()),
+                "e": b64(public.exponent().big_endian_without_leading_zero()),
+            }))
+        }
+        KeyMaterial::Hs256(_) => None,
+    }
+}
+
+/// RFC 7638 JWK thumbprint: SHA-256 over the required members in lexicographic order.
+fn thumbprint(jwk: &Value) -> String {
+    let required: &[&str] = match jwk["kty"].as_str() {
+        Some("EC") => &["crv", "kty", "x", "y"],
+        Some("OKP") => &["crv", "kty", "x"],
+        _ => &["e", "kty", "n"],
+    };
+    // serde_json's default map is ordered by key, so this serialises canonically.
+    let canonical: serde_json::Map<String, Value> = required
+        .iter()
+        .map(|k| ((*k).to_owned(), jwk[*k].clone()))
+        .collect();
+    b64(digest(&SHA256, Value::Object(canonical).to_string().as_bytes()).as_ref())
+}
+
+/// The keys this replica signs with and publishes.
+pub struct KeyRing {
+    current: RwLock<Arc<SigningKey>>,
+    published: RwLock<Arc<Value>>,
+}
+
+pub struct KeyRingOptions<'a> {
+    pub algorithm: SigningAlgorithm,
+    pub hs256_secret: Option<&'a [u8]>,
+    /// How long a retired key stays published: the longest token lifetime.
+    pub retired_key_visibility: TimeDelta,
+}
+
+impl KeyRing {
+    /// Loads the keys from the store, creating the first one for the configured algorithm
+    /// if there is none. Replicas starting together race safely: one insert wins and the
+    /// others read the winner's key.
+    pub async fn load(
+        store: &DynStore,
+        master: &MasterKey,
+        clock: &SharedClock,
+        options: KeyRingOptions<'_>,
+    ) -> Result<Self, AuthorityError> {
+        let mut records = store.signing_keys().await?;
+        let current = match options.hs256_secret {
+            Some(secret) if options.algorithm == SigningAlgorithm::HS256 => {
+                SigningKey::hs256(secret)
+            }
+            _ => {
+                let found = records
+                    .iter()
+                    .find(|r| r.state == KeyState::Current && r.algorithm == options.algorithm);
+                match found {
+                    Some(record) => open_record(master, record)?,
+                    None => {
+                        let key =
+                            create_current_key(store, master, clock, options.algorithm).await?;
+                        records = store.signing_keys().await?;
+                        key
+                    }
+                }
+            }
+        };
+        let published = jwks(&records, clock.now(), options.retired_key_visibility)?;
+        Ok(Self {
+            current: RwLock::new(Arc::new(current)),
+            published: RwLock::new(Arc::new(published)),
+        })
+    }
+
+    pub fn current(&self) -> Arc<SigningKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The JWK Set document.
+    pub fn jwks(&self) -> Arc<Value> {
+        self.published
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+fn open_record(
+    master: &MasterKey,
+    record: &SigningKeyRecord,
+) -> Result<SigningKey, AuthorityError> {
+    let der = master.open(&record.kid, &record.sealed_private_key)?;
+    SigningKey::from_pkcs8(record.algorithm, Some(record.kid.clone()), &der)
+}
+
+async fn create_current_key(
+    store: &DynStore,
+    master: &MasterKey,
+    clock: &SharedClock,
+    algorithm: SigningAlgorithm,
+) -> Result<SigningKey, AuthorityError> {
+    let (key, pkcs8) = SigningKey::generate(algorithm)?;
+    let now = clock.now();
+    let record = SigningKeyRecord {
+        kid: key.kid().to_owned(),
+        algorithm,
+        state: KeyState::Current,
+        sealed_private_key: master.seal(key.kid(), &pkcs8),
+        public_jwk: key.public_jwk().map(Value::to_string).unwrap_or_default(),
+        created_at: now,
+        activated_at: Some(now),
+        retired_at: None,
+    };
+    match store.activate_new_signing_key(&record, now).await {
+        Ok(()) => {
+            tracing::info!(event = "key.created", kid = key.kid(), %algorithm);
+            Ok(key)
+        }
+        Err(StoreError::Conflict(_)) => {
+            // Another replica created a current key at the same moment; use that one.
+            let records = store.signing_keys().await?;
+            let winner = records
+                .iter()
+                .find(|r| r.state == KeyState::Current)
+                .ok_or_else(|| AuthorityError::internal("lost a key race but found no key"))?;
+            open_record(master, winner)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn jwks(
+    records: &[SigningKeyRecord],
+    now: DateTime<Utc>,
+    retired_visibility: TimeDelta,
+) -> Result<Value, AuthorityError> {
+    let mut keys = Vec::new();
+    for record in records {
+        let visible = match record.state {
+            KeyState::Next | KeyState::Current => true,
+            KeyState::Retired => record
+                .retired_at
+                .is_some_and(|at| at + retired_visibility > now),
+        };
+        if visible {
+            let jwk: Value = serde_json::from_str(&record.public_jwk)
+                .map_err(|e| AuthorityError::internal(format!("stored JWK: {e}")))?;
+            keys.push(jwk);
+        }
+    }
+    Ok(json!({ "keys": keys }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_keys_open_only_with_the_same_master_key_and_kid() {
+        let master = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
+        let sealed = master.seal("kid-1", b"private");
+        assert_eq!(master.open("kid-1", &sealed).unwrap(), b"private");
+        assert!(master.open("kid-2", &sealed).is_err(), "kid is bound in");
+        let other = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
+        assert!(other.open("kid-1", &sealed).is_err());
+    }
+
+    #[test]
+    fn master_keys_must_be_32_bytes_of_base64url() {
+        assert!(MasterKey::from_base64("not base64!").is_err());
+        assert!(MasterKey::from_base64(&b64(&[0u8; 16])).is_err());
+        assert!(MasterKey::from_base64(&b64(&[7u8; 32])).is_ok());
+    }
+
+    #[test]
+    fn every_asymmetric_algorithm_generates_reloads_and_publishes() {
+        for alg in [
+            SigningAlgorithm::ES256,
+            SigningAlgorithm::EdDSA,
+            SigningAlgorithm::RS256,
+        ] {
+            let (key, der) = SigningKey::generate(alg).unwrap();
+            let again = SigningKey::from_pkcs8(alg, Some(key.kid().to_owned()), &der).unwrap();
+            assert_eq!(key.public_jwk(), again.public_jwk(), "{alg}");
+            let jwk = key.public_jwk().unwrap();
+            assert_eq!(jwk["alg"], alg.as_str());
+            assert_eq!(jwk["kid"], key.kid());
+            assert!(!key.sign(b"x.y").unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn thumbprint_matches_rfc7638_example() {
+        // RFC 7638 §3.1.
+        let jwk = json!({
+            "kty": "RSA",
+            "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+            "e": "AQAB",
+        });
+        assert_eq!(
+            thumbprint(&jwk),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+    }
+}

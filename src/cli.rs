@@ -1,0 +1,317 @@
+//! The command line: `serve`, `migrate`, and `apps …` straight against the store.
+
+use std::{io::Read, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+
+use crate::{
+    app::{self, Server},
+    authority::{
+        apps::{Applications, CreateApplication, CreatedApplication, UpdateApplication},
+        clock::{SharedClock, SystemClock},
+        credentials::CredentialCache,
+    },
+    config::Settings,
+    domain::{AppId, Application},
+    telemetry,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Turns credentials into short-lived signed tokens"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (public listener, and the admin listener when admin.token is set).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage applications (OAuth clients).
+    #[command(subcommand)]
+    Apps(AppsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AppsCommand {
+    /// Create an application; its secret is printed once.
+    Create(CreateArgs),
+    /// List applications.
+    List(OutputArgs),
+    /// Show one application.
+    Show {
+        id: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Change name, scopes or sandbox flag.
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Space-delimited scopes.
+        #[arg(long)]
+        allowed_scopes: Option<String>,
+        /// Space-delimited scopes.
+        #[arg(long)]
+        default_scopes: Option<String>,
+        #[arg(long)]
+        sandbox: Option<bool>,
+    },
+    /// Refuse the application's credentials from now on.
+    Disable { id: String },
+    /// Accept the application's credentials again.
+    Enable { id: String },
+    /// Delete the application.
+    Delete { id: String },
+}
+
+#[derive(Debug, Args)]
+struct CreateArgs {
+    #[arg(long)]
+    name: String,
+    /// Space-delimited scopes the app may request (default: its default scopes).
+    #[arg(long)]
+    allowed_scopes: Option<String>,
+    /// Space-delimited scopes granted when none are requested (default: all:read all:write).
+    #[arg(long)]
+    default_scopes: Option<String>,
+    #[arg(long)]
+    sandbox: bool,
+    /// Import an existing client_id; its secret is read from standard input.
+    #[arg(long, requires = "client_secret_stdin")]
+    client_id: Option<String>,
+    /// Read the imported client secret from standard input (never from arguments,
+    /// which other users can see).
+    #[arg(long, requires = "client_id")]
+    client_secret_stdin: bool,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Debug, Clone, Copy, Args)]
+struct OutputArgs {
+    /// text for people, json for programs, env for `eval "$(…)"` in a shell.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+    Env,
+}
+
+/// Parses arguments, loads settings and runs the command.
+pub async fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load()?;
+    telemetry::init(settings.log.format, &settings.log.level);
+    let clock: SharedClock = Arc::new(SystemClock);
+    match cli.command {
+        Command::Serve => {
+            let server = Server::build(&settings, clock).await?;
+            server.run_until(shutdown_signal()).await
+        }
+        Command::Migrate => {
+            app::open_store(&settings).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Apps(command) => run_apps(command, &settings, clock).await,
+    }
+}
+
+async fn run_apps(
+    command: AppsCommand,
+    settings: &Settings,
+    clock: SharedClock,
+) -> anyhow::Result<()> {
+    let store = app::open_store(settings).await?;
+    // Nothing is cached in a one-shot command; a running server picks up changes when its
+    // own cache entries expire (credentials.cache_ttl_secs).
+    let apps = Applications::new(
+        store,
+        Arc::new(app::secret_hasher(settings)?),
+        Arc::new(CredentialCache::new(Duration::ZERO, 0)),
+        clock,
+    );
+    match command {
+        AppsCommand::Create(args) => {
+            let import = match args.client_id {
+                Some(id) => Some((id, read_secret_from_stdin()?)),
+                None => None,
+            };
+            let created = apps
+                .create(CreateApplication {
+                    name: args.name,
+                    allowed_scopes: args.allowed_scopes,
+                    default_scopes: args.default_scopes,
+                    sandbox: args.sandbox,
+                    import,
+                })
+                .await?;
+            print_created(&created, args.output.output);
+        }
+        AppsCommand::List(output) => {
+            let list = apps.list().await?;
+            match output.output {
+                Output::Json => {
+                    println!("{}", json!(list.iter().map(app_json).collect::<Vec<_>>()))
+                }
+                _ => {
+                    for app in &list {
+                        println!(
+                            "{}  {}  {}{}",
+                            app.id,
+                            app.client_id,
+                            app.name,
+                            if app.disabled { "  (disabled)" } else { "" }
+                        );
+                    }
+                }
+            }
+        }
+        AppsCommand::Show { id, output } => {
+            let app = apps.get(parse_id(&id)?).await?;
+            print_app(&app, output.output);
+        }
+        AppsCommand::Update {
+            id,
+            name,
+            allowed_scopes,
+            default_scopes,
+            sandbox,
+        } => {
+            let app = apps
+                .update(
+                    parse_id(&id)?,
+                    UpdateApplication {
+                        name,
+                        allowed_scopes,
+                        default_scopes,
+                        sandbox,
+                    },
+                )
+                .await?;
+            print_app(&app, Output::Text);
+        }
+        AppsCommand::Disable { id } => {
+            apps.set_disabled(parse_id(&id)?, true).await?;
+            println!("disabled {id}");
+        }
+        AppsCommand::Enable { id } => {
+            apps.set_disabled(parse_id(&id)?, false).await?;
+            println!("enabled {id}");
+        }
+        AppsCommand::Delete { id } => {
+            apps.delete(parse_id(&id)?).await?;
+            println!("deleted {id}");
+        }
+    }
+    Ok(())
+}
+
+fn parse_id(raw: &str) -> anyhow::Result<AppId> {
+    AppId::parse(raw).with_context(|| format!("'{raw}' is not an application id (a UUID)"))
+}
+
+fn read_secret_from_stdin() -> anyhow::Result<SecretString> {
+    let mut secret = String::new();
+    std::io::stdin()
+        .take(4096)
+        .read_to_string(&mut secret)
+        .context("reading the client secret from standard input")?;
+    Ok(secret.trim_end_matches(['\r', '\n']).to_owned().into())
+}
+
+fn app_json(app: &Application) -> serde_json::Value {
+    json!({
+        "id": app.id,
+        "client_id": app.client_id,
+        "name": app.name,
+        "allowed_scopes": app.allowed_scopes.to_string(),
+        "default_scopes": app.default_scopes.to_string(),
+        "sandbox": app.sandbox,
+        "disabled": app.disabled,
+        "created_at": app.created_at,
+        "updated_at": app.updated_at,
+    })
+}
+
+fn print_app(app: &Application, output: Output) {
+    match output {
+        Output::Json => println!("{}", app_json(app)),
+        Output::Env => {
+            println!("APP_ID={}", app.id);
+            println!("CLIENT_ID={}", app.client_id);
+        }
+        Output::Text => {
+            println!("app_id:         {}", app.id);
+            println!("client_id:      {}", app.client_id);
+            println!("name:           {}", app.name);
+            println!("allowed_scopes: {}", app.allowed_scopes);
+            println!("default_scopes: {}", app.default_scopes);
+            println!("sandbox:        {}", app.sandbox);
+            println!("disabled:       {}", app.disabled);
+        }
+    }
+}
+
+fn print_created(created: &CreatedApplication, output: Output) {
+    let secret = created.client_secret.as_ref().map(|s| s.expose_secret());
+    match output {
+        Output::Json => {
+            let mut value = app_json(&created.app);
+            if let Some(secret) = secret {
+                value["client_secret"] = json!(secret);
+            }
+            println!("{value}");
+        }
+        Output::Env => {
+            print_app(&created.app, Output::Env);
+            if let Some(secret) = secret {
+                println!("CLIENT_SECRET={secret}");
+            }
+        }
+        Output::Text => {
+            print_app(&created.app, Output::Text);
+            if let Some(secret) = secret {
+                println!("client_secret:  {secret}");
+                println!();
+                println!("The secret is shown only this once; store it now.");
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

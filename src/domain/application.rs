@@ -1,0 +1,33 @@
+use chrono::{DateTime, Utc};
+
+use super::{AppId, ClientId, ScopeSet};
+
+/// An OAuth client: a backend service holding a `client_id` and a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Application {
+    pub id: AppId,
+    pub client_id: ClientId,
+    pub name: String,
+    /// argon2id PHC string of the current secret.
+    pub secret_hash: String,
+    pub allowed_scopes: ScopeSet,
+    pub default_scopes: ScopeSet,
+    pub sandbox: bool,
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// What the store needs to insert a new application.
+#[derive(Debug, Clone)]
+pub struct NewApplication {
+    pub id: AppId,
+    pub client_id: ClientId,
+    pub name: String,
+    pub secret_hash: String,
+    pub allowed_scopes: ScopeSet,
+    pub default_scopes: ScopeSet,
+    pub sandbox: bool,
+    pub created_at: DateTime<Utc>,
+}

@@ -1,0 +1,13 @@
+//! Plain data types shared by every layer. No I/O, no framework types.
+
+mod application;
+mod ids;
+mod scope;
+mod signing_key;
+mod subject;
+
+pub use application::{Application, NewApplication};
+pub use ids::{AppId, ClientId, InvalidId};
+pub use scope::{InvalidScope, Scope, ScopeSet};
+pub use signing_key::{KeyState, SigningAlgorithm, SigningKeyRecord};
+pub use subject::{Subject, SubjectKind};

@@ -1,0 +1,319 @@
+//! The admin API (separate listener): manage applications. Errors are RFC 9457 problems.
+
+use aws_lc_rs::digest::{SHA256, digest};
+use axum::{
+    Json, Router,
+    extract::{FromRequest, Path, Request, State, rejection::JsonRejection},
+    http::{HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use chrono::{DateTime, SecondsFormat, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use super::{AppState, log_internal};
+use crate::{
+    authority::{
+        AuthorityError,
+        apps::{CreateApplication, UpdateApplication},
+    },
+    domain::{AppId, Application},
+};
+
+pub fn router(state: AppState, admin_token: SecretString) -> Router {
+    let expected = AdminTokenDigest::of(admin_token.expose_secret());
+    Router::new()
+        .route("/admin/v1/apps", post(create_app).get(list_apps))
+        .route(
+            "/admin/v1/apps/{id}",
+            get(show_app).patch(update_app).delete(delete_app),
+        )
+        .route("/admin/v1/apps/{id}/disable", post(disable_app))
+        .route("/admin/v1/apps/{id}/enable", post(enable_app))
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such admin route") })
+        .route_layer(middleware::from_fn_with_state(
+            expected,
+            require_admin_token,
+        ))
+        .with_state(state)
+}
+
+/// Comparing digests keeps the comparison constant-time even across token lengths.
+#[derive(Clone)]
+struct AdminTokenDigest([u8; 32]);
+
+impl AdminTokenDigest {
+    fn of(token: &str) -> Self {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest(&SHA256, token.as_bytes()).as_ref());
+        Self(out)
+    }
+}
+
+async fn require_admin_token(
+    State(expected): State<AdminTokenDigest>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|token| AdminTokenDigest::of(token.trim()));
+    match presented {
+        Some(digest) if bool::from(digest.0.ct_eq(&expected.0)) => next.run(request).await,
+        _ => {
+            let mut response = Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "a valid admin bearer token is required",
+            )
+            .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"portcullis-admin\""),
+            );
+            response
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAppRequest {
+    name: String,
+    allowed_scopes: Option<String>,
+    default_scopes: Option<String>,
+    #[serde(default)]
+    sandbox: bool,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAppRequest {
+    name: Option<String>,
+    allowed_scopes: Option<String>,
+    default_scopes: Option<String>,
+    sandbox: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AppResponse {
+    id: AppId,
+    client_id: String,
+    name: String,
+    allowed_scopes: String,
+    default_scopes: String,
+    sandbox: bool,
+    disabled: bool,
+    created_at: String,
+    updated_at: String,
+    last_used_at: Option<String>,
+    /// Present only in the response that creates the secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_secret: Option<String>,
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl From<Application> for AppResponse {
+    fn from(app: Application) -> Self {
+        Self {
+            id: app.id,
+            client_id: app.client_id.to_string(),
+            name: app.name,
+            allowed_scopes: app.allowed_scopes.to_string(),
+            default_scopes: app.default_scopes.to_string(),
+            sandbox: app.sandbox,
+            disabled: app.disabled,
+            created_at: rfc3339(app.created_at),
+            updated_at: rfc3339(app.updated_at),
+            last_used_at: app.last_used_at.map(rfc3339),
+            client_secret: None,
+        }
+    }
+}
+
+async fn create_app(
+    State(state): State<AppState>,
+    AdminJson(request): AdminJson<CreateAppRequest>,
+) -> Result<(StatusCode, Json<AppResponse>), Problem> {
+    let import = match (request.client_id, request.client_secret) {
+        (Some(id), Some(secret)) => Some((id, SecretString::from(secret))),
+        (None, None) => None,
+        _ => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "client_id and client_secret are imported together or not at all",
+            ));
+        }
+    };
+    let created = state
+        .authority
+        .apps
+        .create(CreateApplication {
+            name: request.name,
+            allowed_scopes: request.allowed_scopes,
+            default_scopes: request.default_scopes,
+            sandbox: request.sandbox,
+            import,
+        })
+        .await?;
+    let mut body = AppResponse::from(created.app);
+    body.client_secret = created.client_secret.map(|s| s.expose_secret().to_owned());
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+async fn list_apps(State(state): State<AppState>) -> Result<Json<Vec<AppResponse>>, Problem> {
+    let apps = state.authority.apps.list().await?;
+    Ok(Json(apps.into_iter().map(AppResponse::from).collect()))
+}
+
+async fn show_app(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<AppResponse>, Problem> {
+    let app = state.authority.apps.get(parse_id(&id)?).await?;
+    Ok(Json(app.into()))
+}
+
+async fn update_app(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    AdminJson(request): AdminJson<UpdateAppRequest>,
+) -> Result<Json<AppResponse>, Problem> {
+    let app = state
+        .authority
+        .apps
+        .update(
+            parse_id(&id)?,
+            UpdateApplication {
+                name: request.name,
+                allowed_scopes: request.allowed_scopes,
+                default_scopes: request.default_scopes,
+                sandbox: request.sandbox,
+            },
+        )
+        .await?;
+    Ok(Json(app.into()))
+}
+
+async fn delete_app(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    state.authority.apps.delete(parse_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn disable_app(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<AppResponse>, Problem> {
+    let app = state
+        .authority
+        .apps
+        .set_disabled(parse_id(&id)?, true)
+        .await?;
+    Ok(Json(app.into()))
+}
+
+async fn enable_app(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<AppResponse>, Problem> {
+    let app = state
+        .authority
+        .apps
+        .set_disabled(parse_id(&id)?, false)
+        .await?;
+    Ok(Json(app.into()))
+}
+
+fn parse_id(raw: &str) -> Result<AppId, Problem> {
+    // An id that cannot exist is simply not found.
+    AppId::parse(raw).map_err(|_| Problem::from(AuthorityError::NotFound))
+}
+
+/// JSON body whose rejections are problems, not axum's plain text.
+pub struct AdminJson<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AdminJson<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(Problem::from_json_rejection(&rejection)),
+        }
+    }
+}
+
+/// RFC 9457 problem details.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    detail: String,
+}
+
+impl Problem {
+    fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            detail: detail.into(),
+        }
+    }
+
+    fn from_json_rejection(rejection: &JsonRejection) -> Self {
+        Self::new(rejection.status(), rejection.body_text())
+    }
+}
+
+impl From<AuthorityError> for Problem {
+    fn from(e: AuthorityError) -> Self {
+        match e {
+            AuthorityError::InvalidClient => Self::new(StatusCode::UNAUTHORIZED, e.to_string()),
+            AuthorityError::RateLimited { .. } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+            }
+            AuthorityError::UnsupportedGrantType
+            | AuthorityError::MalformedScope(_)
+            | AuthorityError::ScopeNotGranted(_)
+            | AuthorityError::Invalid { .. } => Self::new(StatusCode::BAD_REQUEST, e.to_string()),
+            AuthorityError::NotFound => Self::new(StatusCode::NOT_FOUND, "no such resource"),
+            AuthorityError::Conflict(what) => Self::new(StatusCode::CONFLICT, what),
+            AuthorityError::Unavailable => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable")
+            }
+            AuthorityError::Internal(source) => {
+                log_internal(source.as_ref());
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
+            }
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "type": "about:blank",
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        let mut response = (self.status, Json(body)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}

@@ -1,0 +1,245 @@
+//! Pieces of requests that several dialects read the same way.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::Arc,
+};
+
+use axum::{
+    extract::{ConnectInfo, FromRequestParts},
+    http::{HeaderMap, header, request::Parts},
+};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use ipnet::IpNet;
+use percent_encoding::percent_decode_str;
+
+use super::AppState;
+
+/// The caller's address: the socket peer, or — only when that peer is a trusted proxy —
+/// the nearest untrusted hop of `X-Forwarded-For`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+#[derive(Debug, Default)]
+pub struct TrustedProxies(pub Arc<[IpNet]>);
+
+impl TrustedProxies {
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.trusts(peer) {
+            return peer;
+        }
+        // Walk from the nearest hop outwards; the first address we do not trust is the
+        // client. Anything unparsable ends the walk: nothing beyond it can be believed.
+        let mut client = peer;
+        let hops = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect::<Vec<_>>();
+        for hop in hops.iter().rev() {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) => {
+                    client = ip;
+                    if !self.trusts(ip) {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        client
+    }
+}
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        Ok(Self(state.trusted_proxies.client_ip(peer, &parts.headers)))
+    }
+}
+
+/// How a request body is encoded, from its `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    Json,
+    Form,
+    /// No `Content-Type` at all.
+    Absent,
+    Unsupported,
+}
+
+pub fn body_format(headers: &HeaderMap) -> BodyFormat {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return BodyFormat::Absent;
+    };
+    let Ok(value) = value.to_str() else {
+        return BodyFormat::Unsupported;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => BodyFormat::Json,
+        "application/x-www-form-urlencoded" => BodyFormat::Form,
+        e if e.starts_with("application/") && e.ends_with("+json") => BodyFormat::Json,
+        _ => BodyFormat::Unsupported,
+    }
+}
+
+/// Credentials from an `Authorization: Basic` header, decoded per RFC 6749 §2.3.1
+/// (each part form-urlencoded before base64).
+#[derive(Debug, PartialEq, Eq)]
+pub struct BasicCredentials {
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum BasicAuth {
+    Absent,
+    Malformed,
+    Present(BasicCredentials),
+}
+
+/// Bounds the header before decoding; credentials are never this long.
+const MAX_AUTHORIZATION_LEN: usize = 4096;
+
+pub fn basic_auth(headers: &HeaderMap) -> BasicAuth {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return BasicAuth::Absent;
+    };
+    decode_basic(value.as_bytes())
+}
+
+pub fn decode_basic(value: &[u8]) -> BasicAuth {
+    let Ok(value) = std::str::from_utf8(value) else {
+        return BasicAuth::Malformed;
+    };
+    let Some((scheme, encoded)) = value.trim().split_once(' ') else {
+        return BasicAuth::Absent;
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return BasicAuth::Absent;
+    }
+    if value.len() > MAX_AUTHORIZATION_LEN {
+        return BasicAuth::Malformed;
+    }
+    let decoded = STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok());
+    let Some((id, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+        return BasicAuth::Malformed;
+    };
+    match (form_decode(id), form_decode(secret)) {
+        (Some(client_id), Some(client_secret)) if !client_id.is_empty() => {
+            BasicAuth::Present(BasicCredentials {
+                client_id,
+                client_secret,
+            })
+        }
+        _ => BasicAuth::Malformed,
+    }
+}
+
+fn form_decode(part: &str) -> Option<String> {
+    percent_decode_str(&part.replace('+', " "))
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        let encoded = STANDARD.encode("my%20app:s%3Acret+x");
+        assert_eq!(
+            decode_basic(format!("Basic {encoded}").as_bytes()),
+            BasicAuth::Present(BasicCredentials {
+                client_id: "my app".into(),
+                client_secret: "s:cret x".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_basic_headers_are_told_apart_from_absent_ones() {
+        let no_colon = format!("Basic {}", STANDARD.encode("nocolon"));
+        let empty_id = format!("Basic {}", STANDARD.encode(":secret"));
+        let bad_utf8 = format!("Basic {}", STANDARD.encode([0xff, b':', b'x']));
+        for (value, why) in [
+            ("Basic !!!", "not base64"),
+            (no_colon.as_str(), "no colon"),
+            (empty_id.as_str(), "empty client id"),
+            (bad_utf8.as_str(), "invalid UTF-8"),
+        ] {
+            assert_eq!(
+                decode_basic(value.as_bytes()),
+                BasicAuth::Malformed,
+                "{why}"
+            );
+        }
+        assert_eq!(decode_basic(b"Bearer abc"), BasicAuth::Absent);
+    }
+
+    #[test]
+    fn content_types_are_classified() {
+        let cases = [
+            (Some("application/json"), BodyFormat::Json),
+            (Some("Application/JSON; charset=utf-8"), BodyFormat::Json),
+            (Some("application/x-www-form-urlencoded"), BodyFormat::Form),
+            (Some("text/plain"), BodyFormat::Unsupported),
+            (None, BodyFormat::Absent),
+        ];
+        for (ct, expected) in cases {
+            let h = ct.map_or_else(HeaderMap::new, |ct| headers(&[("content-type", ct)]));
+            assert_eq!(body_format(&h), expected, "{ct:?}");
+        }
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxies = TrustedProxies(vec!["10.0.0.0/8".parse().unwrap()].into());
+        let h = headers(&[("x-forwarded-for", "203.0.113.9, 198.51.100.7, 10.0.0.2")]);
+        let untrusted_peer: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(proxies.client_ip(untrusted_peer, &h), untrusted_peer);
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(
+            proxies.client_ip(proxy, &h),
+            "198.51.100.7".parse::<IpAddr>().unwrap(),
+            "the nearest untrusted hop, not the spoofable leftmost one"
+        );
+        let garbage = headers(&[("x-forwarded-for", "not-an-ip")]);
+        assert_eq!(proxies.client_ip(proxy, &garbage), proxy);
+    }
+}

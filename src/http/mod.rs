@@ -1,0 +1,138 @@
+//! The HTTP adapters: the only place axum appears. One module per dialect, each with its own
+//! error envelope; handlers translate and delegate to the core.
+
+mod admin;
+mod endorsed;
+pub mod extract;
+mod health;
+mod oauth;
+mod wellknown;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    extract::DefaultBodyLimit,
+    http::{HeaderName, StatusCode},
+    response::IntoResponse,
+    routing::{get, post},
+};
+use secrecy::SecretString;
+use serde_json::json;
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer},
+};
+use tracing::Level;
+
+use crate::authority::Authority;
+use extract::TrustedProxies;
+pub use wellknown::authorization_server_metadata as wellknown_metadata;
+
+/// Every request body is bounded; larger bodies get 413 in the route's own envelope.
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+#[derive(Clone)]
+pub struct AppState {
+    pub authority: Arc<Authority>,
+    pub trusted_proxies: Arc<TrustedProxies>,
+    pub lifecycle: Arc<Lifecycle>,
+    /// RFC 8414 metadata, rendered once.
+    pub metadata: Arc<serde_json::Value>,
+}
+
+/// Shared between the listeners and the shutdown path.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    draining: AtomicBool,
+}
+
+impl Lifecycle {
+    /// Readiness turns false first, so the gateway stops sending before we stop serving.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// Every public route, in one place.
+pub fn public_router(state: AppState, request_timeout: Duration) -> Router {
+    let routes = Router::new()
+        .route("/api/v1/auth/tokens", post(endorsed::create_token))
+        .route("/oauth2/token", post(oauth::token))
+        .route("/.well-known/jwks.json", get(wellknown::jwks))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(wellknown::metadata),
+        )
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .fallback(not_found)
+        .with_state(state);
+    with_common_layers(routes, request_timeout)
+}
+
+/// The admin API, behind the admin bearer token.
+pub fn admin_router(
+    state: AppState,
+    admin_token: SecretString,
+    request_timeout: Duration,
+) -> Router {
+    with_common_layers(admin::router(state, admin_token), request_timeout)
+}
+
+fn with_common_layers(router: Router, request_timeout: Duration) -> Router {
+    // Layers run outside-in from the bottom: the request id is set first so every log line
+    // and response carries it.
+    router
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::DEBUG))
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+}
+
+async fn not_found() -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({ "error": "not_found", "message": "no such route" })),
+    )
+}
+
+/// `Retry-After` in whole seconds, never zero.
+fn retry_after_secs(wait: Duration) -> String {
+    let rounded_up = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    rounded_up.max(1).to_string()
+}
+
+/// A 5xx body is opaque; its cause is logged here once, with the whole source chain.
+fn log_internal(source: &(dyn std::error::Error + 'static)) {
+    let mut chain = source.to_string();
+    let mut next = source.source();
+    while let Some(cause) = next {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    tracing::error!(error = %chain, "internal error");
+}

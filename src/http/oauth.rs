@@ -1,0 +1,234 @@
+//! OAuth 2.0 token endpoint (RFC 6749 §4.4, client_credentials).
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{State, rejection::BytesRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AppState,
+    extract::{BasicAuth, BodyFormat, ClientIp, basic_auth, body_format},
+    log_internal, retry_after_secs,
+};
+use crate::{
+    authority::{AuthorityError, ClientCredentials, TokenRoute},
+    domain::ScopeSet,
+};
+
+#[derive(Debug, Deserialize)]
+pub struct TokenRequest {
+    grant_type: Option<String>,
+    scope: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// RFC 6749 §5.1.
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+    scope: String,
+}
+
+pub async fn token(
+    State(state): State<AppState>,
+    ClientIp(source_ip): ClientIp,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, OAuthError> {
+    let body = body.map_err(OAuthError::from_body_rejection)?;
+    if !matches!(body_format(&headers), BodyFormat::Form | BodyFormat::Absent) {
+        return Err(OAuthError::invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    // Repeated parameters are rejected here too (RFC 6749 §3.2): a struct field may
+    // appear only once.
+    let request: TokenRequest = serde_urlencoded::from_bytes(&body)
+        .map_err(|e| OAuthError::invalid_request(format!("invalid form body: {e}")))?;
+
+    match request.grant_type.as_deref() {
+        Some("client_credentials") => {}
+        Some(_) => return Err(AuthorityError::UnsupportedGrantType.into()),
+        None => return Err(OAuthError::invalid_request("grant_type is required")),
+    }
+
+    let basic = basic_auth(&headers);
+    let (client_id, client_secret) = match (basic, request.client_id, request.client_secret) {
+        (BasicAuth::Malformed, _, _) => return Err(AuthorityError::InvalidClient.into()),
+        (BasicAuth::Present(_), _, Some(_)) => {
+            return Err(OAuthError::invalid_request(
+                "use one client authentication method, not both",
+            ));
+        }
+        (BasicAuth::Present(basic), Some(body_id), None) if body_id != basic.client_id => {
+            return Err(OAuthError::invalid_request(
+                "client_id in the body does not match the Authorization header",
+            ));
+        }
+        (BasicAuth::Present(basic), _, None) => (basic.client_id, basic.client_secret),
+        (BasicAuth::Absent, Some(id), Some(secret)) => (id, secret),
+        (BasicAuth::Absent, _, _) => return Err(AuthorityError::InvalidClient.into()),
+    };
+
+    let requested = request
+        .scope
+        .as_deref()
+        .map(ScopeSet::parse)
+        .transpose()
+        .map_err(AuthorityError::from)?;
+    let token = state
+        .authority
+        .client_credentials_token(
+            ClientCredentials {
+                client_id: &client_id,
+                client_secret: &client_secret,
+                source_ip,
+            },
+            requested,
+            TokenRoute::OAuth,
+        )
+        .await?;
+
+    Ok((
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        Json(TokenResponse {
+            access_token: token.access_token,
+            token_type: "Bearer",
+            expires_in: token.expires_in,
+            scope: token.scope.to_string(),
+        }),
+    ))
+}
+
+/// RFC 6749 §5.2 error response.
+#[derive(Debug)]
+pub struct OAuthError {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
+    retry_after: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    error_description: &'a str,
+}
+
+impl OAuthError {
+    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            description: description.into(),
+            retry_after: None,
+        }
+    }
+
+    fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    fn from_body_rejection(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                format!("the body may be at most {} bytes", super::BODY_LIMIT_BYTES),
+            )
+        } else {
+            Self::invalid_request("the request body could not be read")
+        }
+    }
+}
+
+impl From<AuthorityError> for OAuthError {
+    fn from(e: AuthorityError) -> Self {
+        match e {
+            AuthorityError::InvalidClient => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "client authentication failed",
+            ),
+            AuthorityError::RateLimited { retry_after } => Self {
+                retry_after: Some(retry_after_secs(retry_after)),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "temporarily_unavailable",
+                    "too many failed attempts; retry later",
+                )
+            },
+            AuthorityError::UnsupportedGrantType => Self::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "only client_credentials is supported",
+            ),
+            e @ AuthorityError::MalformedScope(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string())
+            }
+            e @ AuthorityError::ScopeNotGranted(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string())
+            }
+            e @ AuthorityError::Invalid { .. } => Self::invalid_request(e.to_string()),
+            AuthorityError::NotFound => Self::invalid_request("not found"),
+            AuthorityError::Conflict(what) => Self::invalid_request(what),
+            AuthorityError::Unavailable => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "temporarily unavailable; retry shortly",
+            ),
+            AuthorityError::Internal(source) => {
+                log_internal(source.as_ref());
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "internal server error",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.error,
+            error_description: &self.description,
+        };
+        let mut response = (
+            self.status,
+            [
+                (header::CACHE_CONTROL, "no-store"),
+                (header::PRAGMA, "no-cache"),
+            ],
+            Json(body),
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        // RFC 6749 §5.2 requires the challenge when Basic was tried, and HTTP requires
+        // one on every 401, so every invalid_client carries it.
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"portcullis\", charset=\"UTF-8\""),
+            );
+        }
+        if let Some(secs) = self
+            .retry_after
+            .and_then(|s| HeaderValue::from_str(&s).ok())
+        {
+            headers.insert(header::RETRY_AFTER, secs);
+        }
+        response
+    }
+}

@@ -1,0 +1,34 @@
+use axum::{Json, extract::State, http::header, response::IntoResponse};
+use serde_json::{Value, json};
+
+use super::AppState;
+
+pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
+    let keys = state.authority.tokens.keys().jwks();
+    (
+        // Short enough that a key published as `next` reaches caches before it signs.
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json(Value::clone(&keys)),
+    )
+}
+
+pub async fn metadata(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=3600")],
+        Json(Value::clone(&state.metadata)),
+    )
+}
+
+/// RFC 8414 metadata advertising only what this server implements.
+pub fn authorization_server_metadata(issuer: &str) -> Value {
+    let base = issuer.trim_end_matches('/');
+    json!({
+        "issuer": issuer,
+        "token_endpoint": format!("{base}/oauth2/token"),
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        // No authorization endpoint exists, so no response type is supported.
+        "response_types_supported": [],
+    })
+}

@@ -1,0 +1,18 @@
+//! Portcullis: a credential-exchange server. Credentials in, short-lived signed JWTs out.
+//!
+//! Dependencies point one way: `http` → `authority` → `store` (trait) → `domain`.
+//! - `http/` is the only place axum appears; handlers parse a dialect's wire format, call
+//!   the core and render the dialect's envelope.
+//! - `authority/` is the core (credentials, scopes, keys, minting) and knows neither HTTP
+//!   nor SQL.
+//! - `store/` is the only place sqlx appears.
+//! - `config` is the only reader of settings from files and the environment.
+
+pub mod app;
+pub mod authority;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,75 @@
+//! Persistence behind one trait. The queries are written once ([`sql::SqlStore`]) and run
+//! on PostgreSQL or SQLite; each backend module holds only what truly differs (connection
+//! setup, migrations, timestamp encoding). This folder is the only place sqlx appears.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{AppId, Application, ClientId, NewApplication, SigningKeyRecord};
+
+pub type DynStore = Arc<dyn Store>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies the embedded migrations of this backend; idempotent.
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// Cheap round trip used by readiness checks.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn insert_application(&self, app: &NewApplication) -> Result<Application, StoreError>;
+    async fn application(&self, id: AppId) -> Result<Option<Application>, StoreError>;
+    async fn application_by_client_id(
+        &self,
+        client_id: &ClientId,
+    ) -> Result<Option<Application>, StoreError>;
+    async fn list_applications(&self) -> Result<Vec<Application>, StoreError>;
+    /// Writes every mutable field of `app`; false if it no longer exists.
+    async fn update_application(&self, app: &Application) -> Result<bool, StoreError>;
+    async fn delete_application(&self, id: AppId) -> Result<bool, StoreError>;
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
+    /// Inserts `key` as the current signing key and retires the previous current one, in
+    /// one transaction. Fails with `Conflict` if another writer made a key current first.
+    async fn activate_new_signing_key(
+        &self,
+        key: &SigningKeyRecord,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Connection settings the backends share.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+/// Opens the store named by the URL scheme (`sqlite:` or `postgres:`), without migrating.
+pub async fn connect(options: &ConnectOptions) -> Result<DynStore, StoreError> {
+    if options.url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::connect(options).await?))
+    } else if options.url.starts_with("postgres:") || options.url.starts_with("postgresql:") {
+        Ok(Arc::new(postgres::connect(options)?))
+    } else {
+        Err(StoreError::Internal(
+            "database.url must start with sqlite: or postgres:".into(),
+        ))
+    }
+}

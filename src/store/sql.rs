@@ -1,0 +1,283 @@
+//! Every query, written once. `$N` placeholders and `ON CONFLICT`/`RETURNING` mean the same
+//! on PostgreSQL and SQLite, so one generic implementation serves both backends; the
+//! trait bounds below are the list of column types the schema uses.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Type,
+    migrate::Migrate, migrate::Migrator,
+};
+use uuid::Uuid;
+
+use super::{Store, StoreError};
+use crate::domain::{
+    AppId, Application, ClientId, KeyState, NewApplication, ScopeSet, SigningKeyRecord,
+};
+
+/// A point in time as the store keeps it. Each backend encodes it in its own way
+/// (TIMESTAMPTZ on PostgreSQL, integer microseconds on SQLite, which sort as numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp(pub DateTime<Utc>);
+
+pub struct SqlStore<DB: Database> {
+    pool: Pool<DB>,
+    migrator: &'static Migrator,
+}
+
+impl<DB: Database> SqlStore<DB> {
+    pub fn new(pool: Pool<DB>, migrator: &'static Migrator) -> Self {
+        Self { pool, migrator }
+    }
+}
+
+const APP_COLUMNS: &str = "id, client_id, name, secret_hash, allowed_scopes, default_scopes, \
+     sandbox, disabled, created_at, updated_at, last_used_at";
+
+#[derive(FromRow)]
+struct AppRow {
+    id: Uuid,
+    client_id: String,
+    name: String,
+    secret_hash: String,
+    allowed_scopes: String,
+    default_scopes: String,
+    sandbox: bool,
+    disabled: bool,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    last_used_at: Option<Timestamp>,
+}
+
+impl TryFrom<AppRow> for Application {
+    type Error = StoreError;
+
+    fn try_from(row: AppRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: AppId(row.id),
+            client_id: ClientId::parse(&row.client_id).map_err(corrupt)?,
+            name: row.name,
+            secret_hash: row.secret_hash,
+            allowed_scopes: ScopeSet::parse(&row.allowed_scopes).map_err(corrupt)?,
+            default_scopes: ScopeSet::parse(&row.default_scopes).map_err(corrupt)?,
+            sandbox: row.sandbox,
+            disabled: row.disabled,
+            created_at: row.created_at.0,
+            updated_at: row.updated_at.0,
+            last_used_at: row.last_used_at.map(|t| t.0),
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct KeyRow {
+    kid: String,
+    algorithm: String,
+    state: String,
+    private_key: Vec<u8>,
+    public_jwk: String,
+    created_at: Timestamp,
+    activated_at: Option<Timestamp>,
+    retired_at: Option<Timestamp>,
+}
+
+impl TryFrom<KeyRow> for SigningKeyRecord {
+    type Error = StoreError;
+
+    fn try_from(row: KeyRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            algorithm: row.algorithm.parse().map_err(corrupt)?,
+            state: KeyState::parse(&row.state).ok_or_else(|| corrupt("unknown key state"))?,
+            kid: row.kid,
+            sealed_private_key: row.private_key,
+            public_jwk: row.public_jwk,
+            created_at: row.created_at.0,
+            activated_at: row.activated_at.map(|t| t.0),
+            retired_at: row.retired_at.map(|t| t.0),
+        })
+    }
+}
+
+fn corrupt(e: impl ToString) -> StoreError {
+    StoreError::Internal(format!("unreadable row: {}", e.to_string()).into())
+}
+
+/// Sorts sqlx failures into the three answers callers act on.
+pub(super) fn map_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict("a record with that key already exists")
+        }
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+        _ => StoreError::Internal(Box::new(e)),
+    }
+}
+
+#[async_trait]
+impl<DB> Store for SqlStore<DB>
+where
+    DB: Database,
+    DB::Connection: Migrate,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    AppRow: for<'r> FromRow<'r, DB::Row>,
+    KeyRow: for<'r> FromRow<'r, DB::Row>,
+    Uuid: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+    Vec<u8>: for<'q> Encode<'q, DB> + Type<DB>,
+    bool: for<'q> Encode<'q, DB> + Type<DB>,
+    i32: for<'r> Decode<'r, DB> + Type<DB>,
+    Timestamp: for<'q> Encode<'q, DB> + Type<DB>,
+    Option<Timestamp>: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.migrator.run(&self.pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => map_err(e),
+            other => StoreError::Internal(Box::new(other)),
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query_scalar::<DB, i32>("SELECT 1")
+            .fetch_one(&self.pool)
+            .await
+            .map(drop)
+            .map_err(map_err)
+    }
+
+    async fn insert_application(&self, app: &NewApplication) -> Result<Application, StoreError> {
+        let row = sqlx::query_as::<DB, AppRow>(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO applications (id, client_id, name, secret_hash, allowed_scopes, \
+             default_scopes, sandbox, disabled, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8) RETURNING {APP_COLUMNS}"
+        )))
+        .bind(app.id.0)
+        .bind(app.client_id.as_str().to_owned())
+        .bind(app.name.clone())
+        .bind(app.secret_hash.clone())
+        .bind(app.allowed_scopes.to_string())
+        .bind(app.default_scopes.to_string())
+        .bind(app.sandbox)
+        .bind(Timestamp(app.created_at))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.try_into()
+    }
+
+    async fn application(&self, id: AppId) -> Result<Option<Application>, StoreError> {
+        sqlx::query_as::<DB, AppRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {APP_COLUMNS} FROM applications WHERE id = $1"
+        )))
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?
+        .map(TryInto::try_into)
+        .transpose()
+    }
+
+    async fn application_by_client_id(
+        &self,
+        client_id: &ClientId,
+    ) -> Result<Option<Application>, StoreError> {
+        sqlx::query_as::<DB, AppRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {APP_COLUMNS} FROM applications WHERE client_id = $1"
+        )))
+        .bind(client_id.as_str().to_owned())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?
+        .map(TryInto::try_into)
+        .transpose()
+    }
+
+    async fn list_applications(&self) -> Result<Vec<Application>, StoreError> {
+        sqlx::query_as::<DB, AppRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {APP_COLUMNS} FROM applications ORDER BY created_at, id"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?
+        .into_iter()
+        .map(TryInto::try_into)
+        .collect()
+    }
+
+    async fn update_application(&self, app: &Application) -> Result<bool, StoreError> {
+        let updated = sqlx::query_scalar::<DB, Uuid>(
+            "UPDATE applications SET name = $2, secret_hash = $3, allowed_scopes = $4, \
+             default_scopes = $5, sandbox = $6, disabled = $7, updated_at = $8 \
+             WHERE id = $1 RETURNING id",
+        )
+        .bind(app.id.0)
+        .bind(app.name.clone())
+        .bind(app.secret_hash.clone())
+        .bind(app.allowed_scopes.to_string())
+        .bind(app.default_scopes.to_string())
+        .bind(app.sandbox)
+        .bind(app.disabled)
+        .bind(Timestamp(app.updated_at))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(updated.is_some())
+    }
+
+    async fn delete_application(&self, id: AppId) -> Result<bool, StoreError> {
+        let deleted =
+            sqlx::query_scalar::<DB, Uuid>("DELETE FROM applications WHERE id = $1 RETURNING id")
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+        Ok(deleted.is_some())
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        sqlx::query_as::<DB, KeyRow>(
+            "SELECT kid, algorithm, state, private_key, public_jwk, created_at, activated_at, \
+             retired_at FROM signing_keys ORDER BY created_at, kid",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?
+        .into_iter()
+        .map(TryInto::try_into)
+        .collect()
+    }
+
+    async fn activate_new_signing_key(
+        &self,
+        key: &SigningKeyRecord,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query::<DB>(
+            "UPDATE signing_keys SET state = 'retired', retired_at = $1 WHERE state = 'current'",
+        )
+        .bind(Timestamp(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        sqlx::query::<DB>(
+            "INSERT INTO signing_keys (kid, algorithm, state, private_key, public_jwk, \
+             created_at, activated_at) VALUES ($1, $2, 'current', $3, $4, $5, $5)",
+        )
+        .bind(key.kid.clone())
+        .bind(key.algorithm.as_str().to_owned())
+        .bind(key.sealed_private_key.clone())
+        .bind(key.public_jwk.clone())
+        .bind(Timestamp(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+}
