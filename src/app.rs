@@ -37,6 +37,15 @@ pub struct Server {
 impl Server {
     pub async fn build(settings: &Settings, clock: SharedClock) -> anyhow::Result<Self> {
         let store = open_store(settings).await?;
+        Self::build_with_store(settings, store, clock).await
+    }
+
+    /// Builds around an already-migrated store; tests use it to inject faults.
+    pub async fn build_with_store(
+        settings: &Settings,
+        store: DynStore,
+        clock: SharedClock,
+    ) -> anyhow::Result<Self> {
         let master = master_key(settings)?;
         let hasher = Arc::new(secret_hasher(settings)?);
         let cache = Arc::new(CredentialCache::new(

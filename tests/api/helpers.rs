@@ -1,0 +1,395 @@
+//! One way to start the real server for a test: a fresh database (a SQLite file, or a new
+//! PostgreSQL database when TEST_DATABASE_URL is set), port 0, cheap argon2 settings.
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex, OnceLock},
+};
+
+use portcullis::{
+    app::{Server, open_store},
+    authority::{
+        clock::{SharedClock, SystemClock},
+        keys::MasterKey,
+    },
+    config::Settings,
+    store::DynStore,
+};
+use reqwest::{Client, Response};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef0123";
+pub const ISSUER: &str = "http://portcullis.test";
+pub const AUDIENCE: &str = "portcullis-tests";
+
+/// Every log line any test in this binary produced, so tests can prove secrets stay out.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUFFER.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        let echo = std::env::var_os("TEST_LOG").is_some();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || CaptureWriter {
+                sink: sink.clone(),
+                echo,
+            })
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buffer
+    })
+}
+
+struct CaptureWriter {
+    sink: Arc<Mutex<Vec<u8>>>,
+    echo: bool,
+}
+
+impl Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.sink
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        if self.echo {
+            std::io::stderr().write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A fresh, empty database for one test. PostgreSQL databases are dropped afterwards.
+pub struct TestDatabase {
+    pub url: String,
+    /// Replicas sharing a database share its master key.
+    pub master_key: String,
+    _dir: Option<tempfile::TempDir>,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    pub async fn new() -> Self {
+        match std::env::var("TEST_DATABASE_URL") {
+            Ok(admin_url) if !admin_url.is_empty() => Self::postgres(&admin_url).await,
+            _ => Self::sqlite(),
+        }
+    }
+
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let url = format!("sqlite://{}", dir.path().join("portcullis.db").display());
+        Self {
+            url,
+            master_key: MasterKey::generate_base64(),
+            _dir: Some(dir),
+            postgres: None,
+        }
+    }
+
+    /// Fails loudly when PostgreSQL is unreachable: a green run must mean it was exercised.
+    pub async fn postgres(admin_url: &str) -> Self {
+        use sqlx::Connection;
+        let name = format!("portcullis_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("TEST_DATABASE_URL is set but unreachable: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("CREATE DATABASE");
+        let mut url = url_with_database(admin_url, &name);
+        if !url.contains("connect_timeout") {
+            url.push_str(if url.contains('?') { "&" } else { "?" });
+            url.push_str("connect_timeout=5");
+        }
+        Self {
+            url,
+            master_key: MasterKey::generate_base64(),
+            _dir: None,
+            postgres: Some((admin_url.to_owned(), name)),
+        }
+    }
+}
+
+fn url_with_database(url: &str, database: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{database}?{q}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop cannot be async; a short-lived thread with its own runtime does the cleanup.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Settings for a test server: loopback port 0, the test database, a fresh master key.
+pub fn settings(db: &TestDatabase, overrides: &[(&str, &str)]) -> Settings {
+    log_buffer();
+    let mut env: Vec<(String, String)> = [
+        ("PORTCULLIS__SERVER__PUBLIC_ADDR", "127.0.0.1:0"),
+        ("PORTCULLIS__ADMIN__ADDR", "127.0.0.1:0"),
+        ("PORTCULLIS__ADMIN__TOKEN", ADMIN_TOKEN),
+        ("PORTCULLIS__DATABASE__URL", db.url.as_str()),
+        ("PORTCULLIS__DATABASE__MAX_CONNECTIONS", "4"),
+        ("PORTCULLIS__KEYS__MASTER_KEY", db.master_key.as_str()),
+        ("PORTCULLIS__TOKENS__ISSUER", ISSUER),
+        ("PORTCULLIS__TOKENS__AUDIENCE", AUDIENCE),
+        // The cheapest argon2 the config accepts keeps the suite fast.
+        ("PORTCULLIS__CREDENTIALS__ARGON2_MEMORY_KIB", "8192"),
+        ("PORTCULLIS__CREDENTIALS__ARGON2_ITERATIONS", "1"),
+        (
+            "PORTCULLIS__RATE_LIMIT__VERIFICATIONS_PER_CLIENT_PER_MINUTE",
+            "1000",
+        ),
+        (
+            "PORTCULLIS__RATE_LIMIT__VERIFICATIONS_PER_IP_PER_MINUTE",
+            "1000",
+        ),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in overrides {
+        env.retain(|(key, _)| key != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    Settings::load_from(None, env).expect("test settings are valid")
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub admin: String,
+    pub http: Client,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    db: Arc<TestDatabase>,
+}
+
+#[derive(Default)]
+pub struct Spawn<'a> {
+    pub overrides: &'a [(&'a str, &'a str)],
+    pub clock: Option<SharedClock>,
+    /// Wraps the real store, e.g. to inject faults.
+    pub wrap_store: Option<Box<dyn FnOnce(DynStore) -> DynStore + Send + 'a>>,
+}
+
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Spawn::default()).await
+    }
+
+    pub async fn spawn_with(options: Spawn<'_>) -> Self {
+        let db = Arc::new(TestDatabase::new().await);
+        Self::spawn_on(db, options).await
+    }
+
+    /// Starts a server on an existing database, e.g. a second replica.
+    pub async fn spawn_on(db: Arc<TestDatabase>, options: Spawn<'_>) -> Self {
+        let settings = settings(&db, options.overrides);
+        let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let mut store = open_store(&settings).await.expect("test store opens");
+        if let Some(wrap) = options.wrap_store {
+            store = wrap(store);
+        }
+        let server = Server::build_with_store(&settings, store, clock)
+            .await
+            .expect("server builds");
+        let base = format!("http://{}", server.public_addr());
+        let admin = format!("http://{}", server.admin_addr().expect("admin listener"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(server.run_until(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            base,
+            admin,
+            http: Client::new(),
+            stop: Some(stop),
+            done: Some(done),
+            db,
+        }
+    }
+
+    pub fn database(&self) -> Arc<TestDatabase> {
+        self.db.clone()
+    }
+
+    /// Stops the server gracefully and waits for it to exit.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.done.take().expect("running").await?
+    }
+
+    pub async fn admin_post(&self, path: &str, body: Value) -> Response {
+        self.http
+            .post(format!("{}{path}", self.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("admin request")
+    }
+
+    /// Creates an application through the admin API; returns (app json, client_id, secret).
+    pub async fn create_app(&self, body: Value) -> TestClient {
+        let response = self.admin_post("/admin/v1/apps", body).await;
+        assert_eq!(response.status(), 201, "creating an app");
+        let app: Value = response.json().await.unwrap();
+        TestClient {
+            id: app["id"].as_str().unwrap().to_owned(),
+            client_id: app["client_id"].as_str().unwrap().to_owned(),
+            secret: app["client_secret"].as_str().unwrap_or_default().to_owned(),
+        }
+    }
+
+    pub async fn default_app(&self) -> TestClient {
+        self.create_app(json!({ "name": "test app" })).await
+    }
+
+    pub async fn endorsed_json(&self, body: Value) -> Response {
+        self.http
+            .post(format!("{}/api/v1/auth/tokens", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        let mut request = self.http.post(format!("{}{path}", self.base)).body(body);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn oauth_basic(&self, client: &TestClient, form: &str) -> Response {
+        self.http
+            .post(format!("{}/oauth2/token", self.base))
+            .basic_auth(&client.client_id, Some(&client.secret))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TestClient {
+    pub id: String,
+    pub client_id: String,
+    pub secret: String,
+}
+
+impl TestClient {
+    pub fn form(&self, extra: &str) -> String {
+        let mut form = format!(
+            "grant_type=client_credentials&client_id={}&client_secret={}",
+            self.client_id, self.secret
+        );
+        if !extra.is_empty() {
+            form.push('&');
+            form.push_str(extra);
+        }
+        form
+    }
+
+    pub fn json(&self, scope: Option<Value>) -> Value {
+        let mut body = json!({
+            "client_id": self.client_id,
+            "client_secret": self.secret,
+            "grant_type": "client_credentials",
+        });
+        if let Some(scope) = scope {
+            body["scope"] = scope;
+        }
+        body
+    }
+}
+
+/// Decodes and verifies a token against the server's own JWKS, pinning algorithm, issuer
+/// and audience; returns the header and claims.
+pub async fn verify_token(app: &TestApp, token: &str) -> (jsonwebtoken::Header, Value) {
+    use jsonwebtoken::{DecodingKey, Validation, decode, decode_header, jwk::JwkSet};
+    let jwks: JwkSet = app
+        .http
+        .get(format!("{}/.well-known/jwks.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let header = decode_header(token).expect("a JWS header");
+    let kid = header.kid.clone().expect("tokens name their key");
+    let jwk = jwks
+        .find(&kid)
+        .expect("the signing key is published in JWKS");
+    let key = DecodingKey::from_jwk(jwk).unwrap();
+    let mut validation = Validation::new(header.alg);
+    validation.set_issuer(&[ISSUER]);
+    validation.set_audience(&[AUDIENCE]);
+    validation.set_required_spec_claims(&["exp", "iat", "nbf", "iss", "aud", "sub"]);
+    let claims = decode::<Value>(token, &key, &validation)
+        .expect("the token verifies against the JWKS")
+        .claims;
+    (header, claims)
+}

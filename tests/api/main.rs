@@ -1,0 +1,11 @@
+//! Integration tests: the real server on port 0, over SQLite by default and over a fresh
+//! PostgreSQL database per test when TEST_DATABASE_URL is set.
+
+mod admin;
+mod credentials;
+mod edges;
+mod endorsed;
+mod helpers;
+mod oauth;
+mod store_contract;
+mod tokens;
