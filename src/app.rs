@@ -11,13 +11,16 @@ use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
     authority::{
-        Authority, Lifetimes,
+        Authority, Lifetimes, Parts,
         apps::Applications,
         clock::SharedClock,
         credentials::{ClientAuthenticator, CredentialCache, VerificationLimits},
+        enrollments::Enrollments,
         keys::{KeyRing, KeyRingOptions, MasterKey},
         secrets::{HashParams, SecretHasher},
+        status::StatusCache,
         tokens::TokenMinter,
+        verify::TokenVerifier,
     },
     config::Settings,
     http::{self, AppState, Lifecycle, extract::TrustedProxies},
@@ -52,11 +55,16 @@ impl Server {
             Duration::from_secs(settings.credentials.cache_ttl_secs),
             settings.credentials.cache_capacity,
         ));
+        let status = Arc::new(StatusCache::new(
+            Duration::from_secs(settings.tokens.status_cache_ttl_secs),
+            settings.credentials.cache_capacity,
+        ));
         let lifetimes = Lifetimes {
             oauth: Duration::from_secs(settings.tokens.oauth_lifetime_secs),
             endorsed: Duration::from_secs(settings.tokens.endorsed_lifetime_secs),
+            enrollment: Duration::from_secs(settings.tokens.enrollment_lifetime_secs),
         };
-        let longest_lifetime = lifetimes.oauth.max(lifetimes.endorsed);
+        let longest_lifetime = lifetimes.longest();
         let keys = KeyRing::load(
             &store,
             &master,
@@ -75,9 +83,17 @@ impl Server {
         .context("loading signing keys")?;
 
         let issuer = settings.issuer();
-        let authority = Arc::new(Authority::new(
-            Applications::new(store.clone(), hasher.clone(), cache.clone(), clock.clone()),
-            ClientAuthenticator::new(
+        let keys = Arc::new(keys);
+        let authority = Arc::new(Authority::new(Parts {
+            apps: Applications::new(
+                store.clone(),
+                hasher.clone(),
+                cache.clone(),
+                status.clone(),
+                clock.clone(),
+            ),
+            enrollments: Enrollments::new(store.clone(), status.clone(), clock.clone()),
+            credentials: ClientAuthenticator::new(
                 store.clone(),
                 hasher,
                 cache,
@@ -86,15 +102,22 @@ impl Server {
                     per_ip_per_minute: settings.rate_limit.verifications_per_ip_per_minute,
                 },
             ),
-            TokenMinter::new(
+            tokens: TokenMinter::new(
                 issuer.clone(),
                 settings.tokens.audience.clone(),
-                Arc::new(keys),
+                keys.clone(),
+                clock.clone(),
+            ),
+            verifier: TokenVerifier::new(
+                issuer.clone(),
+                settings.tokens.audience.clone(),
+                keys,
                 clock,
             ),
+            status,
             lifetimes,
             store,
-        ));
+        }));
 
         let lifecycle = Arc::new(Lifecycle::default());
         let state = AppState {

@@ -13,9 +13,12 @@ use crate::{
         apps::{Applications, CreateApplication, CreatedApplication, UpdateApplication},
         clock::{SharedClock, SystemClock},
         credentials::CredentialCache,
+        enrollments::{CreateEnrollment, Enrollments},
+        status::StatusCache,
     },
     config::Settings,
-    domain::{AppId, Application},
+    domain::{AppId, Application, Enrollment, EnrollmentId, OwnerId},
+    store::EnrollmentFilter,
     telemetry,
 };
 
@@ -39,6 +42,52 @@ enum Command {
     /// Manage applications (OAuth clients).
     #[command(subcommand)]
     Apps(AppsCommand),
+    /// Manage enrollments (an application installed for an owner).
+    #[command(subcommand)]
+    Enrollments(EnrollmentsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum EnrollmentsCommand {
+    /// Enroll an owner with an application.
+    Create {
+        #[arg(long)]
+        app_id: String,
+        #[arg(long)]
+        owner_id: String,
+        /// Choose the enrollment id (a UUID); generated when omitted.
+        #[arg(long)]
+        id: Option<String>,
+        /// JSON kept with the enrollment.
+        #[arg(long)]
+        data: Option<String>,
+        /// Space-delimited; defaults to the app's default scopes.
+        #[arg(long)]
+        scopes: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// List enrollments, newest first.
+    List {
+        #[arg(long)]
+        app_id: Option<String>,
+        #[arg(long)]
+        owner_id: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Show one enrollment.
+    Show {
+        id: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Refuse the enrollment's tokens and authorizations from now on.
+    Disable { id: String },
+    /// Accept the enrollment again.
+    Enable { id: String },
+    /// Delete the enrollment.
+    Delete { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +178,125 @@ pub async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Apps(command) => run_apps(command, &settings, clock).await,
+        Command::Enrollments(command) => run_enrollments(command, &settings, clock).await,
+    }
+}
+
+async fn run_enrollments(
+    command: EnrollmentsCommand,
+    settings: &Settings,
+    clock: SharedClock,
+) -> anyhow::Result<()> {
+    let store = app::open_store(settings).await?;
+    let enrollments = Enrollments::new(store, Arc::new(StatusCache::new(Duration::ZERO, 0)), clock);
+    let enrollment_id = |raw: &str| {
+        EnrollmentId::parse(raw)
+            .with_context(|| format!("'{raw}' is not an enrollment id (a UUID)"))
+    };
+    match command {
+        EnrollmentsCommand::Create {
+            app_id,
+            owner_id,
+            id,
+            data,
+            scopes,
+            output,
+        } => {
+            let data = data
+                .map(|raw| serde_json::from_str(&raw))
+                .transpose()
+                .context("--data must be JSON")?;
+            let created = enrollments
+                .create(CreateEnrollment {
+                    app_id: Some(parse_id(&app_id)?),
+                    owner_id,
+                    id,
+                    data,
+                    scopes,
+                })
+                .await?;
+            print_enrollment(&created.into_inner(), output.output);
+        }
+        EnrollmentsCommand::List {
+            app_id,
+            owner_id,
+            output,
+        } => {
+            let filter = EnrollmentFilter {
+                app_id: app_id.as_deref().map(parse_id).transpose()?,
+                owner_id: owner_id
+                    .as_deref()
+                    .map(|o| OwnerId::parse(o).context("--owner-id"))
+                    .transpose()?,
+            };
+            let list = enrollments.list(&filter).await?;
+            match output.output {
+                Output::Json => println!(
+                    "{}",
+                    json!(list.iter().map(enrollment_json).collect::<Vec<_>>())
+                ),
+                _ => {
+                    for e in &list {
+                        println!(
+                            "{}  app {}  owner {}{}",
+                            e.id,
+                            e.app_id,
+                            e.owner_id,
+                            if e.disabled { "  (disabled)" } else { "" }
+                        );
+                    }
+                }
+            }
+        }
+        EnrollmentsCommand::Show { id, output } => {
+            let e = enrollments.get(enrollment_id(&id)?).await?;
+            print_enrollment(&e, output.output);
+        }
+        EnrollmentsCommand::Disable { id } => {
+            enrollments.set_disabled(enrollment_id(&id)?, true).await?;
+            println!("disabled {id}");
+        }
+        EnrollmentsCommand::Enable { id } => {
+            enrollments.set_disabled(enrollment_id(&id)?, false).await?;
+            println!("enabled {id}");
+        }
+        EnrollmentsCommand::Delete { id } => {
+            enrollments.delete(enrollment_id(&id)?).await?;
+            println!("deleted {id}");
+        }
+    }
+    Ok(())
+}
+
+fn enrollment_json(e: &Enrollment) -> serde_json::Value {
+    json!({
+        "id": e.id,
+        "app_id": e.app_id,
+        "owner_id": e.owner_id,
+        "data": e.data,
+        "scopes": e.scopes.to_string(),
+        "sandbox": e.sandbox,
+        "disabled": e.disabled,
+        "created_at": e.created_at,
+        "updated_at": e.updated_at,
+    })
+}
+
+fn print_enrollment(e: &Enrollment, output: Output) {
+    match output {
+        Output::Json => println!("{}", enrollment_json(e)),
+        Output::Env => {
+            println!("ENROLLMENT_ID={}", e.id);
+            println!("OWNER_ID={}", e.owner_id);
+        }
+        Output::Text => {
+            println!("enrollment_id: {}", e.id);
+            println!("app_id:        {}", e.app_id);
+            println!("owner_id:      {}", e.owner_id);
+            println!("scopes:        {}", e.scopes);
+            println!("disabled:      {}", e.disabled);
+            println!("data:          {}", e.data);
+        }
     }
 }
 
@@ -144,6 +312,7 @@ async fn run_apps(
         store,
         Arc::new(app::secret_hasher(settings)?),
         Arc::new(CredentialCache::new(Duration::ZERO, 0)),
+        Arc::new(StatusCache::new(Duration::ZERO, 0)),
         clock,
     );
     match command {

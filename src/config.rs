@@ -57,6 +57,8 @@ pub struct TokenSettings {
     pub algorithm: SigningAlgorithm,
     pub oauth_lifetime_secs: u64,
     pub endorsed_lifetime_secs: u64,
+    pub enrollment_lifetime_secs: u64,
+    pub status_cache_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -9,6 +9,7 @@ use super::{
     clock::SharedClock,
     credentials::CredentialCache,
     secrets::{self, SecretHasher},
+    status::StatusCache,
 };
 use crate::{
     domain::{AppId, Application, ClientId, NewApplication, ScopeSet},
@@ -49,6 +50,7 @@ pub struct Applications {
     store: DynStore,
     hasher: Arc<SecretHasher>,
     cache: Arc<CredentialCache>,
+    status: Arc<StatusCache>,
     clock: SharedClock,
 }
 
@@ -87,14 +89,23 @@ impl Applications {
         store: DynStore,
         hasher: Arc<SecretHasher>,
         cache: Arc<CredentialCache>,
+        status: Arc<StatusCache>,
         clock: SharedClock,
     ) -> Self {
         Self {
             store,
             hasher,
             cache,
+            status,
             clock,
         }
+    }
+
+    /// Forgets everything remembered about this app on this replica. Enrollment statuses
+    /// depend on their app's, and app changes are rare, so those are all dropped.
+    fn forget(&self, client_id: &ClientId) {
+        self.cache.invalidate(client_id);
+        self.status.invalidate_all();
     }
 
     pub async fn create(
@@ -222,7 +233,7 @@ impl Applications {
         if !self.store.delete_application(id).await? {
             return Err(AuthorityError::NotFound);
         }
-        self.cache.invalidate(&app.client_id);
+        self.forget(&app.client_id);
         tracing::info!(event = "app.deleted", app_id = %id, client_id = %app.client_id);
         Ok(())
     }
@@ -236,7 +247,7 @@ impl Applications {
         if !self.store.update_application(&app).await? {
             return Err(AuthorityError::NotFound);
         }
-        self.cache.invalidate(&app.client_id);
+        self.forget(&app.client_id);
         tracing::info!(event, app_id = %app.id, client_id = %app.client_id);
         Ok(app)
     }

@@ -1,7 +1,8 @@
 //! Client authentication: the one place a `client_id` + secret pair is judged.
 //!
-//! Warm path: an in-memory map from `client_id` to keyed digests of secrets that passed
-//! argon2 recently; a hit costs one HMAC and a constant-time compare. Cold path: rate
+//! Warm path: an in-memory map keyed by an HMAC of (client_id, secret) for pairs that
+//! passed argon2 recently; a hit costs one HMAC and a hash lookup. The key is a MAC, so
+//! matching it is as good as a constant-time comparison of the secret. Cold path: rate
 //! limits first (per client and per source IP), then a store lookup and argon2, which runs
 //! against a dummy hash for unknown clients so every failure looks and times the same.
 
@@ -15,8 +16,7 @@ use governor::{
     DefaultKeyedRateLimiter, Quota, RateLimiter,
     clock::{Clock as _, DefaultClock},
 };
-use moka::sync::Cache;
-use subtle::ConstantTimeEq;
+use moka::future::Cache;
 
 use super::{AuthorityError, secrets::SecretHasher};
 use crate::{
@@ -46,22 +46,15 @@ impl From<&Application> for VerifiedClient {
     }
 }
 
-type Digest = [u8; 32];
+/// Names one (client_id, secret) pair without holding the secret: an HMAC under a
+/// per-process random key, so a memory dump yields nothing usable elsewhere.
+type PairKey = [u8; 32];
 
-struct CacheEntry {
-    client: Arc<VerifiedClient>,
-    /// More than one while a rotated-out secret is still in its grace period.
-    digests: Vec<Digest>,
-}
-
-/// Remembers which secrets passed argon2, as HMACs under a per-process random key, so the
-/// plaintext never sits in memory and a memory dump yields nothing replayable elsewhere.
+/// Remembers which (client_id, secret) pairs passed argon2 recently.
 pub struct CredentialCache {
-    entries: Option<Cache<String, Arc<CacheEntry>>>,
+    entries: Option<Cache<PairKey, Arc<VerifiedClient>>>,
     key: hmac::Key,
 }
-
-const MAX_DIGESTS_PER_CLIENT: usize = 4;
 
 impl CredentialCache {
     /// `ttl` of zero disables caching: every request pays argon2.
@@ -74,6 +67,7 @@ impl CredentialCache {
             Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(ttl)
+                .support_invalidation_closures()
                 .build()
         });
         Self {
@@ -82,45 +76,23 @@ impl CredentialCache {
         }
     }
 
-    fn digest(&self, secret: &str) -> Digest {
-        let tag = hmac::sign(&self.key, secret.as_bytes());
+    fn pair_key(&self, client_id: &str, secret: &str) -> PairKey {
+        // Length-prefixing the client_id keeps ("ab", "c") and ("a", "bc") apart.
+        let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(&(client_id.len() as u64).to_be_bytes());
+        ctx.update(client_id.as_bytes());
+        ctx.update(secret.as_bytes());
         let mut out = [0u8; 32];
-        out.copy_from_slice(tag.as_ref());
+        out.copy_from_slice(ctx.sign().as_ref());
         out
     }
 
-    fn lookup(&self, client_id: &str, secret: &str) -> Option<Arc<VerifiedClient>> {
-        let entry = self.entries.as_ref()?.get(client_id)?;
-        let digest = self.digest(secret);
-        let matched = entry
-            .digests
-            .iter()
-            .fold(subtle::Choice::from(0), |acc, d| acc | d.ct_eq(&digest));
-        bool::from(matched).then(|| entry.client.clone())
-    }
-
-    fn remember(&self, client: Arc<VerifiedClient>, secret: &str) {
-        let Some(entries) = &self.entries else { return };
-        let digest = self.digest(secret);
-        let key = client.client_id.as_str().to_owned();
-        let mut digests = entries
-            .get(&key)
-            .filter(|old| old.client == client)
-            .map(|old| old.digests.clone())
-            .unwrap_or_default();
-        if !digests.contains(&digest) {
-            if digests.len() == MAX_DIGESTS_PER_CLIENT {
-                digests.remove(0);
-            }
-            digests.push(digest);
-        }
-        entries.insert(key, Arc::new(CacheEntry { client, digests }));
-    }
-
-    /// Forgets a client, after its secret, scopes or status changed.
+    /// Forgets every pair of a client, after its secret, scopes or status changed.
     pub fn invalidate(&self, client_id: &ClientId) {
         if let Some(entries) = &self.entries {
-            entries.invalidate(client_id.as_str());
+            let client_id = client_id.clone();
+            // Only fails if closures were not enabled at build time, which they are.
+            let _ = entries.invalidate_entries_if(move |_, client| client.client_id == client_id);
         }
     }
 
@@ -205,9 +177,25 @@ impl ClientAuthenticator {
         secret: &str,
         source_ip: IpAddr,
     ) -> Result<Arc<VerifiedClient>, AuthorityError> {
-        if let Some(client) = self.cache.lookup(client_id, secret) {
-            return Ok(client);
-        }
+        let Some(entries) = &self.cache.entries else {
+            return self.verify(client_id, secret, source_ip).await;
+        };
+        // Concurrent requests for the same pair share one verification: a burst of cold
+        // requests costs one argon2 run and one rate-limit token, not one each.
+        let key = self.cache.pair_key(client_id, secret);
+        entries
+            .try_get_with(key, self.verify(client_id, secret, source_ip))
+            .await
+            .map_err(|shared| shared.as_ref().duplicate())
+    }
+
+    /// The cold path: rate limits, store lookup, argon2.
+    async fn verify(
+        &self,
+        client_id: &str,
+        secret: &str,
+        source_ip: IpAddr,
+    ) -> Result<Arc<VerifiedClient>, AuthorityError> {
         // Shapes that can never match are refused before any work; they reveal nothing
         // since no stored credential could have them.
         let Ok(parsed_id) = ClientId::parse(client_id) else {
@@ -226,11 +214,7 @@ impl ClientAuthenticator {
             .verify(secret, app.as_ref().map(|a| a.secret_hash.as_str()))
             .await?;
         match app {
-            Some(app) if matched && !app.disabled => {
-                let client = Arc::new(VerifiedClient::from(&app));
-                self.cache.remember(client.clone(), secret);
-                Ok(client)
-            }
+            Some(app) if matched && !app.disabled => Ok(Arc::new(VerifiedClient::from(&app))),
             _ => {
                 tracing::info!(event = "auth.failed", client_id, %source_ip);
                 Err(AuthorityError::InvalidClient)

@@ -11,6 +11,14 @@ pub enum AuthorityError {
     InvalidClient,
     #[error("too many failed attempts")]
     RateLimited { retry_after: Duration },
+    /// A bearer token that is missing, malformed, forged, expired or no longer active.
+    #[error("invalid or expired token")]
+    InvalidToken,
+    /// The caller is known but may not do this (a disabled enrollment, a mismatched id).
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("This operation requires {0} scope")]
+    InsufficientScope(String),
     #[error("unsupported grant type")]
     UnsupportedGrantType,
     #[error(transparent)]
@@ -42,6 +50,33 @@ impl AuthorityError {
 
     pub fn internal(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self::Internal(e.into())
+    }
+}
+
+impl AuthorityError {
+    /// A copy of an error that several waiters share (see the credential cache). The
+    /// source of an internal error is kept as text: it has been logged once already.
+    pub fn duplicate(&self) -> Self {
+        match self {
+            Self::InvalidClient => Self::InvalidClient,
+            Self::RateLimited { retry_after } => Self::RateLimited {
+                retry_after: *retry_after,
+            },
+            Self::InvalidToken => Self::InvalidToken,
+            Self::Forbidden(why) => Self::Forbidden(why),
+            Self::InsufficientScope(s) => Self::InsufficientScope(s.clone()),
+            Self::UnsupportedGrantType => Self::UnsupportedGrantType,
+            Self::MalformedScope(e) => Self::MalformedScope(e.clone()),
+            Self::ScopeNotGranted(s) => Self::ScopeNotGranted(s.clone()),
+            Self::Invalid { field, message } => Self::Invalid {
+                field,
+                message: message.clone(),
+            },
+            Self::NotFound => Self::NotFound,
+            Self::Conflict(what) => Self::Conflict(what),
+            Self::Unavailable => Self::Unavailable,
+            Self::Internal(source) => Self::Internal(source.to_string().into()),
+        }
     }
 }
 

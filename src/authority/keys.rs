@@ -2,6 +2,7 @@
 //! once, and published as a JWK Set.
 
 use std::{
+    collections::HashMap,
     path::Path,
     sync::{Arc, RwLock},
 };
@@ -314,10 +315,18 @@ fn thumbprint(jwk: &Value) -> String {
     b64(digest(&SHA256, Value::Object(canonical).to_string().as_bytes()).as_ref())
 }
 
-/// The keys this replica signs with and publishes.
+/// A key that verifies our own tokens, with its algorithm pinned: the token header never
+/// chooses the algorithm.
+pub struct VerificationKey {
+    pub algorithm: jsonwebtoken::Algorithm,
+    pub key: jsonwebtoken::DecodingKey,
+}
+
+/// The keys this replica signs with, publishes and accepts.
 pub struct KeyRing {
     current: RwLock<Arc<SigningKey>>,
     published: RwLock<Arc<Value>>,
+    verifiers: RwLock<Arc<HashMap<String, Arc<VerificationKey>>>>,
 }
 
 pub struct KeyRingOptions<'a> {
@@ -358,10 +367,31 @@ impl KeyRing {
             }
         };
         let published = jwks(&records, clock.now(), options.retired_key_visibility)?;
+        let mut verifiers = verifiers_for(&published)?;
+        if let (Some(secret), SigningAlgorithm::HS256) = (options.hs256_secret, current.algorithm) {
+            verifiers.insert(
+                current.kid().to_owned(),
+                Arc::new(VerificationKey {
+                    algorithm: jsonwebtoken::Algorithm::HS256,
+                    key: jsonwebtoken::DecodingKey::from_secret(secret),
+                }),
+            );
+        }
         Ok(Self {
             current: RwLock::new(Arc::new(current)),
             published: RwLock::new(Arc::new(published)),
+            verifiers: RwLock::new(Arc::new(verifiers)),
         })
+    }
+
+    /// One of our own keys by id. The id only selects among keys we already trust; nothing
+    /// is ever fetched or derived from a token header.
+    pub fn verifier(&self, kid: &str) -> Option<Arc<VerificationKey>> {
+        self.verifiers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(kid)
+            .cloned()
     }
 
     pub fn current(&self) -> Arc<SigningKey> {
@@ -378,6 +408,22 @@ impl KeyRing {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+}
+
+fn verifiers_for(jwks: &Value) -> Result<HashMap<String, Arc<VerificationKey>>, AuthorityError> {
+    let set: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_value(jwks.clone()).map_err(AuthorityError::internal)?;
+    let mut out = HashMap::new();
+    for jwk in &set.keys {
+        let (Some(kid), Some(alg)) = (&jwk.common.key_id, jwk.common.key_algorithm) else {
+            continue;
+        };
+        let algorithm: jsonwebtoken::Algorithm =
+            alg.to_string().parse().map_err(AuthorityError::internal)?;
+        let key = jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(AuthorityError::internal)?;
+        out.insert(kid.clone(), Arc::new(VerificationKey { algorithm, key }));
+    }
+    Ok(out)
 }
 
 fn open_record(

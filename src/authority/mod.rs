@@ -6,22 +6,32 @@
 pub mod apps;
 pub mod clock;
 pub mod credentials;
+pub mod enrollments;
 mod error;
 pub mod keys;
 pub mod secrets;
+pub mod status;
 pub mod tokens;
+pub mod verify;
 
 use std::{net::IpAddr, time::Duration};
 
 pub use error::AuthorityError;
 
+use std::sync::Arc;
+
+use serde_json::Value;
+
 use crate::{
-    domain::{ScopeSet, Subject, SubjectKind},
+    domain::{Enrollment, EnrollmentId, ScopeSet, Subject, SubjectKind},
     store::DynStore,
 };
 use apps::Applications;
-use credentials::ClientAuthenticator;
-use tokens::{IssuedToken, TokenMinter, TokenSpec};
+use credentials::{ClientAuthenticator, VerifiedClient};
+use enrollments::{CreateEnrollment, Enrollments, parse_enrollment_id, parse_owner};
+use status::{StatusCache, StatusKey};
+use tokens::{Claims, IssuedToken, TokenMinter, TokenSpec};
+use verify::TokenVerifier;
 
 /// Which route's lifetime a client_credentials token gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +44,13 @@ pub enum TokenRoute {
 pub struct Lifetimes {
     pub oauth: Duration,
     pub endorsed: Duration,
+    pub enrollment: Duration,
+}
+
+impl Lifetimes {
+    pub fn longest(&self) -> Duration {
+        self.oauth.max(self.endorsed).max(self.enrollment)
+    }
 }
 
 /// Credentials as presented, before any judgement.
@@ -44,28 +61,87 @@ pub struct ClientCredentials<'a> {
     pub source_ip: IpAddr,
 }
 
-pub struct Authority {
+/// A bearer token that verified and whose credential is still active.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub claims: Claims,
+    pub scope: ScopeSet,
+}
+
+impl Principal {
+    pub fn subject(&self) -> Subject {
+        Subject {
+            kind: self.claims.sub_kind,
+            id: self.claims.sub.clone(),
+        }
+    }
+
+    pub fn enrollment_id(&self) -> Option<EnrollmentId> {
+        self.claims
+            .enrollment_id
+            .as_deref()
+            .and_then(|id| EnrollmentId::parse(id).ok())
+    }
+}
+
+/// How `authorize_enrollment` finds the enrollment: a bearer token wins over the body.
+#[derive(Debug, Clone, Copy)]
+pub struct EnrollmentQuery<'a> {
+    pub bearer: Option<&'a str>,
+    pub id: Option<&'a str>,
+    pub owner_id: Option<&'a str>,
+}
+
+/// An enrollment with a fresh token for it.
+pub struct AuthorizedEnrollment {
+    pub enrollment: Enrollment,
+    pub token: IssuedToken,
+}
+
+/// A token minted on an operator's word (the admin API), for an upstream login system.
+#[derive(Debug, Clone)]
+pub struct MintRequest {
+    pub subject: Subject,
+    pub scope: ScopeSet,
+    pub lifetime: Option<Duration>,
+}
+
+/// `client_id` of tokens the operator mints for owners: no OAuth client asked for them.
+pub const ADMIN_CLIENT_ID: &str = "portcullis-admin";
+
+pub struct Parts {
     pub apps: Applications,
+    pub enrollments: Enrollments,
     pub credentials: ClientAuthenticator,
     pub tokens: TokenMinter,
+    pub verifier: TokenVerifier,
+    pub status: Arc<StatusCache>,
     pub lifetimes: Lifetimes,
+    pub store: DynStore,
+}
+
+pub struct Authority {
+    pub apps: Applications,
+    pub enrollments: Enrollments,
+    pub credentials: ClientAuthenticator,
+    pub tokens: TokenMinter,
+    pub verifier: TokenVerifier,
+    pub lifetimes: Lifetimes,
+    status: Arc<StatusCache>,
     store: DynStore,
 }
 
 impl Authority {
-    pub fn new(
-        apps: Applications,
-        credentials: ClientAuthenticator,
-        tokens: TokenMinter,
-        lifetimes: Lifetimes,
-        store: DynStore,
-    ) -> Self {
+    pub fn new(parts: Parts) -> Self {
         Self {
-            apps,
-            credentials,
-            tokens,
-            lifetimes,
-            store,
+            apps: parts.apps,
+            enrollments: parts.enrollments,
+            credentials: parts.credentials,
+            tokens: parts.tokens,
+            verifier: parts.verifier,
+            lifetimes: parts.lifetimes,
+            status: parts.status,
+            store: parts.store,
         }
     }
 
@@ -109,6 +185,254 @@ impl Authority {
             enrollment_id: None,
             grant_id: None,
         })
+    }
+
+    /// Verifies a bearer token and checks that what it was issued for is still active.
+    pub async fn authenticate_bearer(&self, token: &str) -> Result<Principal, AuthorityError> {
+        let claims = self.verifier.verify(token)?;
+        if !self.is_active(&claims).await? {
+            return Err(AuthorityError::InvalidToken);
+        }
+        let scope = ScopeSet::parse(&claims.scope).map_err(|_| AuthorityError::InvalidToken)?;
+        Ok(Principal { claims, scope })
+    }
+
+    async fn is_active(&self, claims: &Claims) -> Result<bool, AuthorityError> {
+        if let Some(id) = &claims.enrollment_id {
+            let id = EnrollmentId::parse(id).map_err(|_| AuthorityError::InvalidToken)?;
+            return self.enrollments.is_active(id).await;
+        }
+        match claims.sub_kind {
+            SubjectKind::App => {
+                let store = &self.store;
+                let client_id = claims.client_id.clone();
+                self.status
+                    .is_active(StatusKey::App(client_id.clone()), async move {
+                        let Ok(client_id) = crate::domain::ClientId::parse(&client_id) else {
+                            return Ok(false);
+                        };
+                        Ok(store
+                            .application_by_client_id(&client_id)
+                            .await?
+                            .is_some_and(|app| !app.disabled))
+                    })
+                    .await
+            }
+            // Owner tokens from the admin API stand on the operator's word alone.
+            SubjectKind::Owner => Ok(true),
+        }
+    }
+
+    /// The Access dialect's authorize: the app proves itself, then names the enrollment by
+    /// bearer token (renewal, or an owner's token), by id, or by owner.
+    pub async fn authorize_enrollment(
+        &self,
+        credentials: ClientCredentials<'_>,
+        query: EnrollmentQuery<'_>,
+    ) -> Result<AuthorizedEnrollment, AuthorityError> {
+        let client = self
+            .credentials
+            .authenticate(
+                credentials.client_id,
+                credentials.client_secret,
+                credentials.source_ip,
+            )
+            .await?;
+        let wanted_id = query.id.map(parse_enrollment_id).transpose()?;
+        let wanted_owner = query.owner_id.map(parse_owner).transpose()?;
+
+        let enrollment = match query.bearer {
+            Some(token) => {
+                let claims = self.verifier.verify(token)?;
+                let found = self.enrollment_named_by_token(&client, &claims).await?;
+                let mismatch = wanted_id.is_some_and(|id| id != found.id)
+                    || wanted_owner.as_ref().is_some_and(|o| *o != found.owner_id);
+                if mismatch {
+                    return Err(AuthorityError::Forbidden(
+                        "the id or owner_id does not match the bearer token's enrollment",
+                    ));
+                }
+                found
+            }
+            None => match (wanted_id, &wanted_owner) {
+                (Some(id), owner) => {
+                    let found = self.enrollments.get_for_app(client.app_id, id).await?;
+                    if owner.as_ref().is_some_and(|o| *o != found.owner_id) {
+                        return Err(AuthorityError::Forbidden(
+                            "the owner_id does not match the enrollment",
+                        ));
+                    }
+                    found
+                }
+                (None, Some(owner)) => self.enrollments.get_for_owner(client.app_id, owner).await?,
+                (None, None) => {
+                    return Err(AuthorityError::invalid(
+                        "id",
+                        "one of id, owner_id or a bearer token is required",
+                    ));
+                }
+            },
+        };
+        if enrollment.disabled {
+            return Err(AuthorityError::Forbidden("the enrollment is disabled"));
+        }
+        let token = self.mint_enrollment_token(&client, &enrollment)?;
+        tracing::info!(
+            event = "enrollment.authorized",
+            enrollment_id = %enrollment.id,
+            client_id = %client.client_id,
+            source_ip = %credentials.source_ip
+        );
+        Ok(AuthorizedEnrollment { enrollment, token })
+    }
+
+    /// The enrollment a bearer token speaks for, as seen by `client`: its own enrollment
+    /// token (renewal), or an owner's token naming the owner.
+    async fn enrollment_named_by_token(
+        &self,
+        client: &VerifiedClient,
+        claims: &Claims,
+    ) -> Result<Enrollment, AuthorityError> {
+        if claims.sub_kind != SubjectKind::Owner || claims.grant_id.is_some() {
+            return Err(AuthorityError::InvalidToken);
+        }
+        match &claims.enrollment_id {
+            Some(id) => {
+                let id = EnrollmentId::parse(id).map_err(|_| AuthorityError::InvalidToken)?;
+                self.enrollments.get_for_app(client.app_id, id).await
+            }
+            None => {
+                let owner = parse_owner(&claims.sub).map_err(|_| AuthorityError::InvalidToken)?;
+                self.enrollments.get_for_owner(client.app_id, &owner).await
+            }
+        }
+    }
+
+    fn mint_enrollment_token(
+        &self,
+        client: &VerifiedClient,
+        enrollment: &Enrollment,
+    ) -> Result<IssuedToken, AuthorityError> {
+        self.tokens.mint(TokenSpec {
+            subject: &Subject {
+                kind: SubjectKind::Owner,
+                id: enrollment.owner_id.to_string(),
+            },
+            client_id: client.client_id.as_str(),
+            scope: &enrollment.scopes,
+            lifetime: self.lifetimes.enrollment,
+            enrollment_id: Some(enrollment.id.to_string()),
+            grant_id: None,
+        })
+    }
+
+    /// The enrollment behind an enrollment token.
+    pub async fn enrollment_of(&self, principal: &Principal) -> Result<Enrollment, AuthorityError> {
+        let id = principal
+            .enrollment_id()
+            .ok_or(AuthorityError::InvalidToken)?;
+        self.enrollments.get(id).await
+    }
+
+    pub async fn update_enrollment_data(
+        &self,
+        principal: &Principal,
+        data: Value,
+    ) -> Result<Enrollment, AuthorityError> {
+        let enrollment = self.enrollment_of(principal).await?;
+        self.enrollments.update_data(enrollment, data).await
+    }
+
+    /// Creates an enrollment for the owner that `owner_token` speaks for, with the app
+    /// that `credentials` prove. Repeating the same request returns the same enrollment.
+    pub async fn enroll(
+        &self,
+        credentials: ClientCredentials<'_>,
+        owner_token: &str,
+        id: &str,
+        owner_id: &str,
+        data: Option<Value>,
+    ) -> Result<Enrollment, AuthorityError> {
+        let client = self
+            .credentials
+            .authenticate(
+                credentials.client_id,
+                credentials.client_secret,
+                credentials.source_ip,
+            )
+            .await?;
+        let owner = self.authenticate_bearer(owner_token).await?;
+        let is_owner_token = owner.claims.sub_kind == SubjectKind::Owner
+            && owner.claims.enrollment_id.is_none()
+            && owner.claims.grant_id.is_none();
+        if !is_owner_token {
+            return Err(AuthorityError::InvalidToken);
+        }
+        if owner.claims.sub != owner_id {
+            return Err(AuthorityError::Forbidden(
+                "the bearer token does not speak for this owner",
+            ));
+        }
+        let created = self
+            .enrollments
+            .create(CreateEnrollment {
+                app_id: Some(client.app_id),
+                owner_id: owner_id.to_owned(),
+                id: Some(id.to_owned()),
+                data,
+                scopes: None,
+            })
+            .await?;
+        Ok(created.into_inner())
+    }
+
+    /// Mints a token on the operator's word (admin API).
+    pub async fn mint(&self, request: MintRequest) -> Result<IssuedToken, AuthorityError> {
+        let longest = self.lifetimes.longest();
+        let lifetime = request.lifetime.unwrap_or(self.lifetimes.oauth);
+        if lifetime.is_zero() || lifetime > longest {
+            return Err(AuthorityError::invalid(
+                "expires_in",
+                format!("must be between 1 and {} seconds", longest.as_secs()),
+            ));
+        }
+        let client_id = match request.subject.kind {
+            SubjectKind::Owner => {
+                parse_owner(&request.subject.id).map_err(|_| {
+                    AuthorityError::invalid("sub", "must be 1 to 255 printable ASCII characters")
+                })?;
+                ADMIN_CLIENT_ID.to_owned()
+            }
+            SubjectKind::App => {
+                let client_id = crate::domain::ClientId::parse(&request.subject.id)
+                    .map_err(|_| AuthorityError::invalid("sub", "not a client_id"))?;
+                let app = self
+                    .store
+                    .application_by_client_id(&client_id)
+                    .await?
+                    .filter(|app| !app.disabled)
+                    .ok_or_else(|| AuthorityError::invalid("sub", "no such enabled application"))?;
+                if let Some(scope) = app.allowed_scopes.first_uncovered(&request.scope) {
+                    return Err(AuthorityError::ScopeNotGranted(scope.to_string()));
+                }
+                client_id.to_string()
+            }
+        };
+        let token = self.tokens.mint(TokenSpec {
+            subject: &request.subject,
+            client_id: &client_id,
+            scope: &request.scope,
+            lifetime,
+            enrollment_id: None,
+            grant_id: None,
+        })?;
+        tracing::info!(
+            event = "token.minted",
+            sub_kind = %request.subject.kind,
+            sub = %request.subject.id,
+            jti = %token.jti
+        );
+        Ok(token)
     }
 
     /// Whether the store answers; readiness follows this.

@@ -1,12 +1,14 @@
 //! Plain data types shared by every layer. No I/O, no framework types.
 
 mod application;
+mod enrollment;
 mod ids;
 mod scope;
 mod signing_key;
 mod subject;
 
 pub use application::{Application, NewApplication};
+pub use enrollment::{Enrollment, EnrollmentId, OwnerId};
 pub use ids::{AppId, ClientId, InvalidId};
 pub use scope::{InvalidScope, Scope, ScopeSet};
 pub use signing_key::{KeyState, SigningAlgorithm, SigningKeyRecord};

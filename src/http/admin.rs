@@ -1,9 +1,14 @@
 //! The admin API (separate listener): manage applications. Errors are RFC 9457 problems.
 
+use std::time::Duration;
+
 use aws_lc_rs::digest::{SHA256, digest};
 use axum::{
     Json, Router,
-    extract::{FromRequest, Path, Request, State, rejection::JsonRejection},
+    extract::{
+        FromRequest, Path, Query, Request, State,
+        rejection::{JsonRejection, QueryRejection},
+    },
     http::{HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -12,16 +17,18 @@ use axum::{
 use chrono::{DateTime, SecondsFormat, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use serde_json::json;
+use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use super::{AppState, log_internal};
 use crate::{
     authority::{
-        AuthorityError,
+        AuthorityError, MintRequest,
         apps::{CreateApplication, UpdateApplication},
+        enrollments::{CreateEnrollment, Created, parse_owner},
     },
-    domain::{AppId, Application},
+    domain::{AppId, Application, Enrollment, EnrollmentId, ScopeSet, Subject, SubjectKind},
+    store::EnrollmentFilter,
 };
 
 pub fn router(state: AppState, admin_token: SecretString) -> Router {
@@ -34,6 +41,20 @@ pub fn router(state: AppState, admin_token: SecretString) -> Router {
         )
         .route("/admin/v1/apps/{id}/disable", post(disable_app))
         .route("/admin/v1/apps/{id}/enable", post(enable_app))
+        .route(
+            "/admin/v1/enrollments",
+            post(create_enrollment).get(list_enrollments),
+        )
+        .route(
+            "/admin/v1/enrollments/{id}",
+            get(show_enrollment).delete(delete_enrollment),
+        )
+        .route(
+            "/admin/v1/enrollments/{id}/disable",
+            post(disable_enrollment),
+        )
+        .route("/admin/v1/enrollments/{id}/enable", post(enable_enrollment))
+        .route("/admin/v1/tokens", post(mint_token))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such admin route") })
         .route_layer(middleware::from_fn_with_state(
             expected,
@@ -238,6 +259,189 @@ async fn enable_app(
     Ok(Json(app.into()))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnrollmentRequest {
+    app_id: AppId,
+    owner_id: String,
+    id: Option<String>,
+    data: Option<Value>,
+    scopes: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListEnrollmentsQuery {
+    app_id: Option<String>,
+    owner_id: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EnrollmentResponse {
+    id: EnrollmentId,
+    app_id: AppId,
+    owner_id: String,
+    data: Value,
+    scopes: String,
+    sandbox: bool,
+    disabled: bool,
+    created_at: String,
+    updated_at: String,
+    last_used_at: Option<String>,
+}
+
+impl From<Enrollment> for EnrollmentResponse {
+    fn from(e: Enrollment) -> Self {
+        Self {
+            id: e.id,
+            app_id: e.app_id,
+            owner_id: e.owner_id.to_string(),
+            data: e.data,
+            scopes: e.scopes.to_string(),
+            sandbox: e.sandbox,
+            disabled: e.disabled,
+            created_at: rfc3339(e.created_at),
+            updated_at: rfc3339(e.updated_at),
+            last_used_at: e.last_used_at.map(rfc3339),
+        }
+    }
+}
+
+async fn create_enrollment(
+    State(state): State<AppState>,
+    AdminJson(request): AdminJson<CreateEnrollmentRequest>,
+) -> Result<(StatusCode, Json<EnrollmentResponse>), Problem> {
+    let created = state
+        .authority
+        .enrollments
+        .create(CreateEnrollment {
+            app_id: Some(request.app_id),
+            owner_id: request.owner_id,
+            id: request.id,
+            data: request.data,
+            scopes: request.scopes,
+        })
+        .await?;
+    Ok(match created {
+        Created::New(e) => (StatusCode::CREATED, Json(e.into())),
+        Created::Existing(e) => (StatusCode::OK, Json(e.into())),
+    })
+}
+
+async fn list_enrollments(
+    State(state): State<AppState>,
+    query: Result<Query<ListEnrollmentsQuery>, QueryRejection>,
+) -> Result<Json<Vec<EnrollmentResponse>>, Problem> {
+    let Query(query) = query.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let filter = EnrollmentFilter {
+        app_id: query
+            .app_id
+            .map(|raw| AppId::parse(&raw))
+            .transpose()
+            .map_err(|_| Problem::new(StatusCode::BAD_REQUEST, "app_id must be a UUID"))?,
+        owner_id: query.owner_id.map(|raw| parse_owner(&raw)).transpose()?,
+    };
+    let list = state.authority.enrollments.list(&filter).await?;
+    Ok(Json(
+        list.into_iter().map(EnrollmentResponse::from).collect(),
+    ))
+}
+
+async fn show_enrollment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<EnrollmentResponse>, Problem> {
+    let e = state
+        .authority
+        .enrollments
+        .get(parse_enrollment(&id)?)
+        .await?;
+    Ok(Json(e.into()))
+}
+
+async fn delete_enrollment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    state
+        .authority
+        .enrollments
+        .delete(parse_enrollment(&id)?)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn disable_enrollment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<EnrollmentResponse>, Problem> {
+    let e = state
+        .authority
+        .enrollments
+        .set_disabled(parse_enrollment(&id)?, true)
+        .await?;
+    Ok(Json(e.into()))
+}
+
+async fn enable_enrollment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<EnrollmentResponse>, Problem> {
+    let e = state
+        .authority
+        .enrollments
+        .set_disabled(parse_enrollment(&id)?, false)
+        .await?;
+    Ok(Json(e.into()))
+}
+
+fn parse_enrollment(raw: &str) -> Result<EnrollmentId, Problem> {
+    EnrollmentId::parse(raw).map_err(|_| Problem::from(AuthorityError::NotFound))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MintTokenRequest {
+    sub: String,
+    sub_kind: SubjectKind,
+    /// Space-delimited.
+    scope: String,
+    expires_in: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MintTokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+}
+
+async fn mint_token(
+    State(state): State<AppState>,
+    AdminJson(request): AdminJson<MintTokenRequest>,
+) -> Result<impl IntoResponse, Problem> {
+    let scope = ScopeSet::parse(&request.scope).map_err(AuthorityError::from)?;
+    let token = state
+        .authority
+        .mint(MintRequest {
+            subject: Subject {
+                kind: request.sub_kind,
+                id: request.sub,
+            },
+            scope,
+            lifetime: request.expires_in.map(Duration::from_secs),
+        })
+        .await?;
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(MintTokenResponse {
+            access_token: token.access_token,
+            token_type: "Bearer",
+            expires_in: token.expires_in,
+        }),
+    ))
+}
+
 fn parse_id(raw: &str) -> Result<AppId, Problem> {
     // An id that cannot exist is simply not found.
     AppId::parse(raw).map_err(|_| Problem::from(AuthorityError::NotFound))
@@ -280,7 +484,12 @@ impl Problem {
 impl From<AuthorityError> for Problem {
     fn from(e: AuthorityError) -> Self {
         match e {
-            AuthorityError::InvalidClient => Self::new(StatusCode::UNAUTHORIZED, e.to_string()),
+            AuthorityError::InvalidClient | AuthorityError::InvalidToken => {
+                Self::new(StatusCode::UNAUTHORIZED, e.to_string())
+            }
+            AuthorityError::Forbidden(_) | AuthorityError::InsufficientScope(_) => {
+                Self::new(StatusCode::FORBIDDEN, e.to_string())
+            }
             AuthorityError::RateLimited { .. } => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
             }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AppState,
-    extract::{BodyFormat, ClientIp, body_format},
+    extract::{BodyError, BodyFormat, ClientIp, parse_body},
     log_internal, retry_after_secs,
 };
 use crate::{
@@ -52,13 +52,11 @@ pub async fn create_token(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, EndorsedError> {
     let body = body.map_err(EndorsedError::from_body_rejection)?;
-    let request: CreateTokenRequest = match body_format(&headers) {
-        BodyFormat::Json => serde_json::from_slice(&body)
-            .map_err(|e| EndorsedError::bad_request(format!("invalid JSON body: {e}")))?,
-        BodyFormat::Form | BodyFormat::Absent => serde_urlencoded::from_bytes(&body)
-            .map_err(|e| EndorsedError::bad_request(format!("invalid form body: {e}")))?,
-        BodyFormat::Unsupported => return Err(EndorsedError::unsupported_media_type()),
-    };
+    let request: CreateTokenRequest =
+        parse_body(&headers, &body, BodyFormat::Form).map_err(|e| match e {
+            BodyError::UnsupportedMediaType => EndorsedError::unsupported_media_type(),
+            BodyError::Malformed(message) => EndorsedError::bad_request(message),
+        })?;
 
     match request.grant_type.as_deref() {
         Some("client_credentials") => {}
@@ -165,6 +163,12 @@ impl From<AuthorityError> for EndorsedError {
                 "UNAUTHENTICATED",
                 "invalid client credentials",
             ),
+            e @ AuthorityError::InvalidToken => {
+                Self::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", e.to_string())
+            }
+            e @ (AuthorityError::Forbidden(_) | AuthorityError::InsufficientScope(_)) => {
+                Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", e.to_string())
+            }
             AuthorityError::RateLimited { retry_after } => Self {
                 retry_after: Some(retry_after_secs(retry_after)),
                 ..Self::new(

@@ -243,3 +243,40 @@ mod tests {
         assert_eq!(proxies.client_ip(proxy, &garbage), proxy);
     }
 }
+
+/// The token of an `Authorization: Bearer` header, if that is the scheme used.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Why a body could not be read as the request type.
+#[derive(Debug)]
+pub enum BodyError {
+    UnsupportedMediaType,
+    Malformed(String),
+}
+
+/// Parses a JSON or form body; `absent` says how to read a body sent without a
+/// `Content-Type`.
+pub fn parse_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+    absent: BodyFormat,
+) -> Result<T, BodyError> {
+    let format = match body_format(headers) {
+        BodyFormat::Absent => absent,
+        other => other,
+    };
+    match format {
+        BodyFormat::Json => serde_json::from_slice(body)
+            .map_err(|e| BodyError::Malformed(format!("invalid JSON body: {e}"))),
+        BodyFormat::Form => serde_urlencoded::from_bytes(body)
+            .map_err(|e| BodyError::Malformed(format!("invalid form body: {e}"))),
+        BodyFormat::Absent | BodyFormat::Unsupported => Err(BodyError::UnsupportedMediaType),
+    }
+}

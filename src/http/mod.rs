@@ -3,6 +3,7 @@
 
 mod admin;
 mod endorsed;
+mod enrollment;
 pub mod extract;
 mod health;
 mod oauth;
@@ -21,7 +22,7 @@ use axum::{
     extract::DefaultBodyLimit,
     http::{HeaderName, StatusCode},
     response::IntoResponse,
-    routing::{get, post},
+    routing::{get, post, put},
 };
 use secrecy::SecretString;
 use serde_json::json;
@@ -72,6 +73,17 @@ pub fn public_router(state: AppState, request_timeout: Duration) -> Router {
     let routes = Router::new()
         .route("/api/v1/auth/tokens", post(endorsed::create_token))
         .route("/oauth2/token", post(oauth::token))
+        .route(
+            "/access/v1/enrollment/authorize",
+            post(enrollment::authorize),
+        )
+        .route(
+            "/access/v1/enrollment",
+            get(enrollment::show)
+                .patch(enrollment::update)
+                .post(enrollment::update),
+        )
+        .route("/access/v1/enrollment/{id}", put(enrollment::create))
         .route("/.well-known/jwks.json", get(wellknown::jwks))
         .route(
             "/.well-known/oauth-authorization-server",

@@ -160,6 +160,17 @@ impl From<AuthorityError> for OAuthError {
                 "invalid_client",
                 "client authentication failed",
             ),
+            AuthorityError::InvalidToken => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the presented token is invalid or expired",
+            ),
+            e @ AuthorityError::InsufficientScope(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string())
+            }
+            e @ AuthorityError::Forbidden(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_grant", e.to_string())
+            }
             AuthorityError::RateLimited { retry_after } => Self {
                 retry_after: Some(retry_after_secs(retry_after)),
                 ..Self::new(

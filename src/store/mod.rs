@@ -11,7 +11,10 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{AppId, Application, ClientId, NewApplication, SigningKeyRecord};
+use crate::domain::{
+    AppId, Application, ClientId, Enrollment, EnrollmentId, NewApplication, OwnerId,
+    SigningKeyRecord,
+};
 
 pub type DynStore = Arc<dyn Store>;
 
@@ -33,6 +36,24 @@ pub trait Store: Send + Sync + 'static {
     async fn update_application(&self, app: &Application) -> Result<bool, StoreError>;
     async fn delete_application(&self, id: AppId) -> Result<bool, StoreError>;
 
+    /// Fails with `Conflict` if the id, or the (app, owner) pair, is taken.
+    async fn insert_enrollment(&self, enrollment: &Enrollment) -> Result<(), StoreError>;
+    async fn enrollment(&self, id: EnrollmentId) -> Result<Option<Enrollment>, StoreError>;
+    async fn enrollment_for_owner(
+        &self,
+        app_id: AppId,
+        owner_id: &OwnerId,
+    ) -> Result<Option<Enrollment>, StoreError>;
+    /// Newest first, at most `limit`.
+    async fn list_enrollments(
+        &self,
+        filter: &EnrollmentFilter,
+        limit: u32,
+    ) -> Result<Vec<Enrollment>, StoreError>;
+    /// Writes data, scopes, disabled and updated_at; false if it no longer exists.
+    async fn update_enrollment(&self, enrollment: &Enrollment) -> Result<bool, StoreError>;
+    async fn delete_enrollment(&self, id: EnrollmentId) -> Result<bool, StoreError>;
+
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
     /// Inserts `key` as the current signing key and retires the previous current one, in
     /// one transaction. Fails with `Conflict` if another writer made a key current first.
@@ -41,6 +62,12 @@ pub trait Store: Send + Sync + 'static {
         key: &SigningKeyRecord,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EnrollmentFilter {
+    pub app_id: Option<AppId>,
+    pub owner_id: Option<OwnerId>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -4,15 +4,18 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
 use sqlx::{
     ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Type,
     migrate::Migrate, migrate::Migrator,
 };
 use uuid::Uuid;
 
-use super::{Store, StoreError};
+use super::{EnrollmentFilter, Store, StoreError};
 use crate::domain::{
-    AppId, Application, ClientId, KeyState, NewApplication, ScopeSet, SigningKeyRecord,
+    AppId, Application, ClientId, Enrollment, EnrollmentId, KeyState, NewApplication, OwnerId,
+    ScopeSet, SigningKeyRecord,
 };
 
 /// A point in time as the store keeps it. Each backend encodes it in its own way
@@ -60,6 +63,42 @@ impl TryFrom<AppRow> for Application {
             secret_hash: row.secret_hash,
             allowed_scopes: ScopeSet::parse(&row.allowed_scopes).map_err(corrupt)?,
             default_scopes: ScopeSet::parse(&row.default_scopes).map_err(corrupt)?,
+            sandbox: row.sandbox,
+            disabled: row.disabled,
+            created_at: row.created_at.0,
+            updated_at: row.updated_at.0,
+            last_used_at: row.last_used_at.map(|t| t.0),
+        })
+    }
+}
+
+const ENROLLMENT_COLUMNS: &str = "id, app_id, owner_id, data, scopes, sandbox, disabled, \
+     created_at, updated_at, last_used_at";
+
+#[derive(FromRow)]
+struct EnrollmentRow {
+    id: Uuid,
+    app_id: Uuid,
+    owner_id: String,
+    data: Json<Value>,
+    scopes: String,
+    sandbox: bool,
+    disabled: bool,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    last_used_at: Option<Timestamp>,
+}
+
+impl TryFrom<EnrollmentRow> for Enrollment {
+    type Error = StoreError;
+
+    fn try_from(row: EnrollmentRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: EnrollmentId(row.id),
+            app_id: AppId(row.app_id),
+            owner_id: OwnerId::parse(&row.owner_id).map_err(corrupt)?,
+            data: row.data.0,
+            scopes: ScopeSet::parse(&row.scopes).map_err(corrupt)?,
             sandbox: row.sandbox,
             disabled: row.disabled,
             created_at: row.created_at.0,
@@ -128,6 +167,8 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     AppRow: for<'r> FromRow<'r, DB::Row>,
     KeyRow: for<'r> FromRow<'r, DB::Row>,
+    EnrollmentRow: for<'r> FromRow<'r, DB::Row>,
+    Json<Value>: for<'q> Encode<'q, DB> + Type<DB>,
     Uuid: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     String: for<'q> Encode<'q, DB> + Type<DB>,
     Vec<u8>: for<'q> Encode<'q, DB> + Type<DB>,
@@ -233,6 +274,117 @@ where
     async fn delete_application(&self, id: AppId) -> Result<bool, StoreError> {
         let deleted =
             sqlx::query_scalar::<DB, Uuid>("DELETE FROM applications WHERE id = $1 RETURNING id")
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+        Ok(deleted.is_some())
+    }
+
+    async fn insert_enrollment(&self, e: &Enrollment) -> Result<(), StoreError> {
+        sqlx::query::<DB>(
+            "INSERT INTO enrollments (id, app_id, owner_id, data, scopes, sandbox, disabled, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(e.id.0)
+        .bind(e.app_id.0)
+        .bind(e.owner_id.as_str().to_owned())
+        .bind(Json(e.data.clone()))
+        .bind(e.scopes.to_string())
+        .bind(e.sandbox)
+        .bind(e.disabled)
+        .bind(Timestamp(e.created_at))
+        .bind(Timestamp(e.updated_at))
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(map_err)
+    }
+
+    async fn enrollment(&self, id: EnrollmentId) -> Result<Option<Enrollment>, StoreError> {
+        sqlx::query_as::<DB, EnrollmentRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE id = $1"
+        )))
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?
+        .map(TryInto::try_into)
+        .transpose()
+    }
+
+    async fn enrollment_for_owner(
+        &self,
+        app_id: AppId,
+        owner_id: &OwnerId,
+    ) -> Result<Option<Enrollment>, StoreError> {
+        sqlx::query_as::<DB, EnrollmentRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE app_id = $1 AND owner_id = $2"
+        )))
+        .bind(app_id.0)
+        .bind(owner_id.as_str().to_owned())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?
+        .map(TryInto::try_into)
+        .transpose()
+    }
+
+    async fn list_enrollments(
+        &self,
+        filter: &EnrollmentFilter,
+        limit: u32,
+    ) -> Result<Vec<Enrollment>, StoreError> {
+        let mut conditions = Vec::new();
+        if filter.app_id.is_some() {
+            conditions.push(format!("app_id = ${}", conditions.len() + 1));
+        }
+        if filter.owner_id.is_some() {
+            conditions.push(format!("owner_id = ${}", conditions.len() + 1));
+        }
+        let filter_sql = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        let mut query = sqlx::query_as::<DB, EnrollmentRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {ENROLLMENT_COLUMNS} FROM enrollments {filter_sql} \
+             ORDER BY created_at DESC, id DESC LIMIT {limit}"
+        )));
+        if let Some(app_id) = filter.app_id {
+            query = query.bind(app_id.0);
+        }
+        if let Some(owner_id) = &filter.owner_id {
+            query = query.bind(owner_id.as_str().to_owned());
+        }
+        query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?
+            .into_iter()
+            .map(TryInto::try_into)
+            .collect()
+    }
+
+    async fn update_enrollment(&self, e: &Enrollment) -> Result<bool, StoreError> {
+        let updated = sqlx::query_scalar::<DB, Uuid>(
+            "UPDATE enrollments SET data = $2, scopes = $3, disabled = $4, updated_at = $5 \
+             WHERE id = $1 RETURNING id",
+        )
+        .bind(e.id.0)
+        .bind(Json(e.data.clone()))
+        .bind(e.scopes.to_string())
+        .bind(e.disabled)
+        .bind(Timestamp(e.updated_at))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(updated.is_some())
+    }
+
+    async fn delete_enrollment(&self, id: EnrollmentId) -> Result<bool, StoreError> {
+        let deleted =
+            sqlx::query_scalar::<DB, Uuid>("DELETE FROM enrollments WHERE id = $1 RETURNING id")
                 .bind(id.0)
                 .fetch_optional(&self.pool)
                 .await

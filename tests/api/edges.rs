@@ -9,8 +9,11 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use portcullis::{
-    domain::{AppId, Application, ClientId, NewApplication, SigningKeyRecord},
-    store::{DynStore, Store, StoreError},
+    domain::{
+        AppId, Application, ClientId, Enrollment, EnrollmentId, NewApplication, OwnerId,
+        SigningKeyRecord,
+    },
+    store::{DynStore, EnrollmentFilter, Store, StoreError},
 };
 use serde_json::{Value, json};
 
@@ -175,6 +178,38 @@ impl Store for FlakyStore {
     async fn delete_application(&self, id: AppId) -> Result<bool, StoreError> {
         self.gate().await?;
         self.inner.delete_application(id).await
+    }
+    async fn insert_enrollment(&self, e: &Enrollment) -> Result<(), StoreError> {
+        self.gate().await?;
+        self.inner.insert_enrollment(e).await
+    }
+    async fn enrollment(&self, id: EnrollmentId) -> Result<Option<Enrollment>, StoreError> {
+        self.gate().await?;
+        self.inner.enrollment(id).await
+    }
+    async fn enrollment_for_owner(
+        &self,
+        app_id: AppId,
+        owner_id: &OwnerId,
+    ) -> Result<Option<Enrollment>, StoreError> {
+        self.gate().await?;
+        self.inner.enrollment_for_owner(app_id, owner_id).await
+    }
+    async fn list_enrollments(
+        &self,
+        filter: &EnrollmentFilter,
+        limit: u32,
+    ) -> Result<Vec<Enrollment>, StoreError> {
+        self.gate().await?;
+        self.inner.list_enrollments(filter, limit).await
+    }
+    async fn update_enrollment(&self, e: &Enrollment) -> Result<bool, StoreError> {
+        self.gate().await?;
+        self.inner.update_enrollment(e).await
+    }
+    async fn delete_enrollment(&self, id: EnrollmentId) -> Result<bool, StoreError> {
+        self.gate().await?;
+        self.inner.delete_enrollment(id).await
     }
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
         self.gate().await?;

@@ -214,7 +214,6 @@ pub struct Spawn<'a> {
     pub wrap_store: Option<Box<dyn FnOnce(DynStore) -> DynStore + Send + 'a>>,
 }
 
-
 impl TestApp {
     pub async fn spawn() -> Self {
         Self::spawn_with(Spawn::default()).await

@@ -5,6 +5,7 @@ mod admin;
 mod credentials;
 mod edges;
 mod endorsed;
+mod enrollments;
 mod helpers;
 mod oauth;
 mod store_contract;

@@ -1,0 +1,269 @@
+//! Enrollments: an application installed for an owner, and the tokens that act for that
+//! owner through it.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{
+    AuthorityError,
+    clock::SharedClock,
+    status::{StatusCache, StatusKey},
+};
+use crate::{
+    domain::{AppId, Enrollment, EnrollmentId, OwnerId, ScopeSet},
+    store::{DynStore, EnrollmentFilter, StoreError},
+};
+
+/// Admin listings return at most this many.
+pub const LIST_LIMIT: u32 = 1000;
+
+#[derive(Debug, Default)]
+pub struct CreateEnrollment {
+    pub app_id: Option<AppId>,
+    pub owner_id: String,
+    pub id: Option<String>,
+    pub data: Option<Value>,
+    /// Space-delimited; defaults to the app's default scopes.
+    pub scopes: Option<String>,
+}
+
+/// What a create produced: a new enrollment, or the identical one that already existed.
+pub enum Created {
+    New(Enrollment),
+    Existing(Enrollment),
+}
+
+impl Created {
+    pub fn into_inner(self) -> Enrollment {
+        match self {
+            Self::New(e) | Self::Existing(e) => e,
+        }
+    }
+}
+
+pub struct Enrollments {
+    store: DynStore,
+    status: Arc<StatusCache>,
+    clock: SharedClock,
+}
+
+pub fn parse_owner(raw: &str) -> Result<OwnerId, AuthorityError> {
+    OwnerId::parse(raw).map_err(|_| {
+        AuthorityError::invalid(
+            "owner_id",
+            format!(
+                "must be 1 to {} printable ASCII characters",
+                OwnerId::MAX_LEN
+            ),
+        )
+    })
+}
+
+pub fn parse_enrollment_id(raw: &str) -> Result<EnrollmentId, AuthorityError> {
+    EnrollmentId::parse(raw).map_err(|_| AuthorityError::invalid("id", "must be a UUID"))
+}
+
+pub fn check_data(data: &Value) -> Result<(), AuthorityError> {
+    let size = serde_json::to_vec(data).map_or(usize::MAX, |v| v.len());
+    if size > Enrollment::DATA_MAX_BYTES {
+        return Err(AuthorityError::invalid(
+            "data",
+            format!("may be at most {} bytes", Enrollment::DATA_MAX_BYTES),
+        ));
+    }
+    Ok(())
+}
+
+impl Enrollments {
+    pub fn new(store: DynStore, status: Arc<StatusCache>, clock: SharedClock) -> Self {
+        Self {
+            store,
+            status,
+            clock,
+        }
+    }
+
+    /// Creates the enrollment of `request.owner_id` with the app. Asking again for the same
+    /// app, owner and id returns the existing one; any other clash is a conflict.
+    pub async fn create(&self, request: CreateEnrollment) -> Result<Created, AuthorityError> {
+        let app_id = request
+            .app_id
+            .ok_or_else(|| AuthorityError::invalid("app_id", "is required"))?;
+        let owner_id = parse_owner(&request.owner_id)?;
+        let id = request.id.as_deref().map(parse_enrollment_id).transpose()?;
+        let data = request
+            .data
+            .unwrap_or_else(|| Value::Object(Default::default()));
+        check_data(&data)?;
+        let app = self
+            .store
+            .application(app_id)
+            .await?
+            .ok_or_else(|| AuthorityError::invalid("app_id", "no such application"))?;
+        let scopes = match &request.scopes {
+            Some(raw) => ScopeSet::parse(raw)
+                .map_err(|e| AuthorityError::invalid("scopes", e.to_string()))?,
+            None => app.default_scopes.clone(),
+        };
+        if let Some(scope) = app.allowed_scopes.first_uncovered(&scopes) {
+            return Err(AuthorityError::invalid(
+                "scopes",
+                format!("'{scope}' is not allowed for this application"),
+            ));
+        }
+
+        if let Some(existing) = self.store.enrollment_for_owner(app_id, &owner_id).await? {
+            return match id {
+                Some(id) if id != existing.id => Err(AuthorityError::Conflict(
+                    "this owner is already enrolled with this application under another id",
+                )),
+                _ => Ok(Created::Existing(existing)),
+            };
+        }
+        let now = self.clock.now();
+        let enrollment = Enrollment {
+            id: id.unwrap_or_else(EnrollmentId::generate),
+            app_id,
+            owner_id,
+            data,
+            scopes,
+            sandbox: app.sandbox,
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+            last_used_at: None,
+        };
+        match self.store.insert_enrollment(&enrollment).await {
+            Ok(()) => {
+                tracing::info!(
+                    event = "enrollment.created",
+                    enrollment_id = %enrollment.id,
+                    app_id = %app_id,
+                    owner_id = %enrollment.owner_id
+                );
+                Ok(Created::New(enrollment))
+            }
+            // A concurrent create of the same pair, or an id used elsewhere.
+            Err(StoreError::Conflict(_)) => {
+                match self
+                    .store
+                    .enrollment_for_owner(app_id, &enrollment.owner_id)
+                    .await?
+                {
+                    Some(existing) if existing.id == enrollment.id => {
+                        Ok(Created::Existing(existing))
+                    }
+                    _ => Err(AuthorityError::Conflict(
+                        "this enrollment id is already taken",
+                    )),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn get(&self, id: EnrollmentId) -> Result<Enrollment, AuthorityError> {
+        self.store
+            .enrollment(id)
+            .await?
+            .ok_or(AuthorityError::NotFound)
+    }
+
+    /// The enrollment `id`, but only if it belongs to `app_id`: another app's enrollment is
+    /// indistinguishable from a missing one.
+    pub async fn get_for_app(
+        &self,
+        app_id: AppId,
+        id: EnrollmentId,
+    ) -> Result<Enrollment, AuthorityError> {
+        match self.store.enrollment(id).await? {
+            Some(e) if e.app_id == app_id => Ok(e),
+            _ => Err(AuthorityError::NotFound),
+        }
+    }
+
+    pub async fn get_for_owner(
+        &self,
+        app_id: AppId,
+        owner_id: &OwnerId,
+    ) -> Result<Enrollment, AuthorityError> {
+        self.store
+            .enrollment_for_owner(app_id, owner_id)
+            .await?
+            .ok_or(AuthorityError::NotFound)
+    }
+
+    pub async fn list(&self, filter: &EnrollmentFilter) -> Result<Vec<Enrollment>, AuthorityError> {
+        Ok(self.store.list_enrollments(filter, LIST_LIMIT).await?)
+    }
+
+    pub async fn set_disabled(
+        &self,
+        id: EnrollmentId,
+        disabled: bool,
+    ) -> Result<Enrollment, AuthorityError> {
+        let mut enrollment = self.get(id).await?;
+        enrollment.disabled = disabled;
+        let event = if disabled {
+            "enrollment.disabled"
+        } else {
+            "enrollment.enabled"
+        };
+        self.save(enrollment, event).await
+    }
+
+    pub async fn update_data(
+        &self,
+        mut enrollment: Enrollment,
+        data: Value,
+    ) -> Result<Enrollment, AuthorityError> {
+        check_data(&data)?;
+        enrollment.data = data;
+        self.save(enrollment, "enrollment.updated").await
+    }
+
+    pub async fn delete(&self, id: EnrollmentId) -> Result<(), AuthorityError> {
+        if !self.store.delete_enrollment(id).await? {
+            return Err(AuthorityError::NotFound);
+        }
+        self.status.invalidate(&StatusKey::Enrollment(id));
+        tracing::info!(event = "enrollment.deleted", enrollment_id = %id);
+        Ok(())
+    }
+
+    /// Whether tokens of this enrollment may still be used: it exists, is enabled, and so
+    /// is its app.
+    pub async fn is_active(&self, id: EnrollmentId) -> Result<bool, AuthorityError> {
+        let store = &self.store;
+        self.status
+            .is_active(StatusKey::Enrollment(id), async move {
+                let Some(enrollment) = store.enrollment(id).await? else {
+                    return Ok(false);
+                };
+                if enrollment.disabled {
+                    return Ok(false);
+                }
+                Ok(store
+                    .application(enrollment.app_id)
+                    .await?
+                    .is_some_and(|app| !app.disabled))
+            })
+            .await
+    }
+
+    async fn save(
+        &self,
+        mut enrollment: Enrollment,
+        event: &'static str,
+    ) -> Result<Enrollment, AuthorityError> {
+        enrollment.updated_at = self.clock.now();
+        if !self.store.update_enrollment(&enrollment).await? {
+            return Err(AuthorityError::NotFound);
+        }
+        self.status
+            .invalidate(&StatusKey::Enrollment(enrollment.id));
+        tracing::info!(event, enrollment_id = %enrollment.id);
+        Ok(enrollment)
+    }
+}
