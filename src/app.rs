@@ -16,6 +16,7 @@ use crate::{
         clock::SharedClock,
         credentials::{ClientAuthenticator, CredentialCache, VerificationLimits},
         enrollments::Enrollments,
+        grants::Grants,
         keys::{KeyRing, KeyRingOptions, MasterKey},
         secrets::{HashParams, SecretHasher},
         status::StatusCache,
@@ -63,6 +64,7 @@ impl Server {
             oauth: Duration::from_secs(settings.tokens.oauth_lifetime_secs),
             endorsed: Duration::from_secs(settings.tokens.endorsed_lifetime_secs),
             enrollment: Duration::from_secs(settings.tokens.enrollment_lifetime_secs),
+            grant_token_max: Duration::from_secs(settings.tokens.grant_token_max_lifetime_secs),
         };
         let longest_lifetime = lifetimes.longest();
         let keys = KeyRing::load(
@@ -93,6 +95,14 @@ impl Server {
                 clock.clone(),
             ),
             enrollments: Enrollments::new(store.clone(), status.clone(), clock.clone()),
+            grants: Grants::new(
+                store.clone(),
+                status.clone(),
+                clock.clone(),
+                lifetimes.grant_token_max,
+                lifetimes.oauth,
+            ),
+            clock: clock.clone(),
             credentials: ClientAuthenticator::new(
                 store.clone(),
                 hasher,

@@ -58,6 +58,7 @@ pub struct TokenSettings {
     pub oauth_lifetime_secs: u64,
     pub endorsed_lifetime_secs: u64,
     pub enrollment_lifetime_secs: u64,
+    pub grant_token_max_lifetime_secs: u64,
     pub status_cache_ttl_secs: u64,
 }
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::{
     AuthorityError,
     clock::SharedClock,
-    status::{StatusCache, StatusKey},
+    status::{Standing, StatusCache, StatusKey},
 };
 use crate::{
     domain::{AppId, Enrollment, EnrollmentId, OwnerId, ScopeSet},
@@ -234,20 +234,21 @@ impl Enrollments {
 
     /// Whether tokens of this enrollment may still be used: it exists, is enabled, and so
     /// is its app.
-    pub async fn is_active(&self, id: EnrollmentId) -> Result<bool, AuthorityError> {
+    pub async fn standing(&self, id: EnrollmentId) -> Result<Standing, AuthorityError> {
         let store = &self.store;
         self.status
-            .is_active(StatusKey::Enrollment(id), async move {
+            .standing(StatusKey::Enrollment(id), async move {
                 let Some(enrollment) = store.enrollment(id).await? else {
-                    return Ok(false);
+                    return Ok(Standing::Inactive);
                 };
                 if enrollment.disabled {
-                    return Ok(false);
+                    return Ok(Standing::Inactive);
                 }
-                Ok(store
+                let app_enabled = store
                     .application(enrollment.app_id)
                     .await?
-                    .is_some_and(|app| !app.disabled))
+                    .is_some_and(|app| !app.disabled);
+                Ok(Standing::from_flag(app_enabled))
             })
             .await
     }

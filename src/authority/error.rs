@@ -19,6 +19,10 @@ pub enum AuthorityError {
     Forbidden(&'static str),
     #[error("This operation requires {0} scope")]
     InsufficientScope(String),
+    #[error("the auth grant must be revoked before it can be deleted")]
+    GrantActive,
+    #[error("the auth grant is revoked or expired")]
+    GrantInactive,
     #[error("unsupported grant type")]
     UnsupportedGrantType,
     #[error(transparent)]
@@ -65,6 +69,8 @@ impl AuthorityError {
             Self::InvalidToken => Self::InvalidToken,
             Self::Forbidden(why) => Self::Forbidden(why),
             Self::InsufficientScope(s) => Self::InsufficientScope(s.clone()),
+            Self::GrantActive => Self::GrantActive,
+            Self::GrantInactive => Self::GrantInactive,
             Self::UnsupportedGrantType => Self::UnsupportedGrantType,
             Self::MalformedScope(e) => Self::MalformedScope(e.clone()),
             Self::ScopeNotGranted(s) => Self::ScopeNotGranted(s.clone()),

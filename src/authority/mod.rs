@@ -8,6 +8,7 @@ pub mod clock;
 pub mod credentials;
 pub mod enrollments;
 mod error;
+pub mod grants;
 pub mod keys;
 pub mod secrets;
 pub mod status;
@@ -23,13 +24,15 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::{
-    domain::{Enrollment, EnrollmentId, ScopeSet, Subject, SubjectKind},
+    domain::{ClientId, Enrollment, EnrollmentId, GrantId, ScopeSet, Subject, SubjectKind},
     store::DynStore,
 };
 use apps::Applications;
+use clock::SharedClock;
 use credentials::{ClientAuthenticator, VerifiedClient};
 use enrollments::{CreateEnrollment, Enrollments, parse_enrollment_id, parse_owner};
-use status::{StatusCache, StatusKey};
+use grants::Grants;
+use status::{Standing, StatusCache, StatusKey};
 use tokens::{Claims, IssuedToken, TokenMinter, TokenSpec};
 use verify::TokenVerifier;
 
@@ -45,11 +48,16 @@ pub struct Lifetimes {
     pub oauth: Duration,
     pub endorsed: Duration,
     pub enrollment: Duration,
+    /// Grant API tokens live until their grant expires, but never longer than this.
+    pub grant_token_max: Duration,
 }
 
 impl Lifetimes {
     pub fn longest(&self) -> Duration {
-        self.oauth.max(self.endorsed).max(self.enrollment)
+        self.oauth
+            .max(self.endorsed)
+            .max(self.enrollment)
+            .max(self.grant_token_max)
     }
 }
 
@@ -69,6 +77,16 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// Refuses the request unless the token's scope covers `needed`.
+    pub fn require(&self, needed: &str) -> Result<(), AuthorityError> {
+        let wanted = crate::domain::Scope::parse(needed).map_err(AuthorityError::internal)?;
+        if self.scope.covers(&wanted) {
+            Ok(())
+        } else {
+            Err(AuthorityError::InsufficientScope(needed.to_owned()))
+        }
+    }
+
     pub fn subject(&self) -> Subject {
         Subject {
             kind: self.claims.sub_kind,
@@ -112,6 +130,8 @@ pub const ADMIN_CLIENT_ID: &str = "portcullis-admin";
 pub struct Parts {
     pub apps: Applications,
     pub enrollments: Enrollments,
+    pub grants: Grants,
+    pub clock: SharedClock,
     pub credentials: ClientAuthenticator,
     pub tokens: TokenMinter,
     pub verifier: TokenVerifier,
@@ -123,6 +143,8 @@ pub struct Parts {
 pub struct Authority {
     pub apps: Applications,
     pub enrollments: Enrollments,
+    pub grants: Grants,
+    clock: SharedClock,
     pub credentials: ClientAuthenticator,
     pub tokens: TokenMinter,
     pub verifier: TokenVerifier,
@@ -136,6 +158,8 @@ impl Authority {
         Self {
             apps: parts.apps,
             enrollments: parts.enrollments,
+            grants: parts.grants,
+            clock: parts.clock,
             credentials: parts.credentials,
             tokens: parts.tokens,
             verifier: parts.verifier,
@@ -197,30 +221,38 @@ impl Authority {
         Ok(Principal { claims, scope })
     }
 
+    /// Whether what the token was issued for still stands: its grant, its enrollment, or
+    /// for an app's own token, the app.
     async fn is_active(&self, claims: &Claims) -> Result<bool, AuthorityError> {
-        if let Some(id) = &claims.enrollment_id {
+        let standing = if let Some(id) = &claims.grant_id {
+            let id = GrantId::parse(id).map_err(|_| AuthorityError::InvalidToken)?;
+            self.grants.standing(id).await?
+        } else if let Some(id) = &claims.enrollment_id {
             let id = EnrollmentId::parse(id).map_err(|_| AuthorityError::InvalidToken)?;
-            return self.enrollments.is_active(id).await;
-        }
-        match claims.sub_kind {
-            SubjectKind::App => {
-                let store = &self.store;
-                let client_id = claims.client_id.clone();
-                self.status
-                    .is_active(StatusKey::App(client_id.clone()), async move {
-                        let Ok(client_id) = crate::domain::ClientId::parse(&client_id) else {
-                            return Ok(false);
-                        };
-                        Ok(store
-                            .application_by_client_id(&client_id)
-                            .await?
-                            .is_some_and(|app| !app.disabled))
-                    })
-                    .await
+            self.enrollments.standing(id).await?
+        } else {
+            match claims.sub_kind {
+                SubjectKind::App => {
+                    let store = &self.store;
+                    let client_id = claims.client_id.clone();
+                    self.status
+                        .standing(StatusKey::App(client_id.clone()), async move {
+                            let Ok(client_id) = ClientId::parse(&client_id) else {
+                                return Ok(Standing::Inactive);
+                            };
+                            let enabled = store
+                                .application_by_client_id(&client_id)
+                                .await?
+                                .is_some_and(|app| !app.disabled);
+                            Ok(Standing::from_flag(enabled))
+                        })
+                        .await?
+                }
+                // Owner tokens from the admin API stand on the operator's word alone.
+                SubjectKind::Owner => Standing::Active { until: None },
             }
-            // Owner tokens from the admin API stand on the operator's word alone.
-            SubjectKind::Owner => Ok(true),
-        }
+        };
+        Ok(standing.active_at(self.clock.now()))
     }
 
     /// The Access dialect's authorize: the app proves itself, then names the enrollment by
@@ -404,7 +436,7 @@ impl Authority {
                 ADMIN_CLIENT_ID.to_owned()
             }
             SubjectKind::App => {
-                let client_id = crate::domain::ClientId::parse(&request.subject.id)
+                let client_id = ClientId::parse(&request.subject.id)
                     .map_err(|_| AuthorityError::invalid("sub", "not a client_id"))?;
                 let app = self
                     .store

@@ -5,10 +5,11 @@
 
 use std::{future::Future, time::Duration};
 
+use chrono::{DateTime, Utc};
 use moka::sync::Cache;
 
 use super::AuthorityError;
-use crate::domain::EnrollmentId;
+use crate::domain::{EnrollmentId, GrantId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum StatusKey {
@@ -16,10 +17,36 @@ pub enum StatusKey {
     App(String),
     /// An enrollment and the app it belongs to.
     Enrollment(EnrollmentId),
+    Grant(GrantId),
+}
+
+/// What the store said about a credential: usable (perhaps only until a moment), or not.
+/// Keeping the expiry, not a yes/no, lets a cached answer expire on time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Active { until: Option<DateTime<Utc>> },
+    Inactive,
+}
+
+impl Standing {
+    pub fn active_at(self, now: DateTime<Utc>) -> bool {
+        match self {
+            Self::Active { until } => until.is_none_or(|at| at > now),
+            Self::Inactive => false,
+        }
+    }
+
+    pub fn from_flag(active: bool) -> Self {
+        if active {
+            Self::Active { until: None }
+        } else {
+            Self::Inactive
+        }
+    }
 }
 
 pub struct StatusCache {
-    entries: Option<Cache<StatusKey, bool>>,
+    entries: Option<Cache<StatusKey, Standing>>,
 }
 
 impl StatusCache {
@@ -34,19 +61,19 @@ impl StatusCache {
         Self { entries }
     }
 
-    /// The cached answer, or `lookup`'s. A failed lookup is an error, never "active".
-    pub async fn is_active<F>(&self, key: StatusKey, lookup: F) -> Result<bool, AuthorityError>
+    /// The cached standing, or `lookup`'s. A failed lookup is an error, never "active".
+    pub async fn standing<F>(&self, key: StatusKey, lookup: F) -> Result<Standing, AuthorityError>
     where
-        F: Future<Output = Result<bool, AuthorityError>>,
+        F: Future<Output = Result<Standing, AuthorityError>>,
     {
-        if let Some(active) = self.entries.as_ref().and_then(|e| e.get(&key)) {
-            return Ok(active);
+        if let Some(standing) = self.entries.as_ref().and_then(|e| e.get(&key)) {
+            return Ok(standing);
         }
-        let active = lookup.await?;
+        let standing = lookup.await?;
         if let Some(entries) = &self.entries {
-            entries.insert(key, active);
+            entries.insert(key, standing);
         }
-        Ok(active)
+        Ok(standing)
     }
 
     pub fn invalidate(&self, key: &StatusKey) {

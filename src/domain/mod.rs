@@ -1,6 +1,7 @@
 //! Plain data types shared by every layer. No I/O, no framework types.
 
 mod application;
+mod auth_grant;
 mod enrollment;
 mod ids;
 mod scope;
@@ -8,6 +9,7 @@ mod signing_key;
 mod subject;
 
 pub use application::{Application, NewApplication};
+pub use auth_grant::{AuthGrant, GrantId, GrantStatus, parse_utc_timestamp};
 pub use enrollment::{Enrollment, EnrollmentId, OwnerId};
 pub use ids::{AppId, ClientId, InvalidId};
 pub use scope::{InvalidScope, Scope, ScopeSet};

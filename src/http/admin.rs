@@ -487,9 +487,10 @@ impl From<AuthorityError> for Problem {
             AuthorityError::InvalidClient | AuthorityError::InvalidToken => {
                 Self::new(StatusCode::UNAUTHORIZED, e.to_string())
             }
-            AuthorityError::Forbidden(_) | AuthorityError::InsufficientScope(_) => {
-                Self::new(StatusCode::FORBIDDEN, e.to_string())
-            }
+            AuthorityError::Forbidden(_)
+            | AuthorityError::InsufficientScope(_)
+            | AuthorityError::GrantActive
+            | AuthorityError::GrantInactive => Self::new(StatusCode::FORBIDDEN, e.to_string()),
             AuthorityError::RateLimited { .. } => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
             }

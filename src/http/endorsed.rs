@@ -166,7 +166,10 @@ impl From<AuthorityError> for EndorsedError {
             e @ AuthorityError::InvalidToken => {
                 Self::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", e.to_string())
             }
-            e @ (AuthorityError::Forbidden(_) | AuthorityError::InsufficientScope(_)) => {
+            e @ (AuthorityError::Forbidden(_)
+            | AuthorityError::InsufficientScope(_)
+            | AuthorityError::GrantActive
+            | AuthorityError::GrantInactive) => {
                 Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", e.to_string())
             }
             AuthorityError::RateLimited { retry_after } => Self {

@@ -287,7 +287,9 @@ impl From<AuthorityError> for AccessError {
             },
             e @ (AuthorityError::Forbidden(_)
             | AuthorityError::InsufficientScope(_)
-            | AuthorityError::ScopeNotGranted(_)) => {
+            | AuthorityError::ScopeNotGranted(_)
+            | AuthorityError::GrantActive
+            | AuthorityError::GrantInactive) => {
                 Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
             }
             AuthorityError::RateLimited { retry_after } => Self {

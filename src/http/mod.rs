@@ -2,6 +2,7 @@
 //! error envelope; handlers translate and delegate to the core.
 
 mod admin;
+mod auth_grant;
 mod endorsed;
 mod enrollment;
 pub mod extract;
@@ -84,6 +85,15 @@ pub fn public_router(state: AppState, request_timeout: Duration) -> Router {
                 .post(enrollment::update),
         )
         .route("/access/v1/enrollment/{id}", put(enrollment::create))
+        .route("/auth-grant/create", post(auth_grant::create))
+        .route(
+            "/auth-grant/{id}",
+            get(auth_grant::show).delete(auth_grant::delete),
+        )
+        .route("/auth-grant/update/{id}", post(auth_grant::update))
+        .route("/auth-grant/{id}/revoke", post(auth_grant::revoke))
+        .route("/auth-grant/{id}/api-token", post(auth_grant::api_token))
+        .route("/profile/auth-grants", post(auth_grant::list))
         .route("/.well-known/jwks.json", get(wellknown::jwks))
         .route(
             "/.well-known/oauth-authorization-server",

@@ -15,9 +15,13 @@ use super::{
     log_internal, retry_after_secs,
 };
 use crate::{
-    authority::{AuthorityError, ClientCredentials, TokenRoute},
+    authority::{AuthorityError, ClientCredentials, TokenRoute, tokens::IssuedToken},
     domain::ScopeSet,
 };
+
+pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 #[derive(Debug, Deserialize)]
 pub struct TokenRequest {
@@ -25,15 +29,39 @@ pub struct TokenRequest {
     scope: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
+    subject_token: Option<String>,
+    subject_token_type: Option<String>,
+    requested_token_type: Option<String>,
 }
 
-/// RFC 6749 §5.1.
+/// RFC 6749 §5.1; `issued_token_type` only for token exchange (RFC 8693 §2.2.1).
 #[derive(Debug, Serialize)]
 pub struct TokenResponse {
     access_token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issued_token_type: Option<&'static str>,
     token_type: &'static str,
     expires_in: u64,
     scope: String,
+}
+
+fn token_response(
+    token: IssuedToken,
+    issued_token_type: Option<&'static str>,
+) -> impl IntoResponse {
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        Json(TokenResponse {
+            access_token: token.access_token,
+            issued_token_type,
+            token_type: "Bearer",
+            expires_in: token.expires_in,
+            scope: token.scope.to_string(),
+        }),
+    )
 }
 
 pub async fn token(
@@ -53,13 +81,30 @@ pub async fn token(
     let request: TokenRequest = serde_urlencoded::from_bytes(&body)
         .map_err(|e| OAuthError::invalid_request(format!("invalid form body: {e}")))?;
 
+    let requested = request
+        .scope
+        .as_deref()
+        .map(ScopeSet::parse)
+        .transpose()
+        .map_err(AuthorityError::from)?;
     match request.grant_type.as_deref() {
-        Some("client_credentials") => {}
-        Some(_) => return Err(AuthorityError::UnsupportedGrantType.into()),
-        None => return Err(OAuthError::invalid_request("grant_type is required")),
+        Some("client_credentials") => {
+            client_credentials(&state, &headers, request, requested, source_ip).await
+        }
+        Some(TOKEN_EXCHANGE) => token_exchange(&state, request, requested).await,
+        Some(_) => Err(AuthorityError::UnsupportedGrantType.into()),
+        None => Err(OAuthError::invalid_request("grant_type is required")),
     }
+}
 
-    let basic = basic_auth(&headers);
+async fn client_credentials(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: TokenRequest,
+    requested: Option<ScopeSet>,
+    source_ip: std::net::IpAddr,
+) -> Result<Response, OAuthError> {
+    let basic = basic_auth(headers);
     let (client_id, client_secret) = match (basic, request.client_id, request.client_secret) {
         (BasicAuth::Malformed, _, _) => return Err(AuthorityError::InvalidClient.into()),
         (BasicAuth::Present(_), _, Some(_)) => {
@@ -77,12 +122,6 @@ pub async fn token(
         (BasicAuth::Absent, _, _) => return Err(AuthorityError::InvalidClient.into()),
     };
 
-    let requested = request
-        .scope
-        .as_deref()
-        .map(ScopeSet::parse)
-        .transpose()
-        .map_err(AuthorityError::from)?;
     let token = state
         .authority
         .client_credentials_token(
@@ -95,19 +134,52 @@ pub async fn token(
             TokenRoute::OAuth,
         )
         .await?;
+    Ok(token_response(token, None).into_response())
+}
 
-    Ok((
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (header::PRAGMA, "no-cache"),
-        ],
-        Json(TokenResponse {
-            access_token: token.access_token,
-            token_type: "Bearer",
-            expires_in: token.expires_in,
-            scope: token.scope.to_string(),
-        }),
-    ))
+/// RFC 8693: an auth-grant token in, a short-lived access token for the same grant out.
+/// The subject token is the credential, so no client authentication is required.
+async fn token_exchange(
+    state: &AppState,
+    request: TokenRequest,
+    requested: Option<ScopeSet>,
+) -> Result<Response, OAuthError> {
+    let subject_token = request
+        .subject_token
+        .ok_or_else(|| OAuthError::invalid_request("subject_token is required"))?;
+    match request.subject_token_type.as_deref() {
+        Some(ACCESS_TOKEN_TYPE | JWT_TOKEN_TYPE) => {}
+        Some(_) => {
+            return Err(OAuthError::invalid_request(
+                "subject_token_type must be an access_token or a jwt",
+            ));
+        }
+        None => {
+            return Err(OAuthError::invalid_request(
+                "subject_token_type is required",
+            ));
+        }
+    }
+    if request
+        .requested_token_type
+        .as_deref()
+        .is_some_and(|t| t != ACCESS_TOKEN_TYPE)
+    {
+        return Err(OAuthError::invalid_request(
+            "only access tokens can be requested",
+        ));
+    }
+    let authority = &state.authority;
+    let token = authority
+        .grants
+        .exchange(
+            &subject_token,
+            requested,
+            &authority.verifier,
+            &authority.tokens,
+        )
+        .await?;
+    Ok(token_response(token, Some(ACCESS_TOKEN_TYPE)).into_response())
 }
 
 /// RFC 6749 §5.2 error response.
@@ -160,15 +232,18 @@ impl From<AuthorityError> for OAuthError {
                 "invalid_client",
                 "client authentication failed",
             ),
+            // RFC 8693 §2.2.2: an unacceptable subject token is invalid_request.
             AuthorityError::InvalidToken => Self::new(
                 StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                "the presented token is invalid or expired",
+                "invalid_request",
+                "the subject token is invalid, expired, or its grant is no longer active",
             ),
             e @ AuthorityError::InsufficientScope(_) => {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string())
             }
-            e @ AuthorityError::Forbidden(_) => {
+            e @ (AuthorityError::Forbidden(_)
+            | AuthorityError::GrantActive
+            | AuthorityError::GrantInactive) => {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_grant", e.to_string())
             }
             AuthorityError::RateLimited { retry_after } => Self {

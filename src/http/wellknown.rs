@@ -26,7 +26,10 @@ pub fn authorization_server_metadata(issuer: &str) -> Value {
         "issuer": issuer,
         "token_endpoint": format!("{base}/oauth2/token"),
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": [
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         // No authorization endpoint exists, so no response type is supported.
         "response_types_supported": [],

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    AppId, Application, ClientId, Enrollment, EnrollmentId, NewApplication, OwnerId,
-    SigningKeyRecord,
+    AppId, Application, AuthGrant, ClientId, Enrollment, EnrollmentId, GrantId, GrantStatus,
+    NewApplication, OwnerId, SigningKeyRecord, Subject,
 };
 
 pub type DynStore = Arc<dyn Store>;
@@ -54,6 +54,34 @@ pub trait Store: Send + Sync + 'static {
     async fn update_enrollment(&self, enrollment: &Enrollment) -> Result<bool, StoreError>;
     async fn delete_enrollment(&self, id: EnrollmentId) -> Result<bool, StoreError>;
 
+    async fn insert_grant(&self, grant: &AuthGrant) -> Result<(), StoreError>;
+    async fn grant(&self, id: GrantId) -> Result<Option<AuthGrant>, StoreError>;
+    /// The profile's grants, newest first, created strictly before `before` when given.
+    async fn list_grants(
+        &self,
+        profile: &Subject,
+        filter: &GrantFilter,
+        before: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<AuthGrant>, StoreError>;
+    /// Sets whichever of name and description are given; false if the profile has no such
+    /// grant. Never touches the status, so it cannot undo a concurrent revoke.
+    async fn update_grant_text(
+        &self,
+        id: GrantId,
+        profile: &Subject,
+        name: Option<&str>,
+        description: Option<&str>,
+    ) -> Result<bool, StoreError>;
+    /// False if the profile has no such grant.
+    async fn revoke_grant(&self, id: GrantId, profile: &Subject) -> Result<bool, StoreError>;
+    /// Deletes the grant only if it is revoked; false otherwise (missing or still active).
+    async fn delete_revoked_grant(
+        &self,
+        id: GrantId,
+        profile: &Subject,
+    ) -> Result<bool, StoreError>;
+
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
     /// Inserts `key` as the current signing key and retires the previous current one, in
     /// one transaction. Fails with `Conflict` if another writer made a key current first.
@@ -68,6 +96,21 @@ pub trait Store: Send + Sync + 'static {
 pub struct EnrollmentFilter {
     pub app_id: Option<AppId>,
     pub owner_id: Option<OwnerId>,
+}
+
+/// One value, or any of several (`{"$in": [...]}` on the wire).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match<T> {
+    Exact(T),
+    AnyOf(Vec<T>),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GrantFilter {
+    pub id: Option<Match<GrantId>>,
+    pub name: Option<Match<String>>,
+    pub description: Option<Match<String>>,
+    pub status: Option<GrantStatus>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -12,10 +12,10 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use super::{EnrollmentFilter, Store, StoreError};
+use super::{EnrollmentFilter, GrantFilter, Match, Store, StoreError};
 use crate::domain::{
-    AppId, Application, ClientId, Enrollment, EnrollmentId, KeyState, NewApplication, OwnerId,
-    ScopeSet, SigningKeyRecord,
+    AppId, Application, AuthGrant, ClientId, Enrollment, EnrollmentId, GrantId, GrantStatus,
+    KeyState, NewApplication, OwnerId, ScopeSet, SigningKeyRecord, Subject, SubjectKind,
 };
 
 /// A point in time as the store keeps it. Each backend encodes it in its own way
@@ -108,6 +108,88 @@ impl TryFrom<EnrollmentRow> for Enrollment {
     }
 }
 
+const GRANT_COLUMNS: &str = "id, profile_kind, profile_id, client_id, name, description, \
+     challenge, status, scope, created_at, expires_at, last_used_at";
+
+#[derive(FromRow)]
+struct GrantRow {
+    id: Uuid,
+    profile_kind: String,
+    profile_id: String,
+    client_id: String,
+    name: String,
+    description: String,
+    challenge: String,
+    status: String,
+    scope: String,
+    created_at: Timestamp,
+    expires_at: Option<Timestamp>,
+    last_used_at: Option<Timestamp>,
+}
+
+impl TryFrom<GrantRow> for AuthGrant {
+    type Error = StoreError;
+
+    fn try_from(row: GrantRow) -> Result<Self, StoreError> {
+        let kind = match row.profile_kind.as_str() {
+            "app" => SubjectKind::App,
+            "owner" => SubjectKind::Owner,
+            _ => return Err(corrupt("unknown profile kind")),
+        };
+        Ok(Self {
+            id: GrantId(row.id),
+            profile: Subject {
+                kind,
+                id: row.profile_id,
+            },
+            client_id: row.client_id,
+            name: row.name,
+            description: row.description,
+            challenge: row.challenge,
+            status: GrantStatus::parse(&row.status)
+                .ok_or_else(|| corrupt("unknown grant status"))?,
+            scope: ScopeSet::parse(&row.scope).map_err(corrupt)?,
+            created_at: row.created_at.0,
+            expires_at: row.expires_at.map(|t| t.0),
+            last_used_at: row.last_used_at.map(|t| t.0),
+        })
+    }
+}
+
+/// A value for a query whose shape is only known at run time.
+enum Param {
+    Uuid(Uuid),
+    Text(String),
+    Time(Timestamp),
+}
+
+/// Appends `column = $n` or `column IN ($n, …)` and the matching parameters.
+fn push_match<T>(
+    conditions: &mut Vec<String>,
+    params: &mut Vec<Param>,
+    column: &str,
+    matcher: &Match<T>,
+    to_param: impl Fn(&T) -> Param,
+) {
+    let values: Vec<&T> = match matcher {
+        Match::Exact(v) => vec![v],
+        Match::AnyOf(vs) => vs.iter().collect(),
+    };
+    if values.is_empty() {
+        // `IN ()` is not SQL; an empty set matches nothing.
+        conditions.push("1 = 0".to_owned());
+        return;
+    }
+    let placeholders: Vec<String> = values
+        .iter()
+        .map(|v| {
+            params.push(to_param(v));
+            format!("${}", params.len())
+        })
+        .collect();
+    conditions.push(format!("{column} IN ({})", placeholders.join(", ")));
+}
+
 #[derive(FromRow)]
 struct KeyRow {
     kid: String,
@@ -168,9 +250,11 @@ where
     AppRow: for<'r> FromRow<'r, DB::Row>,
     KeyRow: for<'r> FromRow<'r, DB::Row>,
     EnrollmentRow: for<'r> FromRow<'r, DB::Row>,
+    GrantRow: for<'r> FromRow<'r, DB::Row>,
     Json<Value>: for<'q> Encode<'q, DB> + Type<DB>,
     Uuid: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     String: for<'q> Encode<'q, DB> + Type<DB>,
+    Option<String>: for<'q> Encode<'q, DB> + Type<DB>,
     Vec<u8>: for<'q> Encode<'q, DB> + Type<DB>,
     bool: for<'q> Encode<'q, DB> + Type<DB>,
     i32: for<'r> Decode<'r, DB> + Type<DB>,
@@ -389,6 +473,152 @@ where
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(map_err)?;
+        Ok(deleted.is_some())
+    }
+
+    async fn insert_grant(&self, g: &AuthGrant) -> Result<(), StoreError> {
+        sqlx::query::<DB>(
+            "INSERT INTO auth_grants (id, profile_kind, profile_id, client_id, name, \
+             description, challenge, status, scope, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(g.id.0)
+        .bind(g.profile.kind.as_str().to_owned())
+        .bind(g.profile.id.clone())
+        .bind(g.client_id.clone())
+        .bind(g.name.clone())
+        .bind(g.description.clone())
+        .bind(g.challenge.clone())
+        .bind(g.status.as_str().to_owned())
+        .bind(g.scope.to_string())
+        .bind(Timestamp(g.created_at))
+        .bind(g.expires_at.map(Timestamp))
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(map_err)
+    }
+
+    async fn grant(&self, id: GrantId) -> Result<Option<AuthGrant>, StoreError> {
+        sqlx::query_as::<DB, GrantRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {GRANT_COLUMNS} FROM auth_grants WHERE id = $1"
+        )))
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?
+        .map(TryInto::try_into)
+        .transpose()
+    }
+
+    async fn list_grants(
+        &self,
+        profile: &Subject,
+        filter: &GrantFilter,
+        before: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<AuthGrant>, StoreError> {
+        let mut params = vec![
+            Param::Text(profile.kind.as_str().to_owned()),
+            Param::Text(profile.id.clone()),
+        ];
+        let mut conditions = vec!["profile_kind = $1".to_owned(), "profile_id = $2".to_owned()];
+        if let Some(before) = before {
+            params.push(Param::Time(Timestamp(before)));
+            conditions.push(format!("created_at < ${}", params.len()));
+        }
+        if let Some(m) = &filter.id {
+            push_match(&mut conditions, &mut params, "id", m, |id| {
+                Param::Uuid(id.0)
+            });
+        }
+        if let Some(m) = &filter.name {
+            push_match(&mut conditions, &mut params, "name", m, |s| {
+                Param::Text(s.clone())
+            });
+        }
+        if let Some(m) = &filter.description {
+            push_match(&mut conditions, &mut params, "description", m, |s| {
+                Param::Text(s.clone())
+            });
+        }
+        if let Some(status) = filter.status {
+            params.push(Param::Text(status.as_str().to_owned()));
+            conditions.push(format!("status = ${}", params.len()));
+        }
+        let mut query = sqlx::query_as::<DB, GrantRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {GRANT_COLUMNS} FROM auth_grants WHERE {} \
+             ORDER BY created_at DESC, id DESC LIMIT {limit}",
+            conditions.join(" AND ")
+        )));
+        for param in params {
+            query = match param {
+                Param::Uuid(v) => query.bind(v),
+                Param::Text(v) => query.bind(v),
+                Param::Time(v) => query.bind(v),
+            };
+        }
+        query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?
+            .into_iter()
+            .map(TryInto::try_into)
+            .collect()
+    }
+
+    async fn update_grant_text(
+        &self,
+        id: GrantId,
+        profile: &Subject,
+        name: Option<&str>,
+        description: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query_scalar::<DB, Uuid>(
+            "UPDATE auth_grants SET name = COALESCE($4, name), \
+             description = COALESCE($5, description) \
+             WHERE id = $1 AND profile_kind = $2 AND profile_id = $3 RETURNING id",
+        )
+        .bind(id.0)
+        .bind(profile.kind.as_str().to_owned())
+        .bind(profile.id.clone())
+        .bind(name.map(str::to_owned))
+        .bind(description.map(str::to_owned))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(updated.is_some())
+    }
+
+    async fn revoke_grant(&self, id: GrantId, profile: &Subject) -> Result<bool, StoreError> {
+        let revoked = sqlx::query_scalar::<DB, Uuid>(
+            "UPDATE auth_grants SET status = 'revoked' \
+             WHERE id = $1 AND profile_kind = $2 AND profile_id = $3 RETURNING id",
+        )
+        .bind(id.0)
+        .bind(profile.kind.as_str().to_owned())
+        .bind(profile.id.clone())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(revoked.is_some())
+    }
+
+    async fn delete_revoked_grant(
+        &self,
+        id: GrantId,
+        profile: &Subject,
+    ) -> Result<bool, StoreError> {
+        let deleted = sqlx::query_scalar::<DB, Uuid>(
+            "DELETE FROM auth_grants WHERE id = $1 AND profile_kind = $2 AND profile_id = $3 \
+             AND status = 'revoked' RETURNING id",
+        )
+        .bind(id.0)
+        .bind(profile.kind.as_str().to_owned())
+        .bind(profile.id.clone())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
         Ok(deleted.is_some())
     }
 

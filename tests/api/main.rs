@@ -6,6 +6,7 @@ mod credentials;
 mod edges;
 mod endorsed;
 mod enrollments;
+mod grants;
 mod helpers;
 mod oauth;
 mod store_contract;

@@ -131,7 +131,10 @@ async fn metadata_advertises_only_what_exists() {
     );
     assert_eq!(
         metadata["grant_types_supported"],
-        json!(["client_credentials"])
+        json!([
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:token-exchange"
+        ])
     );
     assert_eq!(
         metadata["token_endpoint_auth_methods_supported"],

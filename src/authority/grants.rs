@@ -1,0 +1,356 @@
+//! Auth grants: scoped, expiring, revocable credentials that a profile (the subject of a
+//! bearer token) creates for itself, turns into API tokens, and exchanges for short-lived
+//! access tokens.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::{
+    AuthorityError, Principal,
+    clock::SharedClock,
+    status::{Standing, StatusCache, StatusKey},
+    tokens::{IssuedToken, TokenMinter, TokenSpec},
+    verify::TokenVerifier,
+};
+use crate::{
+    domain::{AuthGrant, GrantId, GrantStatus, ScopeSet, parse_utc_timestamp},
+    store::{DynStore, GrantFilter},
+};
+
+pub const READ: &str = "authGrants:read";
+pub const WRITE: &str = "authGrants:write";
+pub const DELETE: &str = "authGrants:delete";
+
+pub const DEFAULT_SCOPE: &str = "*:read";
+pub const LIST_DEFAULT_LIMIT: u32 = 100;
+pub const LIST_MAX_LIMIT: u32 = 100;
+
+#[derive(Debug, Default)]
+pub struct CreateGrant {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub scope: Option<String>,
+    /// `None` or `Some(None)`: never expires.
+    pub expires_at: Option<Option<String>>,
+}
+
+#[derive(Debug, Default)]
+pub struct ListGrants {
+    pub limit: Option<u32>,
+    /// The `createdAt` of the last grant of the previous page.
+    pub cursor: Option<String>,
+    pub filter: GrantFilter,
+}
+
+pub struct Grants {
+    store: DynStore,
+    status: Arc<StatusCache>,
+    clock: SharedClock,
+    api_token_max_lifetime: Duration,
+    exchanged_lifetime: Duration,
+}
+
+fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), AuthorityError> {
+    if value.chars().count() > max {
+        return Err(AuthorityError::invalid(
+            field,
+            format!("may be at most {max} characters"),
+        ));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(AuthorityError::invalid(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+pub fn parse_grant_id(raw: &str) -> Result<GrantId, AuthorityError> {
+    // An id that cannot exist is simply not found, like another profile's grant.
+    GrantId::parse(raw).map_err(|_| AuthorityError::NotFound)
+}
+
+impl Grants {
+    pub fn new(
+        store: DynStore,
+        status: Arc<StatusCache>,
+        clock: SharedClock,
+        api_token_max_lifetime: Duration,
+        exchanged_lifetime: Duration,
+    ) -> Self {
+        Self {
+            store,
+            status,
+            clock,
+            api_token_max_lifetime,
+            exchanged_lifetime,
+        }
+    }
+
+    pub async fn create(
+        &self,
+        principal: &Principal,
+        request: CreateGrant,
+    ) -> Result<GrantId, AuthorityError> {
+        principal.require(WRITE)?;
+        let name = request.name.unwrap_or_default();
+        let description = request.description.unwrap_or_default();
+        check_text("name", &name, AuthGrant::NAME_MAX_LEN)?;
+        check_text("description", &description, AuthGrant::DESCRIPTION_MAX_LEN)?;
+        let scope = ScopeSet::parse(request.scope.as_deref().unwrap_or(DEFAULT_SCOPE))
+            .map_err(|e| AuthorityError::invalid("scope", e.to_string()))?;
+        if scope.is_empty() {
+            return Err(AuthorityError::invalid("scope", "must not be empty"));
+        }
+        // A grant can never carry more than the token that creates it.
+        if let Some(missing) = principal.scope.first_uncovered(&scope) {
+            return Err(AuthorityError::ScopeNotGranted(missing.to_string()));
+        }
+        let now = self.clock.now();
+        let expires_at = match request.expires_at.flatten() {
+            None => None,
+            Some(raw) => {
+                let at = parse_utc_timestamp(&raw).ok_or_else(|| {
+                    AuthorityError::invalid(
+                        "expiresAt",
+                        "must be an RFC 3339 UTC timestamp such as 2030-01-31T00:00:00Z",
+                    )
+                })?;
+                if at <= now {
+                    return Err(AuthorityError::invalid(
+                        "expiresAt",
+                        "must be in the future",
+                    ));
+                }
+                Some(at)
+            }
+        };
+        let id = GrantId::generate();
+        let grant = AuthGrant {
+            id,
+            profile: principal.subject(),
+            client_id: principal.claims.client_id.clone(),
+            name,
+            description,
+            challenge: format!("auth-grant:{}", uuid::Uuid::new_v4()),
+            status: GrantStatus::Active,
+            scope,
+            created_at: now,
+            expires_at,
+            last_used_at: None,
+        };
+        self.store.insert_grant(&grant).await?;
+        tracing::info!(
+            event = "grant.created",
+            grant_id = %id,
+            profile_kind = %grant.profile.kind,
+            profile = %grant.profile.id,
+            scope = %grant.scope
+        );
+        Ok(id)
+    }
+
+    /// The grant if it belongs to the caller's profile; anything else is `NotFound`.
+    async fn owned(&self, principal: &Principal, id: GrantId) -> Result<AuthGrant, AuthorityError> {
+        match self.store.grant(id).await? {
+            Some(grant) if grant.profile == principal.subject() => Ok(grant),
+            _ => Err(AuthorityError::NotFound),
+        }
+    }
+
+    pub async fn get(&self, principal: &Principal, id: &str) -> Result<AuthGrant, AuthorityError> {
+        principal.require(READ)?;
+        self.owned(principal, parse_grant_id(id)?).await
+    }
+
+    pub async fn list(
+        &self,
+        principal: &Principal,
+        request: ListGrants,
+    ) -> Result<Vec<AuthGrant>, AuthorityError> {
+        principal.require(READ)?;
+        let limit = request.limit.unwrap_or(LIST_DEFAULT_LIMIT);
+        if !(1..=LIST_MAX_LIMIT).contains(&limit) {
+            return Err(AuthorityError::invalid(
+                "limit",
+                format!("must be between 1 and {LIST_MAX_LIMIT}"),
+            ));
+        }
+        let before = request
+            .cursor
+            .as_deref()
+            .map(|raw| {
+                DateTime::parse_from_rfc3339(raw)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|_| AuthorityError::invalid("cursor", "must be a createdAt value"))
+            })
+            .transpose()?;
+        Ok(self
+            .store
+            .list_grants(&principal.subject(), &request.filter, before, limit)
+            .await?)
+    }
+
+    /// True if a name or description was set; false when nothing updatable was sent.
+    pub async fn update(
+        &self,
+        principal: &Principal,
+        id: &str,
+        name: Option<String>,
+        description: Option<String>,
+    ) -> Result<bool, AuthorityError> {
+        principal.require(WRITE)?;
+        let id = parse_grant_id(id)?;
+        self.owned(principal, id).await?;
+        if name.is_none() && description.is_none() {
+            return Ok(false);
+        }
+        if let Some(name) = &name {
+            check_text("name", name, AuthGrant::NAME_MAX_LEN)?;
+        }
+        if let Some(description) = &description {
+            check_text("description", description, AuthGrant::DESCRIPTION_MAX_LEN)?;
+        }
+        let updated = self
+            .store
+            .update_grant_text(
+                id,
+                &principal.subject(),
+                name.as_deref(),
+                description.as_deref(),
+            )
+            .await?;
+        if !updated {
+            return Err(AuthorityError::NotFound);
+        }
+        Ok(true)
+    }
+
+    /// Idempotent: revoking a revoked grant is still `true`.
+    pub async fn revoke(&self, principal: &Principal, id: &str) -> Result<(), AuthorityError> {
+        principal.require(WRITE)?;
+        let id = parse_grant_id(id)?;
+        if !self.store.revoke_grant(id, &principal.subject()).await? {
+            return Err(AuthorityError::NotFound);
+        }
+        self.status.invalidate(&StatusKey::Grant(id));
+        tracing::info!(event = "grant.revoked", grant_id = %id);
+        Ok(())
+    }
+
+    /// Only a revoked grant can be deleted.
+    pub async fn delete(&self, principal: &Principal, id: &str) -> Result<(), AuthorityError> {
+        principal.require(DELETE)?;
+        let id = parse_grant_id(id)?;
+        if self
+            .store
+            .delete_revoked_grant(id, &principal.subject())
+            .await?
+        {
+            self.status.invalidate(&StatusKey::Grant(id));
+            tracing::info!(event = "grant.deleted", grant_id = %id);
+            return Ok(());
+        }
+        self.owned(principal, id).await?;
+        Err(AuthorityError::GrantActive)
+    }
+
+    /// An API token acting for the grant's profile with the grant's scope, valid until the
+    /// grant expires (or the configured maximum).
+    pub async fn api_token(
+        &self,
+        principal: &Principal,
+        id: &str,
+        minter: &TokenMinter,
+    ) -> Result<IssuedToken, AuthorityError> {
+        principal.require(READ)?;
+        let grant = self.owned(principal, parse_grant_id(id)?).await?;
+        if !grant.is_active_at(self.clock.now()) {
+            return Err(AuthorityError::GrantInactive);
+        }
+        let token = minter.mint(TokenSpec {
+            subject: &grant.profile,
+            client_id: &grant.client_id,
+            scope: &grant.scope,
+            lifetime: self.lifetime_within(&grant, self.api_token_max_lifetime),
+            enrollment_id: None,
+            grant_id: Some(grant.id.to_string()),
+        })?;
+        tracing::info!(event = "grant.api_token", grant_id = %grant.id, jti = %token.jti);
+        Ok(token)
+    }
+
+    /// RFC 8693: trades a grant's token for a short-lived access token, optionally narrower.
+    pub async fn exchange(
+        &self,
+        subject_token: &str,
+        requested: Option<ScopeSet>,
+        verifier: &TokenVerifier,
+        minter: &TokenMinter,
+    ) -> Result<IssuedToken, AuthorityError> {
+        let claims = verifier.verify(subject_token)?;
+        let id = claims
+            .grant_id
+            .as_deref()
+            .ok_or(AuthorityError::InvalidToken)
+            .and_then(|raw| GrantId::parse(raw).map_err(|_| AuthorityError::InvalidToken))?;
+        let grant = self
+            .store
+            .grant(id)
+            .await?
+            .filter(|g| g.is_active_at(self.clock.now()))
+            .ok_or(AuthorityError::InvalidToken)?;
+        let token_scope =
+            ScopeSet::parse(&claims.scope).map_err(|_| AuthorityError::InvalidToken)?;
+        let scope = match requested.filter(|s| !s.is_empty()) {
+            Some(wanted) => {
+                if let Some(missing) = token_scope.first_uncovered(&wanted) {
+                    return Err(AuthorityError::ScopeNotGranted(missing.to_string()));
+                }
+                wanted
+            }
+            None => token_scope,
+        };
+        let token = minter.mint(TokenSpec {
+            subject: &grant.profile,
+            client_id: &grant.client_id,
+            scope: &scope,
+            lifetime: self.lifetime_within(&grant, self.exchanged_lifetime),
+            enrollment_id: None,
+            grant_id: Some(grant.id.to_string()),
+        })?;
+        tracing::info!(event = "grant.exchanged", grant_id = %grant.id, jti = %token.jti);
+        Ok(token)
+    }
+
+    /// `wanted`, cut short so no token outlives its grant.
+    fn lifetime_within(&self, grant: &AuthGrant, wanted: Duration) -> Duration {
+        let Some(expires_at) = grant.expires_at else {
+            return wanted;
+        };
+        let left = (expires_at - self.clock.now())
+            .max(TimeDelta::seconds(1))
+            .to_std()
+            .unwrap_or(Duration::from_secs(1));
+        wanted.min(Duration::from_secs(left.as_secs().max(1)))
+    }
+
+    pub async fn standing(&self, id: GrantId) -> Result<Standing, AuthorityError> {
+        let store = &self.store;
+        self.status
+            .standing(StatusKey::Grant(id), async move {
+                Ok(match store.grant(id).await? {
+                    Some(g) if g.status == GrantStatus::Active => Standing::Active {
+                        until: g.expires_at,
+                    },
+                    _ => Standing::Inactive,
+                })
+            })
+            .await
+    }
+}
