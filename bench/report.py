@@ -179,9 +179,10 @@ def startup_lines(startups):
 def peer_lines(pts):
     out = []
     for peer in find(pts, "peer_oidc_token", "node"):
-        for ours in find(pts, "oauth2_token", "sqlite", peer["conc"]):
+        ours_all = [p for p in pts if p["scenario"] == "oauth2_token" and p["conc"] == peer["conc"]]
+        for ours in ours_all:
             ratio = ours["rps"] / peer["rps"] if peer["rps"] else float("inf")
-            out.append(f"c={peer['conc']}: Portcullis oauth2_token (sqlite) {ours['rps']:.0f} req/s, "
+            out.append(f"c={peer['conc']}: Portcullis oauth2_token ({ours['store']}) {ours['rps']:.0f} req/s, "
                        f"p99 {ours['p99']:.2f} ms vs peer {peer['rps']:.0f} req/s, p99 "
                        f"{peer['p99']:.2f} ms -> {ratio:.2f}x")
     return out

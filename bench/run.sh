@@ -80,10 +80,25 @@ PEER_START="$REPO/../shared/peer-bench/peer-oidc/start.sh"
 [ -x "$PEER_START" ] || PEER_START="/work/shared/peer-bench/peer-oidc/start.sh"
 
 # Settings come only from what this script passes: nothing inherited may change the server.
-while read -r var; do unset "$var"; done < <(compgen -e | grep '^PORTCULLIS_' || true)
+unset PORTCULLIS_CONFIG RUST_LOG
+while read -r var; do unset "$var"; done < <(compgen -e | grep '^PORTCULLIS__' || true)
 
-ALL_SCENARIOS="oauth2_token endorsed_json enrollment_authorize enrollment_bearer
-  grant_token_bearer grant_list_small grant_list_big cold_oauth2_token mixed"
+ALL_SCENARIOS="oauth2_token endorsed_json enrollment_authorize enrollment_bearer \
+grant_token_bearer grant_list_small grant_list_big cold_oauth2_token mixed"
+
+for s in $SCENARIOS; do
+  [[ " $ALL_SCENARIOS " == *" $s "* ]] || {
+    echo "unknown scenario $s (known: $ALL_SCENARIOS)" >&2
+    exit 2
+  }
+done
+for s in $STORES; do
+  case "$s" in
+    sqlite) ;;
+    postgres) [ -n "$BENCH_PG_URL" ] || { echo "STORES has postgres: set BENCH_PG_URL" >&2; exit 2; } ;;
+    *) echo "unknown store $s (sqlite or postgres)" >&2; exit 2 ;;
+  esac
+done
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -119,12 +134,16 @@ note() {
   meta note "$*"
 }
 
+alive() { # running, and not a zombie waiting for us to reap it
+  kill -0 "$1" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]
+}
+
 stop_pid() { # $1=pid: TERM, up to 10 s to drain, then KILL
   local pid="$1"
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
   kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 1 100); do
-    kill -0 "$pid" 2>/dev/null || break
+    alive "$pid" || break
     sleep 0.1
   done
   kill -KILL "$pid" 2>/dev/null || true
@@ -142,7 +161,7 @@ cleanup() {
     pg_admin "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 ||
       log "could not drop PostgreSQL database $PG_DB"
   fi
-  if [ "$BENCH_KEEP" = 1 ] || [ "$rc" != 0 ]; then
+  if [ "$BENCH_KEEP" = 1 ] || [ "$rc" != 0 ] || [ "$FAILED" != 0 ]; then
     log "kept $WORK (logs, raw oha JSON, data)"
   else
     rm -rf "$WORK"
@@ -231,7 +250,7 @@ read -r -a EXTRA_SERVER_ENV <<<"$BENCH_SERVER_ENV"
 STORE_ENV=() # set per store: database URL, master key, data dir
 
 portcullis() { # the CLI against the current store; its log lines go to logs/cli.log
-  (cd "$DATA_DIR" && env -u RUST_LOG "${STORE_ENV[@]}" "${EXTRA_SERVER_ENV[@]}" "$BIN" "$@") \
+  (cd "$DATA_DIR" && env "${STORE_ENV[@]}" "${EXTRA_SERVER_ENV[@]}" "$BIN" "$@") \
     2>>"$WORK/logs/cli.log"
 }
 
@@ -248,14 +267,14 @@ start_portcullis() {
   shift 2
   local log_file="$WORK/logs/$label.log" t0 code
   t0="$(now_ns)"
-  (cd "$DATA_DIR" && exec env -u RUST_LOG "${STORE_ENV[@]}" "${EXTRA_SERVER_ENV[@]}" "$@" \
+  (cd "$DATA_DIR" && exec env "${STORE_ENV[@]}" "${EXTRA_SERVER_ENV[@]}" "$@" \
     "${PIN_SERVER[@]}" "$BIN" serve) >"$log_file" 2>&1 &
   SERVER_PID=$!
   local deadline=$((t0 + 60 * 1000000000))
   while :; do
     code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$BASE/health/ready" || true)"
     [ "$code" = 200 ] && break
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    if ! alive "$SERVER_PID"; then
       wait "$SERVER_PID" 2>/dev/null || true
       SERVER_PID=""
       log "server exited during startup; last lines of $log_file:"
@@ -500,6 +519,7 @@ prepare_store() {
     "PORTCULLIS__KEYS__MASTER_KEY_FILE=$DATA_DIR/master.key"
   )
   CAPS=" "
+  GRANT_ID="" GRANT_API_TOKEN="" PROFILE_SMALL_TOKEN="" PROFILE_BIG_TOKEN=""
 
   log "$STORE: first start on an empty database"
   start_portcullis "$STORE-setup" first || die "$STORE: the server did not start"
@@ -508,7 +528,9 @@ prepare_store() {
   APP_ID="$(sed -n 's/^APP_ID=//p' <<<"$created")"
   CLIENT_ID="$(sed -n 's/^CLIENT_ID=//p' <<<"$created")"
   CLIENT_SECRET="$(sed -n 's/^CLIENT_SECRET=//p' <<<"$created")"
-  [ -n "$APP_ID" ] && [ -n "$CLIENT_ID" ] && [ -n "$CLIENT_SECRET" ] || die "apps create printed no credentials"
+  if [ -z "$APP_ID" ] || [ -z "$CLIENT_ID" ] || [ -z "$CLIENT_SECRET" ]; then
+    die "apps create printed no credentials"
+  fi
   BASIC="$(printf '%s:%s' "$CLIENT_ID" "$CLIENT_SECRET" | base64 -w0)"
   OWNER_ID="bench-owner"
   portcullis enrollments create --app-id "$APP_ID" --owner-id "$OWNER_ID" --output env >/dev/null ||
@@ -595,7 +617,9 @@ run_scenario() {
       stop_server
       return 0
     fi
-    [ "$WARMUP" != 0 ] && oha_run "$c" "$WARMUP" "$WORK/oha/$point-warmup.json" || true
+    if [ "$WARMUP" != 0 ]; then
+      oha_run "$c" "$WARMUP" "$WORK/oha/$point-warmup.json" || true
+    fi
     for r in $(seq 1 "$REPEATS"); do
       local out="$WORK/oha/$point-r$r.json" flood_out="$WORK/oha/$point-r$r-flood.json" t0 t1 w0 w1
       if [ "$FLOOD" = 1 ]; then
@@ -611,10 +635,19 @@ run_scenario() {
       t0="$(cpu_ticks)" w0="$(now_ns)"
       oha_run "$c" "$DURATION" "$out" || log "oha exited non-zero: $(head -c 300 "$out.stderr")"
       t1="$(cpu_ticks)" w1="$(now_ns)"
-      record "$label" "$c" "$r" "$out" "$EXPECT" "$((t1 - t0))" "$((w1 - w0))"
       if [ "$FLOOD" = 1 ]; then
         wait "$FLOOD_PID" || log "flood oha exited non-zero: $(head -c 300 "$flood_out.stderr")"
         FLOOD_PID=""
+      fi
+      if ! alive "$SERVER_PID"; then
+        note "$STORE $label c=$c: the server died during run $r (log: logs/$point.log): point dropped"
+        tail -n 5 "$WORK/logs/$point.log" >&2 || true
+        FAILED=1
+        stop_server
+        continue 2
+      fi
+      record "$label" "$c" "$r" "$out" "$EXPECT" "$((t1 - t0))" "$((w1 - w0))"
+      if [ "$FLOOD" = 1 ]; then
         record mixed_flood "$c" "$r" "$flood_out" 401 "$((t1 - t0))" "$((w1 - w0))"
       fi
     done
@@ -625,9 +658,6 @@ run_scenario() {
 # ---- the run -----------------------------------------------------------------------------------
 LIST=""
 for s in $ALL_SCENARIOS; do want_scenario "$s" && LIST+="$s "; done
-for s in $SCENARIOS; do
-  [[ " $ALL_SCENARIOS " == *" $s "* ]] || die "unknown scenario $s (known: $(echo $ALL_SCENARIOS))"
-done
 n_points=$(($(wc -w <<<"$LIST") * $(wc -w <<<"$STORES") * $(wc -w <<<"$CONCS")))
 per_point=$(($(dur_secs "$WARMUP") + REPEATS * $(dur_secs "$DURATION") + 2))
 log "stores: $STORES; scenarios: $LIST; concurrencies: $CONCS; ~$((n_points * per_point / 60 + 1)) min of load (plus setup)"

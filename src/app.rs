@@ -7,35 +7,80 @@ use anyhow::{Context, bail};
 use axum::Router;
 use chrono::TimeDelta;
 use secrecy::ExposeSecret;
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, watch},
+};
 
 use crate::{
     authority::{
         Authority, Lifetimes, Parts,
         apps::Applications,
+        changes::ChangeHub,
         clock::SharedClock,
         credentials::{ClientAuthenticator, CredentialCache, VerificationLimits},
         enrollments::Enrollments,
         grants::Grants,
         keys::{KeyRing, KeyRingOptions, MasterKey},
+        revocations::RevocationList,
         secrets::{HashParams, SecretHasher},
         status::StatusCache,
         tokens::TokenMinter,
+        usage::UsageTracker,
         verify::TokenVerifier,
     },
     config::Settings,
+    domain::ChangeEvent,
     http::{self, AppState, Lifecycle, extract::TrustedProxies},
     store::{self, ConnectOptions, DynStore},
 };
 
-/// How often idle rate-limit entries are dropped.
-const LIMITER_SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How often housekeeping runs: idle rate-limit entries dropped, expired revocations
+/// purged, usage written, keys and revocations reloaded (a backstop for missed notices).
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Server {
     public: (TcpListener, Router),
     admin: Option<(TcpListener, Router)>,
     lifecycle: Arc<Lifecycle>,
     authority: Arc<Authority>,
+    changes: Option<mpsc::Receiver<ChangeEvent>>,
+}
+
+/// What every replica remembers, and the hub that keeps it current. The CLI builds the
+/// same, so its changes reach running servers (through the store's change feed).
+pub struct Caches {
+    pub credentials: Arc<CredentialCache>,
+    pub status: Arc<StatusCache>,
+    pub revocations: Arc<RevocationList>,
+    pub changes: Arc<ChangeHub>,
+}
+
+impl Caches {
+    pub fn new(settings: &Settings, store: DynStore, clock: SharedClock) -> Self {
+        let credentials = Arc::new(CredentialCache::new(
+            Duration::from_secs(settings.credentials.cache_ttl_secs),
+            settings.credentials.cache_capacity,
+        ));
+        let status = Arc::new(StatusCache::new(
+            Duration::from_secs(settings.tokens.status_cache_ttl_secs),
+            settings.credentials.cache_capacity,
+        ));
+        let revocations = Arc::new(RevocationList::default());
+        let changes = Arc::new(ChangeHub::new(
+            store,
+            clock,
+            credentials.clone(),
+            status.clone(),
+            revocations.clone(),
+        ));
+        Self {
+            credentials,
+            status,
+            revocations,
+            changes,
+        }
+    }
 }
 
 impl Server {
@@ -50,67 +95,55 @@ impl Server {
         store: DynStore,
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
-        let master = master_key(settings)?;
         let hasher = Arc::new(secret_hasher(settings)?);
-        let cache = Arc::new(CredentialCache::new(
-            Duration::from_secs(settings.credentials.cache_ttl_secs),
-            settings.credentials.cache_capacity,
-        ));
-        let status = Arc::new(StatusCache::new(
-            Duration::from_secs(settings.tokens.status_cache_ttl_secs),
-            settings.credentials.cache_capacity,
-        ));
+        let caches = Caches::new(settings, store.clone(), clock.clone());
         let lifetimes = Lifetimes {
             oauth: Duration::from_secs(settings.tokens.oauth_lifetime_secs),
             endorsed: Duration::from_secs(settings.tokens.endorsed_lifetime_secs),
             enrollment: Duration::from_secs(settings.tokens.enrollment_lifetime_secs),
             grant_token_max: Duration::from_secs(settings.tokens.grant_token_max_lifetime_secs),
         };
-        let longest_lifetime = lifetimes.longest();
-        let keys = KeyRing::load(
-            &store,
-            &master,
-            &clock,
-            KeyRingOptions {
-                algorithm: settings.tokens.algorithm,
-                hs256_secret: settings
-                    .keys
-                    .hs256_secret
-                    .as_ref()
-                    .map(|s| s.expose_secret().as_bytes()),
-                retired_key_visibility: TimeDelta::from_std(longest_lifetime)?,
-            },
-        )
-        .await
-        .context("loading signing keys")?;
+        let keys = Arc::new(open_key_ring(settings, store.clone(), clock.clone()).await?);
+        caches.changes.attach_keys(keys.clone());
+        caches
+            .revocations
+            .reload(&store, clock.now())
+            .await
+            .context("loading revocations")?;
+        let usage = Arc::new(UsageTracker::default());
 
         let issuer = settings.issuer();
-        let keys = Arc::new(keys);
         let authority = Arc::new(Authority::new(Parts {
             apps: Applications::new(
                 store.clone(),
                 hasher.clone(),
-                cache.clone(),
-                status.clone(),
+                caches.changes.clone(),
                 clock.clone(),
             ),
-            enrollments: Enrollments::new(store.clone(), status.clone(), clock.clone()),
+            enrollments: Enrollments::new(
+                store.clone(),
+                caches.status.clone(),
+                caches.changes.clone(),
+                clock.clone(),
+            ),
             grants: Grants::new(
                 store.clone(),
-                status.clone(),
+                caches.status.clone(),
+                caches.changes.clone(),
                 clock.clone(),
                 lifetimes.grant_token_max,
                 lifetimes.oauth,
             ),
-            clock: clock.clone(),
             credentials: ClientAuthenticator::new(
                 store.clone(),
                 hasher,
-                cache,
+                caches.credentials.clone(),
                 VerificationLimits {
                     per_client_per_minute: settings.rate_limit.verifications_per_client_per_minute,
                     per_ip_per_minute: settings.rate_limit.verifications_per_ip_per_minute,
                 },
+                usage.clone(),
+                clock.clone(),
             ),
             tokens: TokenMinter::new(
                 issuer.clone(),
@@ -121,13 +154,22 @@ impl Server {
             verifier: TokenVerifier::new(
                 issuer.clone(),
                 settings.tokens.audience.clone(),
-                keys,
-                clock,
+                keys.clone(),
+                clock.clone(),
             ),
-            status,
+            changes: caches.changes.clone(),
+            revocations: caches.revocations,
+            usage,
+            keys,
+            clock,
+            status: caches.status,
             lifetimes,
-            store,
+            store: store.clone(),
         }));
+        let changes = store
+            .subscribe()
+            .await
+            .context("subscribing to changes from other replicas")?;
 
         let lifecycle = Arc::new(Lifecycle::default());
         let state = AppState {
@@ -137,6 +179,7 @@ impl Server {
             )),
             lifecycle: lifecycle.clone(),
             metadata: Arc::new(http::wellknown_metadata(&issuer)),
+            secret_grace: Duration::from_secs(settings.credentials.secret_grace_secs),
         };
         let timeout = settings.request_timeout();
 
@@ -165,6 +208,7 @@ impl Server {
             admin,
             lifecycle,
             authority,
+            changes,
         })
     }
 
@@ -173,6 +217,11 @@ impl Server {
             .0
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// The core behind the listeners (tests use it to run housekeeping on demand).
+    pub fn authority(&self) -> Arc<Authority> {
+        self.authority.clone()
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -187,8 +236,15 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.public_addr(), "public listener up");
+        let Self {
+            public,
+            admin,
+            lifecycle,
+            authority,
+            changes,
+        } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let lifecycle = self.lifecycle.clone();
         tokio::spawn(async move {
             shutdown.await;
             lifecycle.start_draining();
@@ -196,25 +252,43 @@ impl Server {
             let _ = stop_tx.send(true);
         });
 
-        let authority = self.authority.clone();
-        let sweeper = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(LIMITER_SWEEP_EVERY);
-            loop {
+        let maintenance = tokio::spawn({
+            let authority = authority.clone();
+            async move {
+                let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
                 tick.tick().await;
-                authority.credentials.forget_idle();
+                loop {
+                    tick.tick().await;
+                    authority.credentials.forget_idle();
+                    authority.maintain().await;
+                }
             }
         });
+        let feed = changes.map(|mut feed| {
+            let authority = authority.clone();
+            tokio::spawn(async move {
+                while let Some(event) = feed.recv().await {
+                    authority.changes.handle(event).await;
+                }
+            })
+        });
 
-        tracing::info!(addr = %self.public_addr(), "public listener up");
-        let mut servers = vec![tokio::spawn(serve(self.public, stop_rx.clone()))];
-        if let Some(admin) = self.admin {
+        let mut servers = vec![tokio::spawn(serve(public, stop_rx.clone()))];
+        if let Some(admin) = admin {
             tracing::info!(addr = %admin.0.local_addr()?, "admin listener up");
             servers.push(tokio::spawn(serve(admin, stop_rx)));
         }
         for server in servers {
             server.await??;
         }
-        sweeper.abort();
+        maintenance.abort();
+        if let Some(feed) = feed {
+            feed.abort();
+        }
+        // Usage gathered since the last flush is worth one more write.
+        if let Err(e) = authority.flush_usage().await {
+            tracing::warn!(error = %e, "could not record usage at shutdown");
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -248,6 +322,35 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<DynStore> {
     Ok(store)
 }
 
+/// The signing keys, created on first use.
+pub async fn open_key_ring(
+    settings: &Settings,
+    store: DynStore,
+    clock: SharedClock,
+) -> anyhow::Result<KeyRing> {
+    let longest = [
+        settings.tokens.oauth_lifetime_secs,
+        settings.tokens.endorsed_lifetime_secs,
+        settings.tokens.enrollment_lifetime_secs,
+        settings.tokens.grant_token_max_lifetime_secs,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or_default();
+    let options = KeyRingOptions {
+        algorithm: settings.tokens.algorithm,
+        hs256_secret: settings
+            .keys
+            .hs256_secret
+            .as_ref()
+            .map(|s| s.expose_secret().as_bytes().to_vec()),
+        retired_key_visibility: TimeDelta::seconds(i64::try_from(longest)?),
+    };
+    KeyRing::open(store, master_key(settings)?, clock, options)
+        .await
+        .context("loading signing keys")
+}
+
 pub fn secret_hasher(settings: &Settings) -> anyhow::Result<SecretHasher> {
     let c = &settings.credentials;
     let concurrency = match c.hash_concurrency {
@@ -262,7 +365,7 @@ pub fn secret_hasher(settings: &Settings) -> anyhow::Result<SecretHasher> {
     })?)
 }
 
-fn master_key(settings: &Settings) -> anyhow::Result<MasterKey> {
+pub fn master_key(settings: &Settings) -> anyhow::Result<MasterKey> {
     if let Some(key) = &settings.keys.master_key {
         return MasterKey::from_base64(key.expose_secret())
             .map_err(|e| anyhow::anyhow!("keys.master_key: {e}"));

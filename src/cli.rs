@@ -2,22 +2,22 @@
 
 use std::{io::Read, sync::Arc, time::Duration};
 
+use chrono::SecondsFormat;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use crate::{
-    app::{self, Server},
+    app::{self, Caches, Server},
     authority::{
         apps::{Applications, CreateApplication, CreatedApplication, UpdateApplication},
         clock::{SharedClock, SystemClock},
-        credentials::CredentialCache,
         enrollments::{CreateEnrollment, Enrollments},
-        status::StatusCache,
     },
     config::Settings,
-    domain::{AppId, Application, Enrollment, EnrollmentId, OwnerId},
+    domain::{AppId, Application, Change, Enrollment, EnrollmentId, OwnerId},
     store::EnrollmentFilter,
     telemetry,
 };
@@ -45,6 +45,17 @@ enum Command {
     /// Manage enrollments (an application installed for an owner).
     #[command(subcommand)]
     Enrollments(EnrollmentsCommand),
+    /// Inspect and rotate the token signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// List keys with their state (next, current, retired).
+    List,
+    /// Make the published next key current and publish a new next key.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +133,16 @@ enum AppsCommand {
     Enable { id: String },
     /// Delete the application.
     Delete { id: String },
+    /// Issue a new secret (printed once); the old one keeps working for the grace period.
+    RotateSecret {
+        id: String,
+        /// Seconds the previous secret stays valid; 0 ends it at once. Default:
+        /// credentials.secret_grace_secs.
+        #[arg(long)]
+        grace_secs: Option<u64>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -179,7 +200,33 @@ pub async fn run() -> anyhow::Result<()> {
         }
         Command::Apps(command) => run_apps(command, &settings, clock).await,
         Command::Enrollments(command) => run_enrollments(command, &settings, clock).await,
+        Command::Keys(command) => run_keys(command, &settings, clock).await,
     }
+}
+
+async fn run_keys(
+    command: KeysCommand,
+    settings: &Settings,
+    clock: SharedClock,
+) -> anyhow::Result<()> {
+    let store = app::open_store(settings).await?;
+    let keys = app::open_key_ring(settings, store.clone(), clock.clone()).await?;
+    if matches!(command, KeysCommand::Rotate) {
+        let current = keys.rotate().await?;
+        let caches = Caches::new(settings, store, clock);
+        caches.changes.announce(Change::Keys).await;
+        println!("rotated: {} is now current", current.kid);
+    }
+    for key in keys.keys() {
+        println!(
+            "{}  {:<7}  {:<7}  created {}",
+            key.kid,
+            key.algorithm.as_str(),
+            key.state.as_str(),
+            key.created_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+        );
+    }
+    Ok(())
 }
 
 async fn run_enrollments(
@@ -188,7 +235,8 @@ async fn run_enrollments(
     clock: SharedClock,
 ) -> anyhow::Result<()> {
     let store = app::open_store(settings).await?;
-    let enrollments = Enrollments::new(store, Arc::new(StatusCache::new(Duration::ZERO, 0)), clock);
+    let caches = Caches::new(settings, store.clone(), clock.clone());
+    let enrollments = Enrollments::new(store, caches.status, caches.changes, clock);
     let enrollment_id = |raw: &str| {
         EnrollmentId::parse(raw)
             .with_context(|| format!("'{raw}' is not an enrollment id (a UUID)"))
@@ -308,11 +356,13 @@ async fn run_apps(
     let store = app::open_store(settings).await?;
     // Nothing is cached in a one-shot command; a running server picks up changes when its
     // own cache entries expire (credentials.cache_ttl_secs).
+    // Changes are announced through the store, so running servers hear of them (at once
+    // with PostgreSQL; with SQLite, when their caches expire).
+    let caches = Caches::new(settings, store.clone(), clock.clone());
     let apps = Applications::new(
         store,
         Arc::new(app::secret_hasher(settings)?),
-        Arc::new(CredentialCache::new(Duration::ZERO, 0)),
-        Arc::new(StatusCache::new(Duration::ZERO, 0)),
+        caches.changes,
         clock,
     );
     match command {
@@ -386,6 +436,17 @@ async fn run_apps(
         AppsCommand::Delete { id } => {
             apps.delete(parse_id(&id)?).await?;
             println!("deleted {id}");
+        }
+        AppsCommand::RotateSecret {
+            id,
+            grace_secs,
+            output,
+        } => {
+            let grace = grace_secs.unwrap_or(settings.credentials.secret_grace_secs);
+            let rotated = apps
+                .rotate_secret(parse_id(&id)?, Duration::from_secs(grace))
+                .await?;
+            print_created(&rotated, output.output);
         }
     }
     Ok(())

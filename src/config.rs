@@ -79,6 +79,7 @@ pub struct CredentialSettings {
     pub argon2_iterations: u32,
     pub argon2_parallelism: u32,
     pub hash_concurrency: usize,
+    pub secret_grace_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

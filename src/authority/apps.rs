@@ -6,13 +6,12 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{
     AuthorityError,
+    changes::ChangeHub,
     clock::SharedClock,
-    credentials::CredentialCache,
     secrets::{self, SecretHasher},
-    status::StatusCache,
 };
 use crate::{
-    domain::{AppId, Application, ClientId, NewApplication, ScopeSet},
+    domain::{AppId, Application, Change, ClientId, NewApplication, ScopeSet},
     store::DynStore,
 };
 
@@ -49,8 +48,7 @@ pub struct CreatedApplication {
 pub struct Applications {
     store: DynStore,
     hasher: Arc<SecretHasher>,
-    cache: Arc<CredentialCache>,
-    status: Arc<StatusCache>,
+    changes: Arc<ChangeHub>,
     clock: SharedClock,
 }
 
@@ -88,24 +86,51 @@ impl Applications {
     pub fn new(
         store: DynStore,
         hasher: Arc<SecretHasher>,
-        cache: Arc<CredentialCache>,
-        status: Arc<StatusCache>,
+        changes: Arc<ChangeHub>,
         clock: SharedClock,
     ) -> Self {
         Self {
             store,
             hasher,
-            cache,
-            status,
+            changes,
             clock,
         }
     }
 
-    /// Forgets everything remembered about this app on this replica. Enrollment statuses
-    /// depend on their app's, and app changes are rare, so those are all dropped.
-    fn forget(&self, client_id: &ClientId) {
-        self.cache.invalidate(client_id);
-        self.status.invalidate_all();
+    /// Makes every replica forget what it remembers about this app.
+    async fn forget(&self, client_id: &ClientId) {
+        self.changes
+            .announce(Change::App {
+                client_id: client_id.to_string(),
+            })
+            .await;
+    }
+
+    /// Replaces the secret. The previous one keeps working for `grace` (zero ends it at
+    /// once); the new one is returned in plain text this one time.
+    pub async fn rotate_secret(
+        &self,
+        id: AppId,
+        grace: std::time::Duration,
+    ) -> Result<CreatedApplication, AuthorityError> {
+        let mut app = self.get(id).await?;
+        let secret = secrets::generate_secret();
+        let now = self.clock.now();
+        let grace = chrono::TimeDelta::from_std(grace)
+            .map_err(|_| AuthorityError::invalid("grace_period_secs", "is too long"))?;
+        let previous = std::mem::replace(&mut app.secret_hash, self.hasher.hash(&secret).await?);
+        if grace.is_zero() {
+            app.previous_secret_hash = None;
+            app.previous_secret_expires_at = None;
+        } else {
+            app.previous_secret_hash = Some(previous);
+            app.previous_secret_expires_at = Some(now + grace);
+        }
+        let app = self.save(app, "app.secret_rotated").await?;
+        Ok(CreatedApplication {
+            app,
+            client_secret: Some(secret),
+        })
     }
 
     pub async fn create(
@@ -233,7 +258,7 @@ impl Applications {
         if !self.store.delete_application(id).await? {
             return Err(AuthorityError::NotFound);
         }
-        self.forget(&app.client_id);
+        self.forget(&app.client_id).await;
         tracing::info!(event = "app.deleted", app_id = %id, client_id = %app.client_id);
         Ok(())
     }
@@ -247,7 +272,7 @@ impl Applications {
         if !self.store.update_application(&app).await? {
             return Err(AuthorityError::NotFound);
         }
-        self.forget(&app.client_id);
+        self.forget(&app.client_id).await;
         tracing::info!(event, app_id = %app.id, client_id = %app.client_id);
         Ok(app)
     }

@@ -18,10 +18,12 @@ use governor::{
 };
 use moka::future::Cache;
 
-use super::{AuthorityError, secrets::SecretHasher};
+use chrono::{DateTime, Utc};
+
+use super::{AuthorityError, clock::SharedClock, secrets::SecretHasher, usage::UsageTracker};
 use crate::{
     domain::{AppId, Application, ClientId, ScopeSet},
-    store::DynStore,
+    store::{DynStore, UsageOf},
 };
 
 /// What the core needs to know about a client once its secret checked out.
@@ -32,16 +34,19 @@ pub struct VerifiedClient {
     pub allowed_scopes: ScopeSet,
     pub default_scopes: ScopeSet,
     pub sandbox: bool,
+    /// Set when the secret that matched is a rotated-out one: its grace period's end.
+    pub valid_until: Option<DateTime<Utc>>,
 }
 
-impl From<&Application> for VerifiedClient {
-    fn from(app: &Application) -> Self {
+impl VerifiedClient {
+    fn new(app: &Application, valid_until: Option<DateTime<Utc>>) -> Self {
         Self {
             app_id: app.id,
             client_id: app.client_id.clone(),
             allowed_scopes: app.allowed_scopes.clone(),
             default_scopes: app.default_scopes.clone(),
             sandbox: app.sandbox,
+            valid_until,
         }
     }
 }
@@ -88,11 +93,12 @@ impl CredentialCache {
     }
 
     /// Forgets every pair of a client, after its secret, scopes or status changed.
-    pub fn invalidate(&self, client_id: &ClientId) {
+    pub fn invalidate_client(&self, client_id: &str) {
         if let Some(entries) = &self.entries {
-            let client_id = client_id.clone();
+            let client_id = client_id.to_owned();
             // Only fails if closures were not enabled at build time, which they are.
-            let _ = entries.invalidate_entries_if(move |_, client| client.client_id == client_id);
+            let _ = entries
+                .invalidate_entries_if(move |_, client| client.client_id.as_str() == client_id);
         }
     }
 
@@ -154,6 +160,8 @@ pub struct ClientAuthenticator {
     hasher: Arc<SecretHasher>,
     cache: Arc<CredentialCache>,
     limiters: Limiters,
+    usage: Arc<UsageTracker>,
+    clock: SharedClock,
 }
 
 impl ClientAuthenticator {
@@ -162,12 +170,16 @@ impl ClientAuthenticator {
         hasher: Arc<SecretHasher>,
         cache: Arc<CredentialCache>,
         limits: VerificationLimits,
+        usage: Arc<UsageTracker>,
+        clock: SharedClock,
     ) -> Self {
         Self {
             store,
             hasher,
             cache,
             limiters: Limiters::new(limits),
+            usage,
+            clock,
         }
     }
 
@@ -177,16 +189,28 @@ impl ClientAuthenticator {
         secret: &str,
         source_ip: IpAddr,
     ) -> Result<Arc<VerifiedClient>, AuthorityError> {
-        let Some(entries) = &self.cache.entries else {
-            return self.verify(client_id, secret, source_ip).await;
+        let client = match &self.cache.entries {
+            None => self.verify(client_id, secret, source_ip).await?,
+            Some(entries) => {
+                // Concurrent requests for the same pair share one verification: a burst of
+                // cold requests costs one argon2 run and one rate-limit token, not one each.
+                let key = self.cache.pair_key(client_id, secret);
+                let client = entries
+                    .try_get_with(key, self.verify(client_id, secret, source_ip))
+                    .await
+                    .map_err(|shared| shared.as_ref().duplicate())?;
+                if client.valid_until.is_some_and(|t| t <= self.clock.now()) {
+                    // A rotated-out secret whose grace ended while it sat in the cache.
+                    entries.invalidate(&key).await;
+                    self.verify(client_id, secret, source_ip).await?
+                } else {
+                    client
+                }
+            }
         };
-        // Concurrent requests for the same pair share one verification: a burst of cold
-        // requests costs one argon2 run and one rate-limit token, not one each.
-        let key = self.cache.pair_key(client_id, secret);
-        entries
-            .try_get_with(key, self.verify(client_id, secret, source_ip))
-            .await
-            .map_err(|shared| shared.as_ref().duplicate())
+        self.usage
+            .record(UsageOf::App(client.app_id), self.clock.now());
+        Ok(client)
     }
 
     /// The cold path: rate limits, store lookup, argon2.
@@ -209,12 +233,22 @@ impl ClientAuthenticator {
         })?;
 
         let app = self.store.application_by_client_id(&parsed_id).await?;
-        let matched = self
+        let now = self.clock.now();
+        let mut valid_until = None;
+        let mut matched = self
             .hasher
             .verify(secret, app.as_ref().map(|a| a.secret_hash.as_str()))
             .await?;
+        if let Some(previous) = app.as_ref().and_then(|a| a.previous_secret_at(now))
+            && !matched
+        {
+            matched = self.hasher.verify(secret, Some(previous)).await?;
+            valid_until = app.as_ref().and_then(|a| a.previous_secret_expires_at);
+        }
         match app {
-            Some(app) if matched && !app.disabled => Ok(Arc::new(VerifiedClient::from(&app))),
+            Some(app) if matched && !app.disabled => {
+                Ok(Arc::new(VerifiedClient::new(&app, valid_until)))
+            }
             _ => {
                 tracing::info!(event = "auth.failed", client_id, %source_ip);
                 Err(AuthorityError::InvalidClient)

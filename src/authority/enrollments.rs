@@ -7,11 +7,12 @@ use serde_json::Value;
 
 use super::{
     AuthorityError,
+    changes::ChangeHub,
     clock::SharedClock,
     status::{Standing, StatusCache, StatusKey},
 };
 use crate::{
-    domain::{AppId, Enrollment, EnrollmentId, OwnerId, ScopeSet},
+    domain::{AppId, Change, Enrollment, EnrollmentId, OwnerId, ScopeSet},
     store::{DynStore, EnrollmentFilter, StoreError},
 };
 
@@ -45,6 +46,7 @@ impl Created {
 pub struct Enrollments {
     store: DynStore,
     status: Arc<StatusCache>,
+    changes: Arc<ChangeHub>,
     clock: SharedClock,
 }
 
@@ -76,10 +78,16 @@ pub fn check_data(data: &Value) -> Result<(), AuthorityError> {
 }
 
 impl Enrollments {
-    pub fn new(store: DynStore, status: Arc<StatusCache>, clock: SharedClock) -> Self {
+    pub fn new(
+        store: DynStore,
+        status: Arc<StatusCache>,
+        changes: Arc<ChangeHub>,
+        clock: SharedClock,
+    ) -> Self {
         Self {
             store,
             status,
+            changes,
             clock,
         }
     }
@@ -227,7 +235,7 @@ impl Enrollments {
         if !self.store.delete_enrollment(id).await? {
             return Err(AuthorityError::NotFound);
         }
-        self.status.invalidate(&StatusKey::Enrollment(id));
+        self.changes.announce(Change::Enrollment { id: id.0 }).await;
         tracing::info!(event = "enrollment.deleted", enrollment_id = %id);
         Ok(())
     }
@@ -262,8 +270,11 @@ impl Enrollments {
         if !self.store.update_enrollment(&enrollment).await? {
             return Err(AuthorityError::NotFound);
         }
-        self.status
-            .invalidate(&StatusKey::Enrollment(enrollment.id));
+        self.changes
+            .announce(Change::Enrollment {
+                id: enrollment.id.0,
+            })
+            .await;
         tracing::info!(event, enrollment_id = %enrollment.id);
         Ok(enrollment)
     }

@@ -8,13 +8,14 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{
     AuthorityError, Principal,
+    changes::ChangeHub,
     clock::SharedClock,
     status::{Standing, StatusCache, StatusKey},
     tokens::{IssuedToken, TokenMinter, TokenSpec},
     verify::TokenVerifier,
 };
 use crate::{
-    domain::{AuthGrant, GrantId, GrantStatus, ScopeSet, parse_utc_timestamp},
+    domain::{AuthGrant, Change, GrantId, GrantStatus, ScopeSet, parse_utc_timestamp},
     store::{DynStore, GrantFilter},
 };
 
@@ -46,6 +47,7 @@ pub struct ListGrants {
 pub struct Grants {
     store: DynStore,
     status: Arc<StatusCache>,
+    changes: Arc<ChangeHub>,
     clock: SharedClock,
     api_token_max_lifetime: Duration,
     exchanged_lifetime: Duration,
@@ -79,6 +81,7 @@ impl Grants {
     pub fn new(
         store: DynStore,
         status: Arc<StatusCache>,
+        changes: Arc<ChangeHub>,
         clock: SharedClock,
         api_token_max_lifetime: Duration,
         exchanged_lifetime: Duration,
@@ -86,6 +89,7 @@ impl Grants {
         Self {
             store,
             status,
+            changes,
             clock,
             api_token_max_lifetime,
             exchanged_lifetime,
@@ -238,7 +242,7 @@ impl Grants {
         if !self.store.revoke_grant(id, &principal.subject()).await? {
             return Err(AuthorityError::NotFound);
         }
-        self.status.invalidate(&StatusKey::Grant(id));
+        self.changes.announce(Change::Grant { id: id.0 }).await;
         tracing::info!(event = "grant.revoked", grant_id = %id);
         Ok(())
     }
@@ -252,7 +256,7 @@ impl Grants {
             .delete_revoked_grant(id, &principal.subject())
             .await?
         {
-            self.status.invalidate(&StatusKey::Grant(id));
+            self.changes.announce(Change::Grant { id: id.0 }).await;
             tracing::info!(event = "grant.deleted", grant_id = %id);
             return Ok(());
         }

@@ -322,92 +322,195 @@ pub struct VerificationKey {
     pub key: jsonwebtoken::DecodingKey,
 }
 
-/// The keys this replica signs with, publishes and accepts.
-pub struct KeyRing {
-    current: RwLock<Arc<SigningKey>>,
-    published: RwLock<Arc<Value>>,
-    verifiers: RwLock<Arc<HashMap<String, Arc<VerificationKey>>>>,
-}
-
-pub struct KeyRingOptions<'a> {
+pub struct KeyRingOptions {
     pub algorithm: SigningAlgorithm,
-    pub hs256_secret: Option<&'a [u8]>,
+    pub hs256_secret: Option<Vec<u8>>,
     /// How long a retired key stays published: the longest token lifetime.
     pub retired_key_visibility: TimeDelta,
 }
 
+/// Everything one replica derives from the store's keys, swapped as a whole on reload.
+struct Loaded {
+    current: Arc<SigningKey>,
+    jwks: Arc<Value>,
+    verifiers: HashMap<String, Arc<VerificationKey>>,
+    states: Vec<KeyInfo>,
+}
+
+/// A key's public facts, for listings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub kid: String,
+    pub algorithm: SigningAlgorithm,
+    pub state: KeyState,
+    pub created_at: DateTime<Utc>,
+    pub activated_at: Option<DateTime<Utc>>,
+    pub retired_at: Option<DateTime<Utc>>,
+}
+
+/// The keys this replica signs with, publishes and accepts. All replicas read the same
+/// rows, and reload them when told a rotation happened (and periodically, as a backstop).
+pub struct KeyRing {
+    store: DynStore,
+    master: MasterKey,
+    clock: SharedClock,
+    options: KeyRingOptions,
+    loaded: RwLock<Arc<Loaded>>,
+}
+
 impl KeyRing {
-    /// Loads the keys from the store, creating the first one for the configured algorithm
-    /// if there is none. Replicas starting together race safely: one insert wins and the
-    /// others read the winner's key.
-    pub async fn load(
-        store: &DynStore,
-        master: &MasterKey,
-        clock: &SharedClock,
-        options: KeyRingOptions<'_>,
+    /// Loads the keys, creating a current key (and a `next` one published ahead of use) for
+    /// the configured algorithm if there is none. Replicas starting together race safely:
+    /// one insert wins and the others read the winner's key.
+    pub async fn open(
+        store: DynStore,
+        master: MasterKey,
+        clock: SharedClock,
+        options: KeyRingOptions,
     ) -> Result<Self, AuthorityError> {
-        let mut records = store.signing_keys().await?;
-        let current = match options.hs256_secret {
-            Some(secret) if options.algorithm == SigningAlgorithm::HS256 => {
-                SigningKey::hs256(secret)
+        if options.algorithm != SigningAlgorithm::HS256 {
+            let records = store.signing_keys().await?;
+            let has_current = records
+                .iter()
+                .any(|r| r.state == KeyState::Current && r.algorithm == options.algorithm);
+            if !has_current {
+                create_current_key(&store, &master, &clock, options.algorithm).await?;
             }
-            _ => {
-                let found = records
-                    .iter()
-                    .find(|r| r.state == KeyState::Current && r.algorithm == options.algorithm);
-                match found {
-                    Some(record) => open_record(master, record)?,
-                    None => {
-                        let key =
-                            create_current_key(store, master, clock, options.algorithm).await?;
-                        records = store.signing_keys().await?;
-                        key
-                    }
-                }
-            }
-        };
-        let published = jwks(&records, clock.now(), options.retired_key_visibility)?;
-        let mut verifiers = verifiers_for(&published)?;
-        if let (Some(secret), SigningAlgorithm::HS256) = (options.hs256_secret, current.algorithm) {
-            verifiers.insert(
-                current.kid().to_owned(),
-                Arc::new(VerificationKey {
-                    algorithm: jsonwebtoken::Algorithm::HS256,
-                    key: jsonwebtoken::DecodingKey::from_secret(secret),
-                }),
-            );
+            ensure_next_key(&store, &master, &clock, options.algorithm).await?;
         }
+        let loaded = load(&store, &master, &clock, &options).await?;
         Ok(Self {
-            current: RwLock::new(Arc::new(current)),
-            published: RwLock::new(Arc::new(published)),
-            verifiers: RwLock::new(Arc::new(verifiers)),
+            store,
+            master,
+            clock,
+            options,
+            loaded: RwLock::new(Arc::new(loaded)),
         })
+    }
+
+    fn loaded(&self) -> Arc<Loaded> {
+        self.loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the keys from the store.
+    pub async fn reload(&self) -> Result<(), AuthorityError> {
+        let loaded = load(&self.store, &self.master, &self.clock, &self.options).await?;
+        *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(loaded);
+        Ok(())
+    }
+
+    /// Makes the published `next` key current, retires the current one (it stays in JWKS
+    /// while tokens it signed may live), and publishes a fresh `next` key.
+    pub async fn rotate(&self) -> Result<KeyInfo, AuthorityError> {
+        if self.options.algorithm == SigningAlgorithm::HS256 {
+            return Err(AuthorityError::invalid(
+                "algorithm",
+                "HS256 uses the configured secret; change keys.hs256_secret to rotate it",
+            ));
+        }
+        let now = self.clock.now();
+        let next_matches = self
+            .store
+            .signing_keys()
+            .await?
+            .iter()
+            .any(|r| r.state == KeyState::Next && r.algorithm == self.options.algorithm);
+        if !(next_matches && self.store.promote_next_signing_key(now).await?) {
+            create_current_key(
+                &self.store,
+                &self.master,
+                &self.clock,
+                self.options.algorithm,
+            )
+            .await?;
+        }
+        ensure_next_key(
+            &self.store,
+            &self.master,
+            &self.clock,
+            self.options.algorithm,
+        )
+        .await?;
+        self.reload().await?;
+        let current = self.current();
+        tracing::info!(event = "key.rotated", kid = current.kid(), algorithm = %current.algorithm());
+        self.keys()
+            .into_iter()
+            .find(|k| k.kid == current.kid())
+            .ok_or_else(|| AuthorityError::internal("the new current key is not listed"))
+    }
+
+    pub fn current(&self) -> Arc<SigningKey> {
+        self.loaded().current.clone()
+    }
+
+    /// The JWK Set document.
+    pub fn jwks(&self) -> Arc<Value> {
+        self.loaded().jwks.clone()
+    }
+
+    /// Every stored key with its state.
+    pub fn keys(&self) -> Vec<KeyInfo> {
+        self.loaded().states.clone()
     }
 
     /// One of our own keys by id. The id only selects among keys we already trust; nothing
     /// is ever fetched or derived from a token header.
     pub fn verifier(&self, kid: &str) -> Option<Arc<VerificationKey>> {
-        self.verifiers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(kid)
-            .cloned()
+        self.loaded().verifiers.get(kid).cloned()
     }
+}
 
-    pub fn current(&self) -> Arc<SigningKey> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+async fn load(
+    store: &DynStore,
+    master: &MasterKey,
+    clock: &SharedClock,
+    options: &KeyRingOptions,
+) -> Result<Loaded, AuthorityError> {
+    let records = store.signing_keys().await?;
+    let current = match &options.hs256_secret {
+        Some(secret) if options.algorithm == SigningAlgorithm::HS256 => SigningKey::hs256(secret),
+        _ => {
+            // Any current key signs, even of another algorithm: replicas still configured
+            // for the old algorithm must agree with the one that rotated.
+            let record = records
+                .iter()
+                .find(|r| r.state == KeyState::Current)
+                .ok_or_else(|| AuthorityError::internal("no current signing key"))?;
+            open_record(master, record)?
+        }
+    };
+    let jwks = jwks(&records, clock.now(), options.retired_key_visibility)?;
+    let mut verifiers = verifiers_for(&jwks)?;
+    if let (Some(secret), SigningAlgorithm::HS256) = (&options.hs256_secret, current.algorithm) {
+        verifiers.insert(
+            current.kid().to_owned(),
+            Arc::new(VerificationKey {
+                algorithm: jsonwebtoken::Algorithm::HS256,
+                key: jsonwebtoken::DecodingKey::from_secret(secret),
+            }),
+        );
     }
-
-    /// The JWK Set document.
-    pub fn jwks(&self) -> Arc<Value> {
-        self.published
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
+    let states = records
+        .iter()
+        .map(|r| KeyInfo {
+            kid: r.kid.clone(),
+            algorithm: r.algorithm,
+            state: r.state,
+            created_at: r.created_at,
+            activated_at: r.activated_at,
+            retired_at: r.retired_at,
+        })
+        .collect();
+    Ok(Loaded {
+        current: Arc::new(current),
+        jwks: Arc::new(jwks),
+        verifiers,
+        states,
+    })
 }
 
 fn verifiers_for(jwks: &Value) -> Result<HashMap<String, Arc<VerificationKey>>, AuthorityError> {
@@ -434,38 +537,67 @@ fn open_record(
     SigningKey::from_pkcs8(record.algorithm, Some(record.kid.clone()), &der)
 }
 
+fn new_record(
+    master: &MasterKey,
+    clock: &SharedClock,
+    algorithm: SigningAlgorithm,
+    state: KeyState,
+) -> Result<SigningKeyRecord, AuthorityError> {
+    let (key, pkcs8) = SigningKey::generate(algorithm)?;
+    let now = clock.now();
+    Ok(SigningKeyRecord {
+        kid: key.kid().to_owned(),
+        algorithm,
+        state,
+        sealed_private_key: master.seal(key.kid(), &pkcs8),
+        public_jwk: key.public_jwk().map(Value::to_string).unwrap_or_default(),
+        created_at: now,
+        activated_at: (state == KeyState::Current).then_some(now),
+        retired_at: None,
+    })
+}
+
+/// A fresh key, current at once (first start, or a change of algorithm).
 async fn create_current_key(
     store: &DynStore,
     master: &MasterKey,
     clock: &SharedClock,
     algorithm: SigningAlgorithm,
-) -> Result<SigningKey, AuthorityError> {
-    let (key, pkcs8) = SigningKey::generate(algorithm)?;
-    let now = clock.now();
-    let record = SigningKeyRecord {
-        kid: key.kid().to_owned(),
-        algorithm,
-        state: KeyState::Current,
-        sealed_private_key: master.seal(key.kid(), &pkcs8),
-        public_jwk: key.public_jwk().map(Value::to_string).unwrap_or_default(),
-        created_at: now,
-        activated_at: Some(now),
-        retired_at: None,
-    };
-    match store.activate_new_signing_key(&record, now).await {
+) -> Result<(), AuthorityError> {
+    let record = new_record(master, clock, algorithm, KeyState::Current)?;
+    match store.activate_new_signing_key(&record, clock.now()).await {
         Ok(()) => {
-            tracing::info!(event = "key.created", kid = key.kid(), %algorithm);
-            Ok(key)
+            tracing::info!(event = "key.created", kid = %record.kid, %algorithm, state = "current");
+            Ok(())
         }
-        Err(StoreError::Conflict(_)) => {
-            // Another replica created a current key at the same moment; use that one.
-            let records = store.signing_keys().await?;
-            let winner = records
-                .iter()
-                .find(|r| r.state == KeyState::Current)
-                .ok_or_else(|| AuthorityError::internal("lost a key race but found no key"))?;
-            open_record(master, winner)
+        // Another replica made a key current at the same moment; theirs is as good.
+        Err(StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Publishes a `next` key unless one already waits.
+async fn ensure_next_key(
+    store: &DynStore,
+    master: &MasterKey,
+    clock: &SharedClock,
+    algorithm: SigningAlgorithm,
+) -> Result<(), AuthorityError> {
+    let has_next = store
+        .signing_keys()
+        .await?
+        .iter()
+        .any(|r| r.state == KeyState::Next);
+    if has_next {
+        return Ok(());
+    }
+    let record = new_record(master, clock, algorithm, KeyState::Next)?;
+    match store.insert_next_signing_key(&record).await {
+        Ok(()) => {
+            tracing::info!(event = "key.created", kid = %record.kid, %algorithm, state = "next");
+            Ok(())
         }
+        Err(StoreError::Conflict(_)) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }

@@ -4,15 +4,18 @@
 //! calls and maps [`AuthorityError`] to its own envelope.
 
 pub mod apps;
+pub mod changes;
 pub mod clock;
 pub mod credentials;
 pub mod enrollments;
 mod error;
 pub mod grants;
 pub mod keys;
+pub mod revocations;
 pub mod secrets;
 pub mod status;
 pub mod tokens;
+pub mod usage;
 pub mod verify;
 
 use std::{net::IpAddr, time::Duration};
@@ -24,16 +27,20 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::{
-    domain::{ClientId, Enrollment, EnrollmentId, GrantId, ScopeSet, Subject, SubjectKind},
-    store::DynStore,
+    domain::{Change, ClientId, Enrollment, EnrollmentId, GrantId, ScopeSet, Subject, SubjectKind},
+    store::{DynStore, UsageOf},
 };
 use apps::Applications;
+use changes::ChangeHub;
 use clock::SharedClock;
 use credentials::{ClientAuthenticator, VerifiedClient};
 use enrollments::{CreateEnrollment, Enrollments, parse_enrollment_id, parse_owner};
 use grants::Grants;
+use keys::KeyRing;
+use revocations::RevocationList;
 use status::{Standing, StatusCache, StatusKey};
 use tokens::{Claims, IssuedToken, TokenMinter, TokenSpec};
+use usage::UsageTracker;
 use verify::TokenVerifier;
 
 /// Which route's lifetime a client_credentials token gets.
@@ -131,6 +138,10 @@ pub struct Parts {
     pub apps: Applications,
     pub enrollments: Enrollments,
     pub grants: Grants,
+    pub changes: Arc<ChangeHub>,
+    pub revocations: Arc<RevocationList>,
+    pub usage: Arc<UsageTracker>,
+    pub keys: Arc<KeyRing>,
     pub clock: SharedClock,
     pub credentials: ClientAuthenticator,
     pub tokens: TokenMinter,
@@ -144,6 +155,10 @@ pub struct Authority {
     pub apps: Applications,
     pub enrollments: Enrollments,
     pub grants: Grants,
+    pub changes: Arc<ChangeHub>,
+    pub keys: Arc<KeyRing>,
+    revocations: Arc<RevocationList>,
+    usage: Arc<UsageTracker>,
     clock: SharedClock,
     pub credentials: ClientAuthenticator,
     pub tokens: TokenMinter,
@@ -159,6 +174,10 @@ impl Authority {
             apps: parts.apps,
             enrollments: parts.enrollments,
             grants: parts.grants,
+            changes: parts.changes,
+            keys: parts.keys,
+            revocations: parts.revocations,
+            usage: parts.usage,
             clock: parts.clock,
             credentials: parts.credentials,
             tokens: parts.tokens,
@@ -214,11 +233,113 @@ impl Authority {
     /// Verifies a bearer token and checks that what it was issued for is still active.
     pub async fn authenticate_bearer(&self, token: &str) -> Result<Principal, AuthorityError> {
         let claims = self.verifier.verify(token)?;
-        if !self.is_active(&claims).await? {
+        if self.revocations.contains(&claims.jti) || !self.is_active(&claims).await? {
             return Err(AuthorityError::InvalidToken);
         }
         let scope = ScopeSet::parse(&claims.scope).map_err(|_| AuthorityError::InvalidToken)?;
+        let now = self.clock.now();
+        if let Some(id) = claims
+            .grant_id
+            .as_deref()
+            .and_then(|id| GrantId::parse(id).ok())
+        {
+            self.usage.record(UsageOf::Grant(id), now);
+        }
+        if let Some(id) = claims
+            .enrollment_id
+            .as_deref()
+            .and_then(|id| EnrollmentId::parse(id).ok())
+        {
+            self.usage.record(UsageOf::Enrollment(id), now);
+        }
         Ok(Principal { claims, scope })
+    }
+
+    /// RFC 7662: the claims of a token that is active right now, or `None` for anything
+    /// else (garbage, foreign, expired, revoked, or whose grant/enrollment/app is gone).
+    pub async fn introspect(
+        &self,
+        caller: ClientCredentials<'_>,
+        token: &str,
+    ) -> Result<Option<Claims>, AuthorityError> {
+        self.credentials
+            .authenticate(caller.client_id, caller.client_secret, caller.source_ip)
+            .await?;
+        match self.authenticate_bearer(token).await {
+            Ok(principal) => Ok(Some(principal.claims)),
+            Err(AuthorityError::InvalidToken) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// RFC 7009: revokes `token` if it was issued to the calling app. Unknown, invalid,
+    /// expired or another app's tokens are left alone, and the answer is the same.
+    pub async fn revoke(
+        &self,
+        caller: ClientCredentials<'_>,
+        token: &str,
+    ) -> Result<(), AuthorityError> {
+        let client = self
+            .credentials
+            .authenticate(caller.client_id, caller.client_secret, caller.source_ip)
+            .await?;
+        let Ok(claims) = self.verifier.verify(token) else {
+            return Ok(());
+        };
+        if claims.client_id != client.client_id.as_str() {
+            tracing::info!(
+                event = "token.revoke_refused",
+                client_id = %client.client_id,
+                jti = %claims.jti,
+                source_ip = %caller.source_ip
+            );
+            return Ok(());
+        }
+        let expires_at = chrono::DateTime::from_timestamp(claims.exp, 0)
+            .ok_or_else(|| AuthorityError::internal("exp out of range"))?;
+        self.store
+            .revoke_token(&claims.jti, expires_at, self.clock.now())
+            .await?;
+        self.changes
+            .announce(Change::Revoked {
+                jti: claims.jti.clone(),
+                exp: claims.exp,
+            })
+            .await;
+        tracing::info!(
+            event = "token.revoked",
+            client_id = %client.client_id,
+            jti = %claims.jti,
+            sub = %claims.sub,
+            source_ip = %caller.source_ip
+        );
+        Ok(())
+    }
+
+    /// Rotates the signing keys and tells every replica to reload them.
+    pub async fn rotate_keys(&self) -> Result<keys::KeyInfo, AuthorityError> {
+        let current = self.keys.rotate().await?;
+        self.changes.announce(Change::Keys).await;
+        Ok(current)
+    }
+
+    /// Writes the `last_used_at` times gathered since the last flush.
+    pub async fn flush_usage(&self) -> Result<usize, AuthorityError> {
+        self.usage.flush(&self.store).await
+    }
+
+    /// Periodic housekeeping: forget expired revocations and write batched usage.
+    pub async fn maintain(&self) {
+        let now = self.clock.now();
+        match self.store.purge_expired_revocations(now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "expired revocations purged"),
+            Err(e) => tracing::warn!(error = %e, "could not purge expired revocations"),
+        }
+        if let Err(e) = self.usage.flush(&self.store).await {
+            tracing::warn!(error = %e, "could not record usage");
+        }
+        self.changes.reload().await;
     }
 
     /// Whether what the token was issued for still stands: its grant, its enrollment, or
@@ -309,6 +430,8 @@ impl Authority {
             return Err(AuthorityError::Forbidden("the enrollment is disabled"));
         }
         let token = self.mint_enrollment_token(&client, &enrollment)?;
+        self.usage
+            .record(UsageOf::Enrollment(enrollment.id), self.clock.now());
         tracing::info!(
             event = "enrollment.authorized",
             enrollment_id = %enrollment.id,

@@ -10,6 +10,9 @@ pub struct Application {
     pub name: String,
     /// argon2id PHC string of the current secret.
     pub secret_hash: String,
+    /// The secret replaced by the last rotation, accepted until `previous_secret_expires_at`.
+    pub previous_secret_hash: Option<String>,
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
     pub allowed_scopes: ScopeSet,
     pub default_scopes: ScopeSet,
     pub sandbox: bool,
@@ -17,6 +20,16 @@ pub struct Application {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl Application {
+    /// The rotated-out secret's hash, while its grace period lasts.
+    pub fn previous_secret_at(&self, now: DateTime<Utc>) -> Option<&str> {
+        match (&self.previous_secret_hash, self.previous_secret_expires_at) {
+            (Some(hash), Some(until)) if until > now => Some(hash),
+            _ => None,
+        }
+    }
 }
 
 /// What the store needs to insert a new application.

@@ -2,6 +2,7 @@
 
 mod application;
 mod auth_grant;
+mod change;
 mod enrollment;
 mod ids;
 mod scope;
@@ -10,6 +11,7 @@ mod subject;
 
 pub use application::{Application, NewApplication};
 pub use auth_grant::{AuthGrant, GrantId, GrantStatus, parse_utc_timestamp};
+pub use change::{Change, ChangeEvent};
 pub use enrollment::{Enrollment, EnrollmentId, OwnerId};
 pub use ids::{AppId, ClientId, InvalidId};
 pub use scope::{InvalidScope, Scope, ScopeSet};

@@ -5,6 +5,7 @@ use std::time::Duration;
 use aws_lc_rs::digest::{SHA256, digest};
 use axum::{
     Json, Router,
+    body::Bytes,
     extract::{
         FromRequest, Path, Query, Request, State,
         rejection::{JsonRejection, QueryRejection},
@@ -26,6 +27,7 @@ use crate::{
         AuthorityError, MintRequest,
         apps::{CreateApplication, UpdateApplication},
         enrollments::{CreateEnrollment, Created, parse_owner},
+        keys::KeyInfo,
     },
     domain::{AppId, Application, Enrollment, EnrollmentId, ScopeSet, Subject, SubjectKind},
     store::EnrollmentFilter,
@@ -54,6 +56,9 @@ pub fn router(state: AppState, admin_token: SecretString) -> Router {
             post(disable_enrollment),
         )
         .route("/admin/v1/enrollments/{id}/enable", post(enable_enrollment))
+        .route("/admin/v1/apps/{id}/rotate-secret", post(rotate_secret))
+        .route("/admin/v1/keys", get(list_keys))
+        .route("/admin/v1/keys/rotate", post(rotate_keys))
         .route("/admin/v1/tokens", post(mint_token))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such admin route") })
         .route_layer(middleware::from_fn_with_state(
@@ -440,6 +445,77 @@ async fn mint_token(
             expires_in: token.expires_in,
         }),
     ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecretRequest {
+    /// Seconds the previous secret keeps working; 0 ends it at once.
+    grace_period_secs: Option<u64>,
+}
+
+async fn rotate_secret(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<AppResponse>, Problem> {
+    // The body is optional: an empty one means the configured grace period.
+    let request: RotateSecretRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateSecretRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))?
+    };
+    let grace = request
+        .grace_period_secs
+        .unwrap_or(state.secret_grace.as_secs());
+    let rotated = state
+        .authority
+        .apps
+        .rotate_secret(parse_id(&id)?, Duration::from_secs(grace))
+        .await?;
+    let mut body = AppResponse::from(rotated.app);
+    body.client_secret = rotated.client_secret.map(|s| s.expose_secret().to_owned());
+    Ok(Json(body))
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeyResponse {
+    kid: String,
+    algorithm: &'static str,
+    state: &'static str,
+    created_at: String,
+    activated_at: Option<String>,
+    retired_at: Option<String>,
+}
+
+impl From<KeyInfo> for KeyResponse {
+    fn from(k: KeyInfo) -> Self {
+        Self {
+            kid: k.kid,
+            algorithm: k.algorithm.as_str(),
+            state: k.state.as_str(),
+            created_at: rfc3339(k.created_at),
+            activated_at: k.activated_at.map(rfc3339),
+            retired_at: k.retired_at.map(rfc3339),
+        }
+    }
+}
+
+async fn list_keys(State(state): State<AppState>) -> Json<Vec<KeyResponse>> {
+    Json(
+        state
+            .authority
+            .keys
+            .keys()
+            .into_iter()
+            .map(KeyResponse::from)
+            .collect(),
+    )
+}
+
+async fn rotate_keys(State(state): State<AppState>) -> Result<Json<KeyResponse>, Problem> {
+    Ok(Json(state.authority.rotate_keys().await?.into()))
 }
 
 fn parse_id(raw: &str) -> Result<AppId, Problem> {

@@ -138,6 +138,8 @@ pub struct AuthGrantResponse {
     scope: String,
     created_at: String,
     expires_at: Option<String>,
+    /// Beyond LearnCard's shape: when a token of this grant was last used.
+    last_used_at: Option<String>,
 }
 
 fn timestamp(t: DateTime<Utc>) -> String {
@@ -154,6 +156,7 @@ impl From<AuthGrant> for AuthGrantResponse {
             scope: g.scope.to_string(),
             created_at: timestamp(g.created_at),
             expires_at: g.expires_at.map(timestamp),
+            last_used_at: g.last_used_at.map(timestamp),
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct AppState {
     pub lifecycle: Arc<Lifecycle>,
     /// RFC 8414 metadata, rendered once.
     pub metadata: Arc<serde_json::Value>,
+    /// How long a rotated-out secret keeps working unless the rotation says otherwise.
+    pub secret_grace: Duration,
 }
 
 /// Shared between the listeners and the shutdown path.
@@ -74,6 +76,8 @@ pub fn public_router(state: AppState, request_timeout: Duration) -> Router {
     let routes = Router::new()
         .route("/api/v1/auth/tokens", post(endorsed::create_token))
         .route("/oauth2/token", post(oauth::token))
+        .route("/oauth2/introspect", post(oauth::introspect))
+        .route("/oauth2/revoke", post(oauth::revoke))
         .route(
             "/access/v1/enrollment/authorize",
             post(enrollment::authorize),

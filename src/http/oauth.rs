@@ -15,8 +15,11 @@ use super::{
     log_internal, retry_after_secs,
 };
 use crate::{
-    authority::{AuthorityError, ClientCredentials, TokenRoute, tokens::IssuedToken},
-    domain::ScopeSet,
+    authority::{
+        AuthorityError, ClientCredentials, TokenRoute,
+        tokens::{Claims, IssuedToken},
+    },
+    domain::{ScopeSet, SubjectKind},
 };
 
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -64,6 +67,28 @@ fn token_response(
     )
 }
 
+/// Client authentication by `client_secret_basic` or `client_secret_post`, never both.
+fn client_credentials_from(
+    headers: &HeaderMap,
+    body_id: Option<String>,
+    body_secret: Option<String>,
+) -> Result<(String, String), OAuthError> {
+    match (basic_auth(headers), body_id, body_secret) {
+        (BasicAuth::Malformed, _, _) => Err(AuthorityError::InvalidClient.into()),
+        (BasicAuth::Present(_), _, Some(_)) => Err(OAuthError::invalid_request(
+            "use one client authentication method, not both",
+        )),
+        (BasicAuth::Present(basic), Some(body_id), None) if body_id != basic.client_id => {
+            Err(OAuthError::invalid_request(
+                "client_id in the body does not match the Authorization header",
+            ))
+        }
+        (BasicAuth::Present(basic), _, None) => Ok((basic.client_id, basic.client_secret)),
+        (BasicAuth::Absent, Some(id), Some(secret)) => Ok((id, secret)),
+        (BasicAuth::Absent, _, _) => Err(AuthorityError::InvalidClient.into()),
+    }
+}
+
 pub async fn token(
     State(state): State<AppState>,
     ClientIp(source_ip): ClientIp,
@@ -104,23 +129,8 @@ async fn client_credentials(
     requested: Option<ScopeSet>,
     source_ip: std::net::IpAddr,
 ) -> Result<Response, OAuthError> {
-    let basic = basic_auth(headers);
-    let (client_id, client_secret) = match (basic, request.client_id, request.client_secret) {
-        (BasicAuth::Malformed, _, _) => return Err(AuthorityError::InvalidClient.into()),
-        (BasicAuth::Present(_), _, Some(_)) => {
-            return Err(OAuthError::invalid_request(
-                "use one client authentication method, not both",
-            ));
-        }
-        (BasicAuth::Present(basic), Some(body_id), None) if body_id != basic.client_id => {
-            return Err(OAuthError::invalid_request(
-                "client_id in the body does not match the Authorization header",
-            ));
-        }
-        (BasicAuth::Present(basic), _, None) => (basic.client_id, basic.client_secret),
-        (BasicAuth::Absent, Some(id), Some(secret)) => (id, secret),
-        (BasicAuth::Absent, _, _) => return Err(AuthorityError::InvalidClient.into()),
-    };
+    let (client_id, client_secret) =
+        client_credentials_from(headers, request.client_id, request.client_secret)?;
 
     let token = state
         .authority
@@ -180,6 +190,133 @@ async fn token_exchange(
         )
         .await?;
     Ok(token_response(token, Some(ACCESS_TOKEN_TYPE)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenParameterRequest {
+    token: Option<String>,
+    /// Accepted and ignored: every token is looked up the same way.
+    #[allow(dead_code)]
+    token_type_hint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// RFC 7662 §2.2. Inactive tokens get `{"active":false}` and nothing else.
+#[derive(Debug, Serialize)]
+pub struct IntrospectionResponse {
+    active: bool,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    claims: Option<IntrospectedClaims>,
+}
+
+#[derive(Debug, Serialize)]
+struct IntrospectedClaims {
+    scope: String,
+    client_id: String,
+    sub: String,
+    sub_kind: SubjectKind,
+    exp: i64,
+    iat: i64,
+    nbf: i64,
+    iss: String,
+    aud: String,
+    jti: String,
+    token_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grant_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enrollment_id: Option<String>,
+}
+
+impl From<Claims> for IntrospectedClaims {
+    fn from(c: Claims) -> Self {
+        Self {
+            scope: c.scope,
+            client_id: c.client_id,
+            sub: c.sub,
+            sub_kind: c.sub_kind,
+            exp: c.exp,
+            iat: c.iat,
+            nbf: c.nbf,
+            iss: c.iss,
+            aud: c.aud,
+            jti: c.jti,
+            token_type: "Bearer",
+            grant_id: c.grant_id,
+            enrollment_id: c.enrollment_id,
+        }
+    }
+}
+
+/// Reads a form with a `token` parameter and the caller's client credentials (Basic or in
+/// the form, not both), as introspection and revocation share.
+fn token_parameter_request(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(String, String, String), OAuthError> {
+    let body = body.map_err(OAuthError::from_body_rejection)?;
+    if !matches!(body_format(headers), BodyFormat::Form | BodyFormat::Absent) {
+        return Err(OAuthError::invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let request: TokenParameterRequest = serde_urlencoded::from_bytes(&body)
+        .map_err(|e| OAuthError::invalid_request(format!("invalid form body: {e}")))?;
+    let (client_id, client_secret) =
+        client_credentials_from(headers, request.client_id, request.client_secret)?;
+    let token = request
+        .token
+        .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    Ok((client_id, client_secret, token))
+}
+
+pub async fn introspect(
+    State(state): State<AppState>,
+    ClientIp(source_ip): ClientIp,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, OAuthError> {
+    let (client_id, client_secret, token) = token_parameter_request(&headers, body)?;
+    let claims = state
+        .authority
+        .introspect(
+            ClientCredentials {
+                client_id: &client_id,
+                client_secret: &client_secret,
+                source_ip,
+            },
+            &token,
+        )
+        .await?;
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(IntrospectionResponse {
+            active: claims.is_some(),
+            claims: claims.map(IntrospectedClaims::from),
+        }),
+    ))
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    ClientIp(source_ip): ClientIp,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, OAuthError> {
+    let (client_id, client_secret, token) = token_parameter_request(&headers, body)?;
+    state
+        .authority
+        .revoke(
+            ClientCredentials {
+                client_id: &client_id,
+                client_secret: &client_secret,
+                source_ip,
+            },
+            &token,
+        )
+        .await?;
+    Ok(([(header::CACHE_CONTROL, "no-store")], StatusCode::OK))
 }
 
 /// RFC 6749 §5.2 error response.

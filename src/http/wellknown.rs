@@ -26,6 +26,16 @@ pub fn authorization_server_metadata(issuer: &str) -> Value {
         "issuer": issuer,
         "token_endpoint": format!("{base}/oauth2/token"),
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "introspection_endpoint": format!("{base}/oauth2/introspect"),
+        "introspection_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+        ],
+        "revocation_endpoint": format!("{base}/oauth2/revoke"),
+        "revocation_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+        ],
         "grant_types_supported": [
             "client_credentials",
             "urn:ietf:params:oauth:grant-type:token-exchange",

@@ -11,12 +11,21 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use tokio::sync::mpsc;
+
 use crate::domain::{
-    AppId, Application, AuthGrant, ClientId, Enrollment, EnrollmentId, GrantId, GrantStatus,
-    NewApplication, OwnerId, SigningKeyRecord, Subject,
+    AppId, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment, EnrollmentId,
+    GrantId, GrantStatus, NewApplication, OwnerId, SigningKeyRecord, Subject,
 };
 
 pub type DynStore = Arc<dyn Store>;
+
+/// How a backend carries changes between replicas (PostgreSQL: LISTEN/NOTIFY).
+#[async_trait]
+trait ChangeBus: Send + Sync {
+    async fn publish(&self, change: &Change) -> Result<(), StoreError>;
+    async fn subscribe(&self) -> Result<mpsc::Receiver<ChangeEvent>, StoreError>;
+}
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -82,6 +91,30 @@ pub trait Store: Send + Sync + 'static {
         profile: &Subject,
     ) -> Result<bool, StoreError>;
 
+    /// Records `jti` as revoked until `expires_at`; revoking twice is harmless.
+    async fn revoke_token(
+        &self,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Every revocation whose token has not expired by `now`: (jti, expires_at).
+    async fn active_revocations(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError>;
+    /// Forgets revocations of tokens that have expired; returns how many.
+    async fn purge_expired_revocations(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Moves `last_used_at` forward (never back) for each entry, in one transaction.
+    async fn record_usage(&self, usage: &[Usage]) -> Result<(), StoreError>;
+
+    /// Tells every replica (including this one) about a change; a no-op for a store that
+    /// only one process uses.
+    async fn publish(&self, change: &Change) -> Result<(), StoreError>;
+    /// A feed of published changes, or `None` where there are no other replicas.
+    async fn subscribe(&self) -> Result<Option<mpsc::Receiver<ChangeEvent>>, StoreError>;
+
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
     /// Inserts `key` as the current signing key and retires the previous current one, in
     /// one transaction. Fails with `Conflict` if another writer made a key current first.
@@ -90,12 +123,31 @@ pub trait Store: Send + Sync + 'static {
         key: &SigningKeyRecord,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
+    /// Publishes `key` as the next signing key. `Conflict` if there already is one.
+    async fn insert_next_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StoreError>;
+    /// Retires the current key and makes the next one current, in one transaction.
+    /// False (and nothing changed) when there is no next key.
+    async fn promote_next_signing_key(&self, now: DateTime<Utc>) -> Result<bool, StoreError>;
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct EnrollmentFilter {
     pub app_id: Option<AppId>,
     pub owner_id: Option<OwnerId>,
+}
+
+/// A moment something was used, for `last_used_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UsageOf {
+    App(AppId),
+    Enrollment(EnrollmentId),
+    Grant(GrantId),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub of: UsageOf,
+    pub at: DateTime<Utc>,
 }
 
 /// One value, or any of several (`{"$in": [...]}` on the wire).

@@ -1,20 +1,28 @@
 //! The production store: many replicas over one PostgreSQL.
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{
-    Decode, Encode, Postgres, Type,
+    Decode, Encode, PgPool, Postgres, Type,
     encode::IsNull,
     error::BoxDynError,
     migrate::Migrator,
-    postgres::{PgArgumentBuffer, PgPoolOptions, PgTypeInfo, PgValueRef},
+    postgres::{PgArgumentBuffer, PgListener, PgPoolOptions, PgTypeInfo, PgValueRef},
 };
+use tokio::sync::mpsc;
 
 use super::{
-    ConnectOptions, StoreError,
+    ChangeBus, ConnectOptions, StoreError,
     sql::{SqlStore, Timestamp, map_err},
 };
+use crate::domain::{Change, ChangeEvent};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The NOTIFY channel every replica listens on.
+const CHANNEL: &str = "portcullis_changes";
 
 /// Connects lazily: the pool opens connections on demand, so a database that is down at
 /// start or goes away later shows up as `Unavailable` errors rather than a crash.
@@ -24,7 +32,60 @@ pub fn connect(options: &ConnectOptions) -> Result<SqlStore<Postgres>, StoreErro
         .acquire_timeout(options.acquire_timeout)
         .connect_lazy(&options.url)
         .map_err(map_err)?;
-    Ok(SqlStore::new(pool, &MIGRATOR))
+    let bus = Arc::new(NotifyBus { pool: pool.clone() });
+    Ok(SqlStore::new(pool, &MIGRATOR, Some(bus)))
+}
+
+struct NotifyBus {
+    pool: PgPool,
+}
+
+#[async_trait]
+impl ChangeBus for NotifyBus {
+    async fn publish(&self, change: &Change) -> Result<(), StoreError> {
+        let payload = serde_json::to_string(change).map_err(|e| StoreError::Internal(e.into()))?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(payload)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(map_err)
+    }
+
+    async fn subscribe(&self) -> Result<mpsc::Receiver<ChangeEvent>, StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .map_err(map_err)?;
+        listener.listen(CHANNEL).await.map_err(map_err)?;
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(async move {
+            loop {
+                let event = match listener.try_recv().await {
+                    Ok(Some(notification)) => {
+                        match serde_json::from_str::<Change>(notification.payload()) {
+                            Ok(change) => ChangeEvent::Changed(change),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "ignoring an unreadable change notice");
+                                continue;
+                            }
+                        }
+                    }
+                    // The connection dropped; notices sent meanwhile are lost.
+                    Ok(None) => ChangeEvent::Missed,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change feed interrupted; retrying");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        ChangeEvent::Missed
+                    }
+                };
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
 }
 
 impl Type<Postgres> for Timestamp {

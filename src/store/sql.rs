@@ -12,10 +12,15 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use super::{EnrollmentFilter, GrantFilter, Match, Store, StoreError};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::{ChangeBus, EnrollmentFilter, GrantFilter, Match, Store, StoreError, Usage, UsageOf};
 use crate::domain::{
-    AppId, Application, AuthGrant, ClientId, Enrollment, EnrollmentId, GrantId, GrantStatus,
-    KeyState, NewApplication, OwnerId, ScopeSet, SigningKeyRecord, Subject, SubjectKind,
+    AppId, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment, EnrollmentId,
+    GrantId, GrantStatus, KeyState, NewApplication, OwnerId, ScopeSet, SigningKeyRecord, Subject,
+    SubjectKind,
 };
 
 /// A point in time as the store keeps it. Each backend encodes it in its own way
@@ -26,16 +31,26 @@ pub struct Timestamp(pub DateTime<Utc>);
 pub struct SqlStore<DB: Database> {
     pool: Pool<DB>,
     migrator: &'static Migrator,
+    bus: Option<Arc<dyn ChangeBus>>,
 }
 
 impl<DB: Database> SqlStore<DB> {
-    pub fn new(pool: Pool<DB>, migrator: &'static Migrator) -> Self {
-        Self { pool, migrator }
+    pub(super) fn new(
+        pool: Pool<DB>,
+        migrator: &'static Migrator,
+        bus: Option<Arc<dyn ChangeBus>>,
+    ) -> Self {
+        Self {
+            pool,
+            migrator,
+            bus,
+        }
     }
 }
 
-const APP_COLUMNS: &str = "id, client_id, name, secret_hash, allowed_scopes, default_scopes, \
-     sandbox, disabled, created_at, updated_at, last_used_at";
+const APP_COLUMNS: &str = "id, client_id, name, secret_hash, previous_secret_hash, \
+     previous_secret_expires_at, allowed_scopes, default_scopes, sandbox, disabled, created_at, \
+     updated_at, last_used_at";
 
 #[derive(FromRow)]
 struct AppRow {
@@ -43,6 +58,8 @@ struct AppRow {
     client_id: String,
     name: String,
     secret_hash: String,
+    previous_secret_hash: Option<String>,
+    previous_secret_expires_at: Option<Timestamp>,
     allowed_scopes: String,
     default_scopes: String,
     sandbox: bool,
@@ -61,6 +78,8 @@ impl TryFrom<AppRow> for Application {
             client_id: ClientId::parse(&row.client_id).map_err(corrupt)?,
             name: row.name,
             secret_hash: row.secret_hash,
+            previous_secret_hash: row.previous_secret_hash,
+            previous_secret_expires_at: row.previous_secret_expires_at.map(|t| t.0),
             allowed_scopes: ScopeSet::parse(&row.allowed_scopes).map_err(corrupt)?,
             default_scopes: ScopeSet::parse(&row.default_scopes).map_err(corrupt)?,
             sandbox: row.sandbox,
@@ -249,6 +268,8 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     AppRow: for<'r> FromRow<'r, DB::Row>,
     KeyRow: for<'r> FromRow<'r, DB::Row>,
+    (String, Timestamp): for<'r> FromRow<'r, DB::Row>,
+    String: for<'r> Decode<'r, DB>,
     EnrollmentRow: for<'r> FromRow<'r, DB::Row>,
     GrantRow: for<'r> FromRow<'r, DB::Row>,
     Json<Value>: for<'q> Encode<'q, DB> + Type<DB>,
@@ -338,7 +359,8 @@ where
     async fn update_application(&self, app: &Application) -> Result<bool, StoreError> {
         let updated = sqlx::query_scalar::<DB, Uuid>(
             "UPDATE applications SET name = $2, secret_hash = $3, allowed_scopes = $4, \
-             default_scopes = $5, sandbox = $6, disabled = $7, updated_at = $8 \
+             default_scopes = $5, sandbox = $6, disabled = $7, updated_at = $8, \
+             previous_secret_hash = $9, previous_secret_expires_at = $10 \
              WHERE id = $1 RETURNING id",
         )
         .bind(app.id.0)
@@ -349,6 +371,8 @@ where
         .bind(app.sandbox)
         .bind(app.disabled)
         .bind(Timestamp(app.updated_at))
+        .bind(app.previous_secret_hash.clone())
+        .bind(app.previous_secret_expires_at.map(Timestamp))
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;
@@ -620,6 +644,133 @@ where
         .await
         .map_err(map_err)?;
         Ok(deleted.is_some())
+    }
+
+    async fn revoke_token(
+        &self,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query::<DB>(
+            "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(jti.to_owned())
+        .bind(Timestamp(expires_at))
+        .bind(Timestamp(now))
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(map_err)
+    }
+
+    async fn active_revocations(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        let rows = sqlx::query_as::<DB, (String, Timestamp)>(
+            "SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > $1",
+        )
+        .bind(Timestamp(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(rows.into_iter().map(|(jti, at)| (jti, at.0)).collect())
+    }
+
+    async fn purge_expired_revocations(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let purged = sqlx::query_scalar::<DB, String>(
+            "DELETE FROM revoked_tokens WHERE expires_at <= $1 RETURNING jti",
+        )
+        .bind(Timestamp(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(purged.len() as u64)
+    }
+
+    async fn record_usage(&self, usage: &[Usage]) -> Result<(), StoreError> {
+        if usage.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        for entry in usage {
+            let (table, id) = match entry.of {
+                UsageOf::App(id) => ("applications", id.0),
+                UsageOf::Enrollment(id) => ("enrollments", id.0),
+                UsageOf::Grant(id) => ("auth_grants", id.0),
+            };
+            sqlx::query::<DB>(sqlx::AssertSqlSafe(format!(
+                "UPDATE {table} SET last_used_at = $2 \
+                 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)"
+            )))
+            .bind(id)
+            .bind(Timestamp(entry.at))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn publish(&self, change: &Change) -> Result<(), StoreError> {
+        match &self.bus {
+            Some(bus) => bus.publish(change).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn subscribe(&self) -> Result<Option<mpsc::Receiver<ChangeEvent>>, StoreError> {
+        match &self.bus {
+            Some(bus) => bus.subscribe().await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn insert_next_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StoreError> {
+        sqlx::query::<DB>(
+            "INSERT INTO signing_keys (kid, algorithm, state, private_key, public_jwk, \
+             created_at) VALUES ($1, $2, 'next', $3, $4, $5)",
+        )
+        .bind(key.kid.clone())
+        .bind(key.algorithm.as_str().to_owned())
+        .bind(key.sealed_private_key.clone())
+        .bind(key.public_jwk.clone())
+        .bind(Timestamp(key.created_at))
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(map_err)
+    }
+
+    async fn promote_next_signing_key(&self, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let next =
+            sqlx::query_scalar::<DB, String>("SELECT kid FROM signing_keys WHERE state = 'next'")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        let Some(next) = next else {
+            return Ok(false);
+        };
+        sqlx::query::<DB>(
+            "UPDATE signing_keys SET state = 'retired', retired_at = $1 WHERE state = 'current'",
+        )
+        .bind(Timestamp(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        sqlx::query::<DB>(
+            "UPDATE signing_keys SET state = 'current', activated_at = $1 WHERE kid = $2",
+        )
+        .bind(Timestamp(now))
+        .bind(next)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
     }
 
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {

@@ -45,7 +45,8 @@ pub async fn connect(options: &ConnectOptions) -> Result<SqlStore<Sqlite>, Store
         .connect_with(connect)
         .await
         .map_err(map_err)?;
-    Ok(SqlStore::new(pool, &MIGRATOR))
+    // One process owns an embedded database, so there is nobody to tell about changes.
+    Ok(SqlStore::new(pool, &MIGRATOR, None))
 }
 
 impl Type<Sqlite> for Timestamp {

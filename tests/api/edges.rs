@@ -10,12 +10,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use portcullis::{
     domain::{
-        AppId, Application, AuthGrant, ClientId, Enrollment, EnrollmentId, GrantId, NewApplication,
-        OwnerId, SigningKeyRecord, Subject,
+        AppId, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment, EnrollmentId,
+        GrantId, NewApplication, OwnerId, SigningKeyRecord, Subject,
     },
-    store::{DynStore, EnrollmentFilter, GrantFilter, Store, StoreError},
+    store::{DynStore, EnrollmentFilter, GrantFilter, Store, StoreError, Usage},
 };
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use crate::helpers::{ADMIN_TOKEN, Spawn, TestApp};
 
@@ -252,6 +253,45 @@ impl Store for FlakyStore {
     ) -> Result<bool, StoreError> {
         self.gate().await?;
         self.inner.delete_revoked_grant(id, profile).await
+    }
+    async fn revoke_token(
+        &self,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.gate().await?;
+        self.inner.revoke_token(jti, expires_at, now).await
+    }
+    async fn active_revocations(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        self.gate().await?;
+        self.inner.active_revocations(now).await
+    }
+    async fn purge_expired_revocations(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.gate().await?;
+        self.inner.purge_expired_revocations(now).await
+    }
+    async fn record_usage(&self, usage: &[Usage]) -> Result<(), StoreError> {
+        self.gate().await?;
+        self.inner.record_usage(usage).await
+    }
+    async fn publish(&self, change: &Change) -> Result<(), StoreError> {
+        self.gate().await?;
+        self.inner.publish(change).await
+    }
+    async fn subscribe(&self) -> Result<Option<mpsc::Receiver<ChangeEvent>>, StoreError> {
+        self.inner.subscribe().await
+    }
+    async fn insert_next_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StoreError> {
+        self.gate().await?;
+        self.inner.insert_next_signing_key(key).await
+    }
+    async fn promote_next_signing_key(&self, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.gate().await?;
+        self.inner.promote_next_signing_key(now).await
     }
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
         self.gate().await?;

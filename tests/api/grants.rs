@@ -135,11 +135,12 @@ async fn full_lifecycle() {
             "createdAt",
             "description",
             "expiresAt",
+            "lastUsedAt",
             "name",
             "scope",
             "status"
         ],
-        "no id"
+        "LearnCard's fields (no id) plus lastUsedAt"
     );
     assert_eq!(grant["name"], "ci");
     assert_eq!(grant["status"], "active");

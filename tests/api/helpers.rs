@@ -199,6 +199,7 @@ pub fn settings(db: &TestDatabase, overrides: &[(&str, &str)]) -> Settings {
 
 pub struct TestApp {
     pub base: String,
+    pub authority: Arc<portcullis::authority::Authority>,
     pub admin: String,
     pub http: Client,
     stop: Option<oneshot::Sender<()>>,
@@ -236,6 +237,7 @@ impl TestApp {
             .await
             .expect("server builds");
         let base = format!("http://{}", server.public_addr());
+        let authority = server.authority();
         let admin = format!("http://{}", server.admin_addr().expect("admin listener"));
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(server.run_until(async {
@@ -243,6 +245,7 @@ impl TestApp {
         }));
         Self {
             base,
+            authority,
             admin,
             http: Client::new(),
             stop: Some(stop),

@@ -8,6 +8,7 @@ mod endorsed;
 mod enrollments;
 mod grants;
 mod helpers;
+mod lifecycle;
 mod oauth;
 mod store_contract;
 mod tokens;

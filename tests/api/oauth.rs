@@ -140,6 +140,16 @@ async fn metadata_advertises_only_what_exists() {
         metadata["token_endpoint_auth_methods_supported"],
         json!(["client_secret_basic", "client_secret_post"])
     );
-    assert!(metadata.get("authorization_endpoint").is_none());
-    assert!(metadata.get("introspection_endpoint").is_none());
+    assert_eq!(
+        metadata["introspection_endpoint"],
+        format!("{}/oauth2/introspect", crate::helpers::ISSUER)
+    );
+    assert_eq!(
+        metadata["revocation_endpoint"],
+        format!("{}/oauth2/revoke", crate::helpers::ISSUER)
+    );
+    assert!(
+        metadata.get("authorization_endpoint").is_none(),
+        "no authorization endpoint exists"
+    );
 }

@@ -198,3 +198,63 @@ async fn an_unreachable_database_is_unavailable_not_internal() {
     let err = store.ping().await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn revocations_are_kept_until_expiry_then_purged() {
+    for (name, store, _db) in backends().await {
+        let t0 = chrono::DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
+        store
+            .revoke_token("jti-1", t0 + TimeDelta::hours(1), t0)
+            .await
+            .unwrap();
+        store
+            .revoke_token("jti-1", t0 + TimeDelta::hours(1), t0)
+            .await
+            .unwrap();
+        store
+            .revoke_token("jti-2", t0 + TimeDelta::hours(3), t0)
+            .await
+            .unwrap();
+        let active = store.active_revocations(t0).await.unwrap();
+        assert_eq!(active.len(), 2, "{name}: revoking twice is harmless");
+        let later = t0 + TimeDelta::hours(2);
+        assert_eq!(
+            store.purge_expired_revocations(later).await.unwrap(),
+            1,
+            "{name}"
+        );
+        let active = store.active_revocations(later).await.unwrap();
+        assert_eq!(
+            active,
+            vec![("jti-2".to_owned(), t0 + TimeDelta::hours(3))],
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_next_key_is_promoted_atomically() {
+    for (name, store, _db) in backends().await {
+        let t = chrono::DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
+        assert!(
+            !store.promote_next_signing_key(t).await.unwrap(),
+            "{name}: no next yet"
+        );
+        store.activate_new_signing_key(&key("k1"), t).await.unwrap();
+        let mut next = key("k2");
+        next.state = KeyState::Next;
+        store.insert_next_signing_key(&next).await.unwrap();
+        let mut another = key("k3");
+        another.state = KeyState::Next;
+        let err = store.insert_next_signing_key(&another).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict(_)),
+            "{name}: one next at a time"
+        );
+        assert!(store.promote_next_signing_key(t).await.unwrap(), "{name}");
+        let keys = store.signing_keys().await.unwrap();
+        let state = |kid: &str| keys.iter().find(|k| k.kid == kid).unwrap().state;
+        assert_eq!(state("k1"), KeyState::Retired, "{name}");
+        assert_eq!(state("k2"), KeyState::Current, "{name}");
+    }
+}

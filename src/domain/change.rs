@@ -1,0 +1,34 @@
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A change that every replica must apply to what it remembers. Published through the
+/// store (PostgreSQL `NOTIFY`) so that a revoke on one replica is refused on all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// An app's secret, scopes or status changed, or it was deleted.
+    App {
+        client_id: String,
+    },
+    Enrollment {
+        id: Uuid,
+    },
+    Grant {
+        id: Uuid,
+    },
+    /// A token id is revoked until `exp` (unix seconds).
+    Revoked {
+        jti: String,
+        exp: i64,
+    },
+    /// The signing keys changed (rotation).
+    Keys,
+}
+
+/// What a change feed delivers: a change, or word that some may have been missed (the
+/// connection dropped), after which everything remembered must be reloaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeEvent {
+    Changed(Change),
+    Missed,
+}
