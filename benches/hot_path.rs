@@ -14,12 +14,15 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use portcullis::{
     authority::{
         apps::{Applications, CreateApplication},
+        changes::ChangeHub,
         clock::{SharedClock, SystemClock},
         credentials::{ClientAuthenticator, CredentialCache, VerificationLimits},
         keys::{KeyRing, KeyRingOptions, MasterKey, SigningKey},
+        revocations::RevocationList,
         secrets::{HashParams, SecretHasher},
         status::StatusCache,
         tokens::{TokenMinter, TokenSpec},
+        usage::UsageTracker,
         verify::TokenVerifier,
     },
     domain::{ScopeSet, SigningAlgorithm, Subject, SubjectKind},
@@ -106,13 +109,13 @@ async fn key_ring(algorithm: SigningAlgorithm) -> (Arc<KeyRing>, TempDir) {
     let (store, dir) = temp_store().await;
     let master = MasterKey::from_base64(&MasterKey::generate_base64()).expect("a master key");
     let clock: SharedClock = Arc::new(SystemClock);
-    let ring = KeyRing::load(
-        &store,
-        &master,
-        &clock,
+    let ring = KeyRing::open(
+        store,
+        master,
+        clock,
         KeyRingOptions {
             algorithm,
-            hs256_secret: (algorithm == SigningAlgorithm::HS256).then_some(HS256_SECRET),
+            hs256_secret: (algorithm == SigningAlgorithm::HS256).then(|| HS256_SECRET.to_vec()),
             retired_key_visibility: TimeDelta::hours(24),
         },
     )
@@ -220,13 +223,15 @@ async fn credential_fixture(hash: HashParams, cache_ttl: Duration) -> Credential
     let (store, dir) = temp_store().await;
     let hasher = Arc::new(SecretHasher::new(hash).expect("argon2 parameters"));
     let cache = Arc::new(CredentialCache::new(cache_ttl, 1000));
-    let apps = Applications::new(
+    let clock: SharedClock = Arc::new(SystemClock);
+    let changes = Arc::new(ChangeHub::new(
         store.clone(),
-        hasher.clone(),
+        clock.clone(),
         cache.clone(),
         Arc::new(StatusCache::new(Duration::from_secs(5), 1000)),
-        Arc::new(SystemClock),
-    );
+        Arc::new(RevocationList::default()),
+    ));
+    let apps = Applications::new(store.clone(), hasher.clone(), changes, clock.clone());
     let created = apps
         .create(CreateApplication {
             name: "bench".to_owned(),
@@ -242,6 +247,8 @@ async fn credential_fixture(hash: HashParams, cache_ttl: Duration) -> Credential
             per_client_per_minute: 1_000_000,
             per_ip_per_minute: 1_000_000,
         },
+        Arc::new(UsageTracker::default()),
+        clock,
     );
     CredentialFixture {
         authenticator,
