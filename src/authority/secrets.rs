@@ -1,15 +1,16 @@
 //! Generating, hashing and verifying client secrets.
 
 use std::sync::{
-    Arc,
+    Arc, Mutex,
     atomic::{AtomicUsize, Ordering},
+    mpsc,
 };
 
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 use super::AuthorityError;
 use crate::domain::ClientId;
@@ -62,12 +63,14 @@ pub struct HashParams {
     pub concurrency: usize,
 }
 
-/// argon2id on the blocking pool, at most `concurrency` jobs at once, so a flood of wrong
-/// secrets queues here instead of starving the async executor.
+type Job = Box<dyn FnOnce(&Argon2<'static>) + Send>;
+
+/// argon2id on a fixed set of `concurrency` dedicated threads, so a flood of wrong secrets
+/// queues here instead of starving the async executor, and memory stays bounded: each
+/// thread reuses its own ~19 MiB working area instead of every pooled thread keeping one.
 pub struct SecretHasher {
-    argon: Argon2<'static>,
-    permits: Arc<Semaphore>,
-    waiting: AtomicUsize,
+    jobs: Mutex<mpsc::Sender<Job>>,
+    waiting: Arc<AtomicUsize>,
     /// Verified against when the client is unknown, so that answer costs the same time.
     dummy_hash: String,
 }
@@ -86,10 +89,29 @@ impl SecretHasher {
             .hash_password(generate_secret().expose_secret().as_bytes())
             .map_err(AuthorityError::internal)?
             .to_string();
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        let waiting = Arc::new(AtomicUsize::new(0));
+        for n in 0..params.concurrency.max(1) {
+            let receiver = receiver.clone();
+            let waiting = waiting.clone();
+            let argon = argon.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{n}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while taking a job, never while hashing.
+                        let job = receiver.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(job) = job else { return };
+                        waiting.fetch_sub(1, Ordering::Relaxed);
+                        job(&argon);
+                    }
+                })
+                .map_err(AuthorityError::internal)?;
+        }
         Ok(Self {
-            argon,
-            permits: Arc::new(Semaphore::new(params.concurrency.max(1))),
-            waiting: AtomicUsize::new(0),
+            jobs: Mutex::new(sender),
+            waiting,
             dummy_hash,
         })
     }
@@ -101,19 +123,22 @@ impl SecretHasher {
 
     async fn run<T: Send + 'static>(
         &self,
-        job: impl FnOnce(Argon2<'static>) -> T + Send + 'static,
+        job: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,
     ) -> Result<T, AuthorityError> {
+        let (done, result) = oneshot::channel();
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        let permit = self.permits.clone().acquire_owned().await;
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
-        let permit = permit.map_err(AuthorityError::internal)?;
-        let argon = self.argon.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            job(argon)
-        })
-        .await
-        .map_err(AuthorityError::internal)
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(Box::new(move |argon: &Argon2<'static>| {
+                let _ = done.send(job(argon));
+            }));
+        if sent.is_err() {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(AuthorityError::internal("the argon2 workers are gone"));
+        }
+        result.await.map_err(AuthorityError::internal)
     }
 
     /// A PHC string for `secret` with a fresh salt.
