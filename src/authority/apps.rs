@@ -116,15 +116,16 @@ impl Applications {
         let mut app = self.get(id).await?;
         let secret = secrets::generate_secret();
         let now = self.clock.now();
-        let grace = chrono::TimeDelta::from_std(grace)
-            .map_err(|_| AuthorityError::invalid("grace_period_secs", "is too long"))?;
+        let too_long = || AuthorityError::invalid("grace_period_secs", "is too long");
+        let grace = chrono::TimeDelta::from_std(grace).map_err(|_| too_long())?;
+        let grace_ends = now.checked_add_signed(grace).ok_or_else(too_long)?;
         let previous = std::mem::replace(&mut app.secret_hash, self.hasher.hash(&secret).await?);
         if grace.is_zero() {
             app.previous_secret_hash = None;
             app.previous_secret_expires_at = None;
         } else {
             app.previous_secret_hash = Some(previous);
-            app.previous_secret_expires_at = Some(now + grace);
+            app.previous_secret_expires_at = Some(grace_ends);
         }
         let app = self.save(app, "app.secret_rotated").await?;
         Ok(CreatedApplication {
@@ -160,6 +161,12 @@ impl Applications {
                         ),
                     )
                 })?;
+                if client_id.as_str() == super::ADMIN_CLIENT_ID {
+                    return Err(AuthorityError::invalid(
+                        "client_id",
+                        "is reserved for tokens the admin API mints",
+                    ));
+                }
                 secrets::check_secret_shape(secret.expose_secret())?;
                 (client_id, secret, true)
             }
@@ -240,17 +247,19 @@ impl Applications {
         id: AppId,
         disabled: bool,
     ) -> Result<Application, AuthorityError> {
-        let mut app = self.get(id).await?;
-        app.disabled = disabled;
-        self.save(
-            app,
-            if disabled {
-                "app.disabled"
-            } else {
-                "app.enabled"
-            },
-        )
-        .await
+        let app = self
+            .store
+            .set_application_disabled(id, disabled, self.clock.now())
+            .await?
+            .ok_or(AuthorityError::NotFound)?;
+        self.forget(&app.client_id).await;
+        let event = if disabled {
+            "app.disabled"
+        } else {
+            "app.enabled"
+        };
+        tracing::info!(event, app_id = %app.id, client_id = %app.client_id);
+        Ok(app)
     }
 
     pub async fn delete(&self, id: AppId) -> Result<(), AuthorityError> {

@@ -119,9 +119,22 @@ pub struct VerificationLimits {
 /// and a good secret is cached after its first success, so in practice this counts
 /// failed attempts.
 struct Limiters {
-    per_client: DefaultKeyedRateLimiter<String>,
+    per_client: DefaultKeyedRateLimiter<(String, IpAddr)>,
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
     clock: DefaultClock,
+}
+
+/// The network a caller controls: one IPv4 address, or an IPv6 /64 (a single host is
+/// usually handed a whole /64, so counting addresses inside it would count nothing).
+fn source_network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::V6(octets.into())
+        }
+    }
 }
 
 fn per_minute(n: u32) -> Quota {
@@ -137,11 +150,15 @@ impl Limiters {
         }
     }
 
+    /// Charges one attempt to the source network and to (client, source network): a
+    /// stranger guessing one client's secret exhausts only their own allowance, never the
+    /// legitimate callers' of that client elsewhere.
     fn check(&self, client_id: &str, ip: IpAddr) -> Result<(), AuthorityError> {
+        let network = source_network(ip);
         let denied = self
             .per_ip
-            .check_key(&ip)
-            .and_then(|_| self.per_client.check_key(&client_id.to_owned()));
+            .check_key(&network)
+            .and_then(|_| self.per_client.check_key(&(client_id.to_owned(), network)));
         denied.map_err(|not_until| AuthorityError::RateLimited {
             retry_after: not_until.wait_time_from(self.clock.now()),
         })

@@ -211,24 +211,33 @@ impl Enrollments {
         id: EnrollmentId,
         disabled: bool,
     ) -> Result<Enrollment, AuthorityError> {
-        let mut enrollment = self.get(id).await?;
-        enrollment.disabled = disabled;
+        let enrollment = self
+            .store
+            .set_enrollment_disabled(id, disabled, self.clock.now())
+            .await?
+            .ok_or(AuthorityError::NotFound)?;
         let event = if disabled {
             "enrollment.disabled"
         } else {
             "enrollment.enabled"
         };
-        self.save(enrollment, event).await
+        self.changed(&enrollment, event).await;
+        Ok(enrollment)
     }
 
     pub async fn update_data(
         &self,
-        mut enrollment: Enrollment,
+        id: EnrollmentId,
         data: Value,
     ) -> Result<Enrollment, AuthorityError> {
         check_data(&data)?;
-        enrollment.data = data;
-        self.save(enrollment, "enrollment.updated").await
+        let enrollment = self
+            .store
+            .update_enrollment_data(id, &data, self.clock.now())
+            .await?
+            .ok_or(AuthorityError::NotFound)?;
+        self.changed(&enrollment, "enrollment.updated").await;
+        Ok(enrollment)
     }
 
     pub async fn delete(&self, id: EnrollmentId) -> Result<(), AuthorityError> {
@@ -261,21 +270,12 @@ impl Enrollments {
             .await
     }
 
-    async fn save(
-        &self,
-        mut enrollment: Enrollment,
-        event: &'static str,
-    ) -> Result<Enrollment, AuthorityError> {
-        enrollment.updated_at = self.clock.now();
-        if !self.store.update_enrollment(&enrollment).await? {
-            return Err(AuthorityError::NotFound);
-        }
+    async fn changed(&self, enrollment: &Enrollment, event: &'static str) {
         self.changes
             .announce(Change::Enrollment {
                 id: enrollment.id.0,
             })
             .await;
         tracing::info!(event, enrollment_id = %enrollment.id);
-        Ok(enrollment)
     }
 }

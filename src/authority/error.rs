@@ -90,6 +90,9 @@ impl From<StoreError> for AuthorityError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(what) => Self::Conflict(what),
+            StoreError::Unrepresentable => {
+                Self::invalid("input", "must not contain NUL characters")
+            }
             StoreError::Unavailable(source) => {
                 tracing::warn!(error = %source, "store unavailable");
                 Self::Unavailable

@@ -12,10 +12,9 @@ use super::{
     clock::SharedClock,
     status::{Standing, StatusCache, StatusKey},
     tokens::{IssuedToken, TokenMinter, TokenSpec},
-    verify::TokenVerifier,
 };
 use crate::{
-    domain::{AuthGrant, Change, GrantId, GrantStatus, ScopeSet, parse_utc_timestamp},
+    domain::{AuthGrant, Change, ClientId, GrantId, GrantStatus, ScopeSet, parse_utc_timestamp},
     store::{DynStore, GrantFilter},
 };
 
@@ -102,6 +101,12 @@ impl Grants {
         request: CreateGrant,
     ) -> Result<GrantId, AuthorityError> {
         principal.require(WRITE)?;
+        if principal.claims.grant_id.is_some() {
+            // A child grant could outlive its parent's revocation or expiry.
+            return Err(AuthorityError::Forbidden(
+                "tokens derived from an auth grant cannot create auth grants",
+            ));
+        }
         let name = request.name.unwrap_or_default();
         let description = request.description.unwrap_or_default();
         check_text("name", &name, AuthGrant::NAME_MAX_LEN)?;
@@ -277,6 +282,10 @@ impl Grants {
         if !grant.is_active_at(self.clock.now()) {
             return Err(AuthorityError::GrantInactive);
         }
+        // Reading a grant is not holding it: a narrower token may not mint a wider one.
+        if let Some(missing) = principal.scope.first_uncovered(&grant.scope) {
+            return Err(AuthorityError::ScopeNotGranted(missing.to_string()));
+        }
         let token = minter.mint(TokenSpec {
             subject: &grant.profile,
             client_id: &grant.client_id,
@@ -290,14 +299,15 @@ impl Grants {
     }
 
     /// RFC 8693: trades a grant's token for a short-lived access token, optionally narrower.
+    /// `subject` comes from `Authority::authenticate_bearer`, so a revoked token, or one
+    /// whose grant is revoked, deleted or expired, never gets here.
     pub async fn exchange(
         &self,
-        subject_token: &str,
+        subject: &Principal,
         requested: Option<ScopeSet>,
-        verifier: &TokenVerifier,
         minter: &TokenMinter,
     ) -> Result<IssuedToken, AuthorityError> {
-        let claims = verifier.verify(subject_token)?;
+        let claims = &subject.claims;
         let id = claims
             .grant_id
             .as_deref()
@@ -309,8 +319,7 @@ impl Grants {
             .await?
             .filter(|g| g.is_active_at(self.clock.now()))
             .ok_or(AuthorityError::InvalidToken)?;
-        let token_scope =
-            ScopeSet::parse(&claims.scope).map_err(|_| AuthorityError::InvalidToken)?;
+        let token_scope = subject.scope.clone();
         let scope = match requested.filter(|s| !s.is_empty()) {
             Some(wanted) => {
                 if let Some(missing) = token_scope.first_uncovered(&wanted) {
@@ -344,15 +353,31 @@ impl Grants {
         wanted.min(Duration::from_secs(left.as_secs().max(1)))
     }
 
+    /// Active while the grant is, and while the app it was created through is enabled.
     pub async fn standing(&self, id: GrantId) -> Result<Standing, AuthorityError> {
         let store = &self.store;
         self.status
             .standing(StatusKey::Grant(id), async move {
-                Ok(match store.grant(id).await? {
-                    Some(g) if g.status == GrantStatus::Active => Standing::Active {
-                        until: g.expires_at,
-                    },
-                    _ => Standing::Inactive,
+                let Some(grant) = store.grant(id).await? else {
+                    return Ok(Standing::Inactive);
+                };
+                if grant.status != GrantStatus::Active {
+                    return Ok(Standing::Inactive);
+                }
+                if grant.client_id != super::ADMIN_CLIENT_ID {
+                    let app_enabled = match ClientId::parse(&grant.client_id) {
+                        Ok(client_id) => store
+                            .application_by_client_id(&client_id)
+                            .await?
+                            .is_some_and(|app| !app.disabled),
+                        Err(_) => false,
+                    };
+                    if !app_enabled {
+                        return Ok(Standing::Inactive);
+                    }
+                }
+                Ok(Standing::Active {
+                    until: grant.expires_at,
                 })
             })
             .await

@@ -397,6 +397,9 @@ impl Authority {
         let enrollment = match query.bearer {
             Some(token) => {
                 let claims = self.verifier.verify(token)?;
+                if self.revocations.contains(&claims.jti) {
+                    return Err(AuthorityError::InvalidToken);
+                }
                 let found = self.enrollment_named_by_token(&client, &claims).await?;
                 let mismatch = wanted_id.is_some_and(|id| id != found.id)
                     || wanted_owner.as_ref().is_some_and(|o| *o != found.owner_id);
@@ -468,13 +471,16 @@ impl Authority {
         client: &VerifiedClient,
         enrollment: &Enrollment,
     ) -> Result<IssuedToken, AuthorityError> {
+        // An app whose allowed scopes were narrowed since enrolling gets only what it may
+        // still have.
+        let scope = enrollment.scopes.within(&client.allowed_scopes);
         self.tokens.mint(TokenSpec {
             subject: &Subject {
                 kind: SubjectKind::Owner,
                 id: enrollment.owner_id.to_string(),
             },
             client_id: client.client_id.as_str(),
-            scope: &enrollment.scopes,
+            scope: &scope,
             lifetime: self.lifetimes.enrollment,
             enrollment_id: Some(enrollment.id.to_string()),
             grant_id: None,
@@ -494,8 +500,10 @@ impl Authority {
         principal: &Principal,
         data: Value,
     ) -> Result<Enrollment, AuthorityError> {
-        let enrollment = self.enrollment_of(principal).await?;
-        self.enrollments.update_data(enrollment, data).await
+        let id = principal
+            .enrollment_id()
+            .ok_or(AuthorityError::InvalidToken)?;
+        self.enrollments.update_data(id, data).await
     }
 
     /// Creates an enrollment for the owner that `owner_token` speaks for, with the app

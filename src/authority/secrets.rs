@@ -65,12 +65,16 @@ pub struct HashParams {
 
 type Job = Box<dyn FnOnce(&Argon2<'static>) + Send>;
 
+/// Jobs allowed to wait per worker: at ~17 ms each, 64 is about a second of work.
+const QUEUE_PER_WORKER: usize = 64;
+
 /// argon2id on a fixed set of `concurrency` dedicated threads, so a flood of wrong secrets
 /// queues here instead of starving the async executor, and memory stays bounded: each
 /// thread reuses its own ~19 MiB working area instead of every pooled thread keeping one.
 pub struct SecretHasher {
     jobs: Mutex<mpsc::Sender<Job>>,
     waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
     /// Verified against when the client is unknown, so that answer costs the same time.
     dummy_hash: String,
 }
@@ -112,6 +116,7 @@ impl SecretHasher {
         Ok(Self {
             jobs: Mutex::new(sender),
             waiting,
+            max_waiting: QUEUE_PER_WORKER * params.concurrency.max(1),
             dummy_hash,
         })
     }
@@ -125,6 +130,11 @@ impl SecretHasher {
         &self,
         job: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,
     ) -> Result<T, AuthorityError> {
+        if self.waiting.load(Ordering::Relaxed) >= self.max_waiting {
+            // Shedding beats queueing past any client's timeout.
+            tracing::warn!(event = "argon2.overloaded", waiting = self.max_waiting);
+            return Err(AuthorityError::Unavailable);
+        }
         let (done, result) = oneshot::channel();
         self.waiting.fetch_add(1, Ordering::Relaxed);
         let sent = self
@@ -132,7 +142,10 @@ impl SecretHasher {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .send(Box::new(move |argon: &Argon2<'static>| {
-                let _ = done.send(job(argon));
+                // A caller that gave up (timeout, disconnect) needs no answer.
+                if !done.is_closed() {
+                    let _ = done.send(job(argon));
+                }
             }));
         if sent.is_err() {
             self.waiting.fetch_sub(1, Ordering::Relaxed);

@@ -116,6 +116,17 @@ impl ScopeSet {
         wanted.0.iter().find(|w| !self.covers(w))
     }
 
+    /// The scopes of `self` that `allowed` covers.
+    pub fn within(&self, allowed: &ScopeSet) -> ScopeSet {
+        Self(
+            self.0
+                .iter()
+                .filter(|s| allowed.covers(s))
+                .cloned()
+                .collect(),
+        )
+    }
+
     pub fn to_vec(&self) -> Vec<String> {
         self.0.iter().map(Scope::to_string).collect()
     }

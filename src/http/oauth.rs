@@ -180,14 +180,10 @@ async fn token_exchange(
         ));
     }
     let authority = &state.authority;
+    let subject = authority.authenticate_bearer(&subject_token).await?;
     let token = authority
         .grants
-        .exchange(
-            &subject_token,
-            requested,
-            &authority.verifier,
-            &authority.tokens,
-        )
+        .exchange(&subject, requested, &authority.tokens)
         .await?;
     Ok(token_response(token, Some(ACCESS_TOKEN_TYPE)).into_response())
 }

@@ -41,8 +41,15 @@ pub trait Store: Send + Sync + 'static {
         client_id: &ClientId,
     ) -> Result<Option<Application>, StoreError>;
     async fn list_applications(&self) -> Result<Vec<Application>, StoreError>;
-    /// Writes every mutable field of `app`; false if it no longer exists.
+    /// Writes name, scopes, sandbox and secrets (never `disabled`, so an edit cannot undo a
+    /// concurrent disable); false if the app no longer exists.
     async fn update_application(&self, app: &Application) -> Result<bool, StoreError>;
+    async fn set_application_disabled(
+        &self,
+        id: AppId,
+        disabled: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Application>, StoreError>;
     async fn delete_application(&self, id: AppId) -> Result<bool, StoreError>;
 
     /// Fails with `Conflict` if the id, or the (app, owner) pair, is taken.
@@ -59,8 +66,19 @@ pub trait Store: Send + Sync + 'static {
         filter: &EnrollmentFilter,
         limit: u32,
     ) -> Result<Vec<Enrollment>, StoreError>;
-    /// Writes data, scopes, disabled and updated_at; false if it no longer exists.
-    async fn update_enrollment(&self, enrollment: &Enrollment) -> Result<bool, StoreError>;
+    /// Each writes one column (and updated_at), so concurrent edits cannot undo each other.
+    async fn update_enrollment_data(
+        &self,
+        id: EnrollmentId,
+        data: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Enrollment>, StoreError>;
+    async fn set_enrollment_disabled(
+        &self,
+        id: EnrollmentId,
+        disabled: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Enrollment>, StoreError>;
     async fn delete_enrollment(&self, id: EnrollmentId) -> Result<bool, StoreError>;
 
     async fn insert_grant(&self, grant: &AuthGrant) -> Result<(), StoreError>;
@@ -169,6 +187,8 @@ pub struct GrantFilter {
 pub enum StoreError {
     #[error("conflict: {0}")]
     Conflict(&'static str),
+    #[error("the input holds characters the store cannot keep")]
+    Unrepresentable,
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
     #[error("database error")]

@@ -71,11 +71,11 @@ impl ChangeBus for NotifyBus {
                             }
                         }
                     }
-                    // The connection dropped; notices sent meanwhile are lost.
-                    Ok(None) => ChangeEvent::Missed,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "change feed interrupted; retrying");
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    // The connection dropped and notices sent meanwhile are lost. Listen
+                    // again first, then tell the subscriber to reload: reloading before
+                    // listening would leave a gap.
+                    Ok(None) | Err(_) => {
+                        relisten(&mut listener).await;
                         ChangeEvent::Missed
                     }
                 };
@@ -85,6 +85,21 @@ impl ChangeBus for NotifyBus {
             }
         });
         Ok(rx)
+    }
+}
+
+/// Reconnects and re-subscribes, retrying until the database answers.
+async fn relisten(listener: &mut PgListener) {
+    let mut wait = std::time::Duration::from_millis(100);
+    loop {
+        match listener.listen(CHANNEL).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "change feed interrupted; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
     }
 }
 

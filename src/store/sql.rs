@@ -248,6 +248,10 @@ pub(super) fn map_err(e: sqlx::Error) -> StoreError {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             StoreError::Conflict("a record with that key already exists")
         }
+        // PostgreSQL refuses NUL characters in text and JSON; that is the input's fault.
+        sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("22P05" | "22021")) => {
+            StoreError::Unrepresentable
+        }
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
@@ -359,8 +363,8 @@ where
     async fn update_application(&self, app: &Application) -> Result<bool, StoreError> {
         let updated = sqlx::query_scalar::<DB, Uuid>(
             "UPDATE applications SET name = $2, secret_hash = $3, allowed_scopes = $4, \
-             default_scopes = $5, sandbox = $6, disabled = $7, updated_at = $8, \
-             previous_secret_hash = $9, previous_secret_expires_at = $10 \
+             default_scopes = $5, sandbox = $6, updated_at = $7, \
+             previous_secret_hash = $8, previous_secret_expires_at = $9 \
              WHERE id = $1 RETURNING id",
         )
         .bind(app.id.0)
@@ -369,7 +373,6 @@ where
         .bind(app.allowed_scopes.to_string())
         .bind(app.default_scopes.to_string())
         .bind(app.sandbox)
-        .bind(app.disabled)
         .bind(Timestamp(app.updated_at))
         .bind(app.previous_secret_hash.clone())
         .bind(app.previous_secret_expires_at.map(Timestamp))
@@ -377,6 +380,26 @@ where
         .await
         .map_err(map_err)?;
         Ok(updated.is_some())
+    }
+
+    async fn set_application_disabled(
+        &self,
+        id: AppId,
+        disabled: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Application>, StoreError> {
+        sqlx::query_as::<DB, AppRow>(sqlx::AssertSqlSafe(format!(
+            "UPDATE applications SET disabled = $2, updated_at = $3 WHERE id = $1 \
+             RETURNING {APP_COLUMNS}"
+        )))
+        .bind(id.0)
+        .bind(disabled)
+        .bind(Timestamp(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?
+        .map(TryInto::try_into)
+        .transpose()
     }
 
     async fn delete_application(&self, id: AppId) -> Result<bool, StoreError> {
@@ -474,20 +497,44 @@ where
             .collect()
     }
 
-    async fn update_enrollment(&self, e: &Enrollment) -> Result<bool, StoreError> {
-        let updated = sqlx::query_scalar::<DB, Uuid>(
-            "UPDATE enrollments SET data = $2, scopes = $3, disabled = $4, updated_at = $5 \
-             WHERE id = $1 RETURNING id",
-        )
-        .bind(e.id.0)
-        .bind(Json(e.data.clone()))
-        .bind(e.scopes.to_string())
-        .bind(e.disabled)
-        .bind(Timestamp(e.updated_at))
+    async fn update_enrollment_data(
+        &self,
+        id: EnrollmentId,
+        data: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Enrollment>, StoreError> {
+        sqlx::query_as::<DB, EnrollmentRow>(sqlx::AssertSqlSafe(format!(
+            "UPDATE enrollments SET data = $2, updated_at = $3 WHERE id = $1 \
+             RETURNING {ENROLLMENT_COLUMNS}"
+        )))
+        .bind(id.0)
+        .bind(Json(data.clone()))
+        .bind(Timestamp(now))
         .fetch_optional(&self.pool)
         .await
-        .map_err(map_err)?;
-        Ok(updated.is_some())
+        .map_err(map_err)?
+        .map(TryInto::try_into)
+        .transpose()
+    }
+
+    async fn set_enrollment_disabled(
+        &self,
+        id: EnrollmentId,
+        disabled: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Enrollment>, StoreError> {
+        sqlx::query_as::<DB, EnrollmentRow>(sqlx::AssertSqlSafe(format!(
+            "UPDATE enrollments SET disabled = $2, updated_at = $3 WHERE id = $1 \
+             RETURNING {ENROLLMENT_COLUMNS}"
+        )))
+        .bind(id.0)
+        .bind(disabled)
+        .bind(Timestamp(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?
+        .map(TryInto::try_into)
+        .transpose()
     }
 
     async fn delete_enrollment(&self, id: EnrollmentId) -> Result<bool, StoreError> {

@@ -176,6 +176,15 @@ impl Store for FlakyStore {
         self.gate().await?;
         self.inner.update_application(app).await
     }
+    async fn set_application_disabled(
+        &self,
+        id: AppId,
+        disabled: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Application>, StoreError> {
+        self.gate().await?;
+        self.inner.set_application_disabled(id, disabled, now).await
+    }
     async fn delete_application(&self, id: AppId) -> Result<bool, StoreError> {
         self.gate().await?;
         self.inner.delete_application(id).await
@@ -204,9 +213,23 @@ impl Store for FlakyStore {
         self.gate().await?;
         self.inner.list_enrollments(filter, limit).await
     }
-    async fn update_enrollment(&self, e: &Enrollment) -> Result<bool, StoreError> {
+    async fn update_enrollment_data(
+        &self,
+        id: EnrollmentId,
+        data: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Enrollment>, StoreError> {
         self.gate().await?;
-        self.inner.update_enrollment(e).await
+        self.inner.update_enrollment_data(id, data, now).await
+    }
+    async fn set_enrollment_disabled(
+        &self,
+        id: EnrollmentId,
+        disabled: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Enrollment>, StoreError> {
+        self.gate().await?;
+        self.inner.set_enrollment_disabled(id, disabled, now).await
     }
     async fn delete_enrollment(&self, id: EnrollmentId) -> Result<bool, StoreError> {
         self.gate().await?;

@@ -576,3 +576,32 @@ async fn admin_enrollment_lifecycle() {
     .await;
     assert_eq!(response.status(), 404);
 }
+
+#[tokio::test]
+async fn nul_characters_in_data_are_a_client_error() {
+    let app = TestApp::spawn().await;
+    let (client, _) = enrolled(&app, "workspace-nul").await;
+    let authorized: Value = authorize(
+        &app,
+        with(creds(&client), json!({"owner_id": "workspace-nul"})),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let token = authorized["token"].as_str().unwrap();
+    let response = app
+        .http
+        .patch(format!("{}/access/v1/enrollment", app.base))
+        .bearer_auth(token)
+        .json(&json!({ "data": { "a": "nul\u{0}here" } }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_client_error() || response.status().is_success(),
+        "never a 5xx: {}",
+        response.status()
+    );
+}

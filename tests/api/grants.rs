@@ -758,3 +758,91 @@ async fn malformed_grant_requests_get_the_learncard_envelope() {
     .await;
     assert_eq!(response.status(), 400, "updates is required");
 }
+
+#[tokio::test]
+async fn a_narrower_token_cannot_mint_a_wider_grant_token() {
+    let app = TestApp::spawn().await;
+    let full = profile_token(&app, "profile-10", "all:read all:write").await;
+    let wide = create_grant(&app, &full, json!({ "scope": "all:read all:write" })).await;
+    let narrow = create_grant(&app, &full, json!({ "scope": "authGrants:read" })).await;
+    let narrow_token = api_token_string(&app, &full, &narrow).await;
+
+    let response = api_token(&app, &narrow_token, &wide).await;
+    assert_eq!(response.status(), 403, "reading a grant is not holding it");
+    let reader = profile_token(&app, "profile-10", "authGrants:read").await;
+    assert_eq!(api_token(&app, &reader, &wide).await.status(), 403);
+    assert_eq!(api_token(&app, &full, &wide).await.status(), 200);
+}
+
+#[tokio::test]
+async fn grant_tokens_cannot_create_grants() {
+    let app = TestApp::spawn().await;
+    let full = profile_token(&app, "profile-11", "all:read all:write").await;
+    let id = create_grant(
+        &app,
+        &full,
+        json!({ "scope": "authGrants:read authGrants:write" }),
+    )
+    .await;
+    let grant_token = api_token_string(&app, &full, &id).await;
+    let response = call(
+        &app,
+        Method::POST,
+        "/auth-grant/create",
+        &grant_token,
+        Some(json!({ "scope": "authGrants:read" })),
+    )
+    .await;
+    assert_eq!(
+        response.status(),
+        403,
+        "a child grant could outlive its parent's revocation"
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_grant_token_cannot_be_exchanged() {
+    let app = TestApp::spawn().await;
+    let client = app.default_app().await;
+    let full: Value = app
+        .oauth_basic(&client, "grant_type=client_credentials")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let full = full["access_token"].as_str().unwrap().to_owned();
+    let id = create_grant(&app, &full, json!({ "scope": "authGrants:read" })).await;
+    let grant_token = api_token_string(&app, &full, &id).await;
+    let revoked = app
+        .http
+        .post(format!("{}/oauth2/revoke", app.base))
+        .basic_auth(&client.client_id, Some(&client.secret))
+        .form(&[("token", grant_token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let response = exchange(&app, &grant_token, None).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request");
+}
+
+#[tokio::test]
+async fn grant_tokens_stop_when_the_app_they_came_through_is_disabled() {
+    let app = TestApp::spawn().await;
+    let client = app.default_app().await;
+    let full: Value = app
+        .oauth_basic(&client, "grant_type=client_credentials")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let full = full["access_token"].as_str().unwrap().to_owned();
+    let id = create_grant(&app, &full, json!({ "scope": "authGrants:read" })).await;
+    let grant_token = api_token_string(&app, &full, &id).await;
+    assert_eq!(works_on_a_protected_route(&app, &grant_token).await, 200);
+    app.admin_post(&format!("/admin/v1/apps/{}/disable", client.id), json!({}))
+        .await;
+    assert_eq!(works_on_a_protected_route(&app, &grant_token).await, 401);
+}

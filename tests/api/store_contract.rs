@@ -89,17 +89,25 @@ async fn applications_round_trip() {
             "{name}"
         );
 
+        let disabled_at = inserted.updated_at + TimeDelta::milliseconds(500);
+        let disabled = store
+            .set_application_disabled(new.id, true, disabled_at)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(disabled.disabled, "{name}");
         let mut changed = inserted.clone();
         changed.name = "renamed".into();
-        changed.disabled = true;
         changed.default_scopes = ScopeSet::parse("all:write").unwrap();
         changed.updated_at = inserted.updated_at + TimeDelta::milliseconds(1500);
         assert!(store.update_application(&changed).await.unwrap(), "{name}");
-        assert_eq!(
-            store.application(new.id).await.unwrap().unwrap(),
-            changed,
-            "{name}"
+        let stored = store.application(new.id).await.unwrap().unwrap();
+        assert!(
+            stored.disabled,
+            "{name}: an edit made from a stale copy keeps the disable"
         );
+        changed.disabled = true;
+        assert_eq!(stored, changed, "{name}");
 
         let second = new_app("pcc_contract_2");
         store.insert_application(&second).await.unwrap();
