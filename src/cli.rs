@@ -186,7 +186,7 @@ enum Output {
 pub async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load()?;
-    telemetry::init(settings.log.format, &settings.log.level);
+    let _log_writer = telemetry::init(settings.log.format, &settings.log.level);
     let clock: SharedClock = Arc::new(SystemClock);
     match cli.command {
         Command::Serve => {

@@ -220,14 +220,23 @@ impl Authority {
             kind: SubjectKind::App,
             id: client.client_id.to_string(),
         };
-        self.tokens.mint(TokenSpec {
+        let token = self.tokens.mint(TokenSpec {
             subject: &subject,
             client_id: client.client_id.as_str(),
             scope: &scope,
             lifetime,
             enrollment_id: None,
             grant_id: None,
-        })
+        })?;
+        tracing::info!(
+            event = "token.issued",
+            grant_type = "client_credentials",
+            client_id = %client.client_id,
+            scope = %token.scope,
+            jti = %token.jti,
+            source_ip = %credentials.source_ip
+        );
+        Ok(token)
     }
 
     /// Verifies a bearer token and checks that what it was issued for is still active.
