@@ -327,6 +327,7 @@ fn enrollment_json(e: &Enrollment) -> serde_json::Value {
         "disabled": e.disabled,
         "created_at": e.created_at,
         "updated_at": e.updated_at,
+        "last_used_at": e.last_used_at,
     })
 }
 
@@ -344,6 +345,12 @@ fn print_enrollment(e: &Enrollment, output: Output) {
             println!("scopes:        {}", e.scopes);
             println!("disabled:      {}", e.disabled);
             println!("data:          {}", e.data);
+            if let Some(at) = e.last_used_at {
+                println!(
+                    "last_used_at:  {}",
+                    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+                );
+            }
         }
     }
 }
@@ -476,6 +483,7 @@ fn app_json(app: &Application) -> serde_json::Value {
         "disabled": app.disabled,
         "created_at": app.created_at,
         "updated_at": app.updated_at,
+        "last_used_at": app.last_used_at,
     })
 }
 
@@ -494,6 +502,12 @@ fn print_app(app: &Application, output: Output) {
             println!("default_scopes: {}", app.default_scopes);
             println!("sandbox:        {}", app.sandbox);
             println!("disabled:       {}", app.disabled);
+            if let Some(at) = app.last_used_at {
+                println!(
+                    "last_used_at:   {}",
+                    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+                );
+            }
         }
     }
 }

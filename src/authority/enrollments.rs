@@ -9,7 +9,7 @@ use super::{
     AuthorityError,
     changes::ChangeHub,
     clock::SharedClock,
-    status::{Standing, StatusCache, StatusKey},
+    status::{EnrollmentLookup, Standing, StatusCache, StatusKey},
 };
 use crate::{
     domain::{AppId, Change, Enrollment, EnrollmentId, OwnerId, ScopeSet},
@@ -184,8 +184,15 @@ impl Enrollments {
         &self,
         app_id: AppId,
         id: EnrollmentId,
-    ) -> Result<Enrollment, AuthorityError> {
-        match self.store.enrollment(id).await? {
+    ) -> Result<Arc<Enrollment>, AuthorityError> {
+        let store = &self.store;
+        let found = self
+            .status
+            .enrollment(EnrollmentLookup::ById(id), async move {
+                Ok(store.enrollment(id).await?)
+            })
+            .await?;
+        match found {
             Some(e) if e.app_id == app_id => Ok(e),
             _ => Err(AuthorityError::NotFound),
         }
@@ -195,9 +202,13 @@ impl Enrollments {
         &self,
         app_id: AppId,
         owner_id: &OwnerId,
-    ) -> Result<Enrollment, AuthorityError> {
-        self.store
-            .enrollment_for_owner(app_id, owner_id)
+    ) -> Result<Arc<Enrollment>, AuthorityError> {
+        let store = &self.store;
+        self.status
+            .enrollment(
+                EnrollmentLookup::ByOwner(app_id, owner_id.clone()),
+                async move { Ok(store.enrollment_for_owner(app_id, owner_id).await?) },
+            )
             .await?
             .ok_or(AuthorityError::NotFound)
     }

@@ -119,7 +119,7 @@ pub struct EnrollmentQuery<'a> {
 
 /// An enrollment with a fresh token for it.
 pub struct AuthorizedEnrollment {
-    pub enrollment: Enrollment,
+    pub enrollment: Arc<Enrollment>,
     pub token: IssuedToken,
 }
 
@@ -459,7 +459,7 @@ impl Authority {
         &self,
         client: &VerifiedClient,
         claims: &Claims,
-    ) -> Result<Enrollment, AuthorityError> {
+    ) -> Result<Arc<Enrollment>, AuthorityError> {
         if claims.sub_kind != SubjectKind::Owner || claims.grant_id.is_some() {
             return Err(AuthorityError::InvalidToken);
         }

@@ -3,13 +3,13 @@
 //! invalidate entries at once; the TTL bounds how long another process's change can go
 //! unseen.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use moka::sync::Cache;
 
 use super::AuthorityError;
-use crate::domain::{EnrollmentId, GrantId};
+use crate::domain::{AppId, Enrollment, EnrollmentId, GrantId, OwnerId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum StatusKey {
@@ -45,8 +45,18 @@ impl Standing {
     }
 }
 
+/// How authorize finds an enrollment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EnrollmentLookup {
+    ById(EnrollmentId),
+    ByOwner(AppId, OwnerId),
+}
+
 pub struct StatusCache {
     entries: Option<Cache<StatusKey, Standing>>,
+    /// Enrollments as authorize reads them, so a warm authorize asks the store nothing.
+    /// Invalidated with their standing.
+    enrollments: Option<Cache<EnrollmentLookup, Arc<Enrollment>>>,
 }
 
 impl StatusCache {
@@ -58,7 +68,36 @@ impl StatusCache {
                 .time_to_live(ttl)
                 .build()
         });
-        Self { entries }
+        let enrollments = (!ttl.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .support_invalidation_closures()
+                .build()
+        });
+        Self {
+            entries,
+            enrollments,
+        }
+    }
+
+    /// The cached enrollment, or `lookup`'s. Misses (not found) are not remembered.
+    pub async fn enrollment<F>(
+        &self,
+        key: EnrollmentLookup,
+        lookup: F,
+    ) -> Result<Option<Arc<Enrollment>>, AuthorityError>
+    where
+        F: Future<Output = Result<Option<Enrollment>, AuthorityError>>,
+    {
+        if let Some(found) = self.enrollments.as_ref().and_then(|e| e.get(&key)) {
+            return Ok(Some(found));
+        }
+        let found = lookup.await?.map(Arc::new);
+        if let (Some(cache), Some(enrollment)) = (&self.enrollments, &found) {
+            cache.insert(key, enrollment.clone());
+        }
+        Ok(found)
     }
 
     /// The cached standing, or `lookup`'s. A failed lookup is an error, never "active".
@@ -80,11 +119,19 @@ impl StatusCache {
         if let Some(entries) = &self.entries {
             entries.invalidate(key);
         }
+        if let (StatusKey::Enrollment(id), Some(cache)) = (key, &self.enrollments) {
+            let id = *id;
+            // Only fails if closures were not enabled at build time, which they are.
+            let _ = cache.invalidate_entries_if(move |_, e| e.id == id);
+        }
     }
 
     pub fn invalidate_all(&self) {
         if let Some(entries) = &self.entries {
             entries.invalidate_all();
+        }
+        if let Some(cache) = &self.enrollments {
+            cache.invalidate_all();
         }
     }
 }

@@ -148,7 +148,7 @@ pub async fn authorize(
             },
         )
         .await?;
-    let mut body = EnrollmentResponse::from(authorized.enrollment);
+    let mut body = EnrollmentResponse::from(Enrollment::clone(&authorized.enrollment));
     body.token = Some(authorized.token.access_token);
     body.token_expires = Some(authorized.token.expires_at.timestamp());
     Ok(no_store(body))

@@ -344,6 +344,19 @@ async fn get_and_update_with_the_enrollment_token() {
         .await
         .unwrap();
     assert_eq!(shown["data"], arbitrary);
+    let reauthorized: Value = authorize(
+        &app,
+        with(creds(&client), json!({"owner_id": "workspace-8"})),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        reauthorized["data"], arbitrary,
+        "authorize sees the update at once"
+    );
 
     let oversized = json!({ "data": { "blob": "x".repeat(64 * 1024) } });
     let response = app
