@@ -165,14 +165,27 @@ impl Grants {
     }
 
     /// The grant if it belongs to the caller's profile; anything else is `NotFound`.
-    async fn owned(&self, principal: &Principal, id: GrantId) -> Result<AuthGrant, AuthorityError> {
-        match self.store.grant(id).await? {
+    async fn owned(
+        &self,
+        principal: &Principal,
+        id: GrantId,
+    ) -> Result<Arc<AuthGrant>, AuthorityError> {
+        let store = &self.store;
+        let found = self
+            .status
+            .grant(id, async move { Ok(store.grant(id).await?) })
+            .await?;
+        match found {
             Some(grant) if grant.profile == principal.subject() => Ok(grant),
             _ => Err(AuthorityError::NotFound),
         }
     }
 
-    pub async fn get(&self, principal: &Principal, id: &str) -> Result<AuthGrant, AuthorityError> {
+    pub async fn get(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<Arc<AuthGrant>, AuthorityError> {
         principal.require(READ)?;
         self.owned(principal, parse_grant_id(id)?).await
     }
@@ -237,6 +250,7 @@ impl Grants {
         if !updated {
             return Err(AuthorityError::NotFound);
         }
+        self.changes.announce(Change::Grant { id: id.0 }).await;
         Ok(true)
     }
 

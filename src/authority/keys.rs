@@ -483,7 +483,12 @@ async fn load(
             open_record(master, record)?
         }
     };
-    let jwks = jwks(&records, clock.now(), options.retired_key_visibility)?;
+    let jwks = jwks(
+        &records,
+        master,
+        clock.now(),
+        options.retired_key_visibility,
+    )?;
     let mut verifiers = verifiers_for(&jwks)?;
     if let (Some(secret), SigningAlgorithm::HS256) = (&options.hs256_secret, current.algorithm) {
         verifiers.insert(
@@ -602,8 +607,12 @@ async fn ensure_next_key(
     }
 }
 
+/// The published keys, derived from the sealed private keys rather than read from the
+/// stored public JWK: a row that was not sealed with our master key (someone with write
+/// access to the database planting a key) is refused, not trusted.
 fn jwks(
     records: &[SigningKeyRecord],
+    master: &MasterKey,
     now: DateTime<Utc>,
     retired_visibility: TimeDelta,
 ) -> Result<Value, AuthorityError> {
@@ -616,9 +625,10 @@ fn jwks(
                 .is_some_and(|at| at + retired_visibility > now),
         };
         if visible {
-            let jwk: Value = serde_json::from_str(&record.public_jwk)
-                .map_err(|e| AuthorityError::internal(format!("stored JWK: {e}")))?;
-            keys.push(jwk);
+            match open_record(master, record) {
+                Ok(key) => keys.extend(key.public_jwk().cloned()),
+                Err(e) => tracing::error!(kid = %record.kid, error = %e, "refusing a signing key"),
+            }
         }
     }
     Ok(json!({ "keys": keys }))
@@ -636,6 +646,39 @@ mod tests {
         assert!(master.open("kid-2", &sealed).is_err(), "kid is bound in");
         let other = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
         assert!(other.open("kid-1", &sealed).is_err());
+    }
+
+    #[test]
+    fn a_key_not_sealed_with_our_master_key_is_never_published() {
+        let ours = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
+        let theirs = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
+        let record = |master: &MasterKey| {
+            let (key, pkcs8) = SigningKey::generate(SigningAlgorithm::ES256).unwrap();
+            SigningKeyRecord {
+                kid: key.kid().to_owned(),
+                algorithm: SigningAlgorithm::ES256,
+                state: KeyState::Current,
+                sealed_private_key: master.seal(key.kid(), &pkcs8),
+                public_jwk: key.public_jwk().unwrap().to_string(),
+                created_at: Utc::now(),
+                activated_at: None,
+                retired_at: None,
+            }
+        };
+        let (good, planted) = (record(&ours), record(&theirs));
+        let published = jwks(
+            &[good.clone(), planted],
+            &ours,
+            Utc::now(),
+            TimeDelta::hours(1),
+        );
+        let kids: Vec<&str> = published.as_ref().unwrap()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap())
+            .collect();
+        assert_eq!(kids, vec![good.kid.as_str()]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use moka::sync::Cache;
 
 use super::AuthorityError;
-use crate::domain::{AppId, Enrollment, EnrollmentId, GrantId, OwnerId};
+use crate::domain::{AppId, AuthGrant, Enrollment, EnrollmentId, GrantId, OwnerId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum StatusKey {
@@ -57,6 +57,8 @@ pub struct StatusCache {
     /// Enrollments as authorize reads them, so a warm authorize asks the store nothing.
     /// Invalidated with their standing.
     enrollments: Option<Cache<EnrollmentLookup, Arc<Enrollment>>>,
+    /// Grants as their routes read them; invalidated with their standing.
+    grants: Option<Cache<GrantId, Arc<AuthGrant>>>,
 }
 
 impl StatusCache {
@@ -75,10 +77,36 @@ impl StatusCache {
                 .support_invalidation_closures()
                 .build()
         });
+        let grants = (!ttl.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build()
+        });
         Self {
             entries,
             enrollments,
+            grants,
         }
+    }
+
+    /// The cached grant, or `lookup`'s. Misses are not remembered.
+    pub async fn grant<F>(
+        &self,
+        id: GrantId,
+        lookup: F,
+    ) -> Result<Option<Arc<AuthGrant>>, AuthorityError>
+    where
+        F: Future<Output = Result<Option<AuthGrant>, AuthorityError>>,
+    {
+        if let Some(found) = self.grants.as_ref().and_then(|g| g.get(&id)) {
+            return Ok(Some(found));
+        }
+        let found = lookup.await?.map(Arc::new);
+        if let (Some(cache), Some(grant)) = (&self.grants, &found) {
+            cache.insert(id, grant.clone());
+        }
+        Ok(found)
     }
 
     /// The cached enrollment, or `lookup`'s. Misses (not found) are not remembered.
@@ -119,6 +147,9 @@ impl StatusCache {
         if let Some(entries) = &self.entries {
             entries.invalidate(key);
         }
+        if let (StatusKey::Grant(id), Some(cache)) = (key, &self.grants) {
+            cache.invalidate(id);
+        }
         if let (StatusKey::Enrollment(id), Some(cache)) = (key, &self.enrollments) {
             let id = *id;
             // Only fails if closures were not enabled at build time, which they are.
@@ -131,6 +162,9 @@ impl StatusCache {
             entries.invalidate_all();
         }
         if let Some(cache) = &self.enrollments {
+            cache.invalidate_all();
+        }
+        if let Some(cache) = &self.grants {
             cache.invalidate_all();
         }
     }

@@ -231,7 +231,7 @@ pub async fn show(
 ) -> Result<Json<AuthGrantResponse>, LearnCardError> {
     let principal = principal(&state, &headers).await?;
     let grant = state.authority.grants.get(&principal, &id).await?;
-    Ok(Json(grant.into()))
+    Ok(Json(AuthGrant::clone(&grant).into()))
 }
 
 pub async fn list(
