@@ -168,22 +168,15 @@ async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, L
     Ok(state.authority.authenticate_bearer(token).await?)
 }
 
+/// An optional JSON body: empty means every field takes its default.
 fn read_body<T: serde::de::DeserializeOwned + Default>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, LearnCardError> {
-    let body = body.map_err(LearnCardError::from_body_rejection)?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
+    match body {
+        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(T::default()),
+        body => read_required_body(headers, body),
     }
-    parse_body(headers, &body, BodyFormat::Json).map_err(|e| match e {
-        BodyError::UnsupportedMediaType => LearnCardError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
-            "send application/json",
-        ),
-        BodyError::Malformed(message) => LearnCardError::bad_request(message),
-    })
 }
 
 fn read_required_body<T: serde::de::DeserializeOwned>(
