@@ -40,12 +40,4 @@ impl RevocationList {
         *self.revoked.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(())
     }
-
-    pub fn len(&self) -> usize {
-        self.revoked.read().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

@@ -121,11 +121,6 @@ impl SecretHasher {
         })
     }
 
-    /// Jobs waiting for a free argon2 slot.
-    pub fn queue_depth(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
-    }
-
     async fn run<T: Send + 'static>(
         &self,
         job: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,

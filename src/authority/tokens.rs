@@ -66,14 +66,6 @@ impl TokenMinter {
         }
     }
 
-    pub fn issuer(&self) -> &str {
-        &self.issuer
-    }
-
-    pub fn keys(&self) -> &KeyRing {
-        &self.keys
-    }
-
     pub fn mint(&self, spec: TokenSpec<'_>) -> Result<IssuedToken, AuthorityError> {
         let now = self.clock.now();
         let lifetime = TimeDelta::from_std(spec.lifetime).map_err(AuthorityError::internal)?;
