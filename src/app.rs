@@ -1,7 +1,12 @@
 //! Wiring: builds the store, the core and both listeners from [`Settings`]. `main` and
 //! every integration test go through [`Server::build`].
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use anyhow::{Context, bail};
 use axum::Router;
@@ -14,7 +19,7 @@ use tokio::{
 
 use crate::{
     authority::{
-        Authority, Lifetimes, Parts,
+        Authority, AuthorityError, Lifetimes, Parts,
         apps::Applications,
         changes::ChangeHub,
         clock::SharedClock,
@@ -31,8 +36,8 @@ use crate::{
     },
     config::Settings,
     domain::ChangeEvent,
-    http::{self, AppState, Lifecycle, extract::TrustedProxies},
-    store::{self, ConnectOptions, DynStore},
+    http::{self, AppState, Lifecycle, Surface, extract::TrustedProxies},
+    store::{self, ConnectOptions, DynStore, StoreError},
 };
 
 /// How often housekeeping runs: idle rate-limit entries dropped, expired revocations
@@ -40,11 +45,13 @@ use crate::{
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Server {
-    public: (TcpListener, Router),
-    admin: Option<(TcpListener, Router)>,
-    lifecycle: Arc<Lifecycle>,
-    authority: Arc<Authority>,
-    changes: Option<mpsc::Receiver<ChangeEvent>>,
+    blueprint: Blueprint,
+    public: TcpListener,
+    admin: Option<TcpListener>,
+    /// `None` while the store has not been reached: the server still starts (liveness
+    /// answers, readiness says "starting") and keeps trying in the background, so a
+    /// database that comes up after us causes no crash loop.
+    core: Option<Core>,
 }
 
 /// What every replica remembers, and the hub that keeps it current. The CLI builds the
@@ -83,10 +90,38 @@ impl Caches {
     }
 }
 
+/// What the core is built from; kept so it can be built later if the store is down at start.
+struct Blueprint {
+    settings: Settings,
+    clock: SharedClock,
+    hasher: Arc<SecretHasher>,
+    lifecycle: Arc<Lifecycle>,
+}
+
+/// The core and the routers in front of it: everything that needs the store.
+struct Core {
+    authority: Arc<Authority>,
+    public: Router,
+    admin: Option<Router>,
+    changes: Option<mpsc::Receiver<ChangeEvent>>,
+}
+
 impl Server {
+    /// Binds the listeners and builds the core. A store that cannot be reached yet is not
+    /// an error (the core is built once it answers); a bad configuration is.
     pub async fn build(settings: &Settings, clock: SharedClock) -> anyhow::Result<Self> {
-        let store = open_store(settings).await?;
-        Self::build_with_store(settings, store, clock).await
+        let mut server = Self::bind(settings, clock).await?;
+        match server.blueprint.try_assemble().await {
+            Ok(core) => server.core = Some(core),
+            Err(e) if is_unavailable(&e) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "store unreachable; serving 503 until it answers"
+                );
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(server)
     }
 
     /// Builds around an already-migrated store; tests use it to inject faults.
@@ -95,7 +130,183 @@ impl Server {
         store: DynStore,
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
+        let mut server = Self::bind(settings, clock).await?;
+        server.core = Some(server.blueprint.assemble(store).await?);
+        Ok(server)
+    }
+
+    async fn bind(settings: &Settings, clock: SharedClock) -> anyhow::Result<Self> {
+        // Checked before any listener is up, so a bad key or argon2 setting stops the start.
+        master_key(settings)?;
         let hasher = Arc::new(secret_hasher(settings)?);
+        let public = TcpListener::bind(settings.server.public_addr)
+            .await
+            .with_context(|| {
+                format!("binding server.public_addr {}", settings.server.public_addr)
+            })?;
+        let admin = match &settings.admin.token {
+            Some(_) => Some(
+                TcpListener::bind(settings.admin.addr)
+                    .await
+                    .with_context(|| format!("binding admin.addr {}", settings.admin.addr))?,
+            ),
+            None => {
+                tracing::warn!("admin.token is not set: the admin listener is off");
+                None
+            }
+        };
+        Ok(Self {
+            blueprint: Blueprint {
+                settings: settings.clone(),
+                clock,
+                hasher,
+                lifecycle: Arc::new(Lifecycle::default()),
+            },
+            public,
+            admin,
+            core: None,
+        })
+    }
+
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The core behind the listeners, once built (tests use it to run housekeeping).
+    pub fn authority(&self) -> Option<Arc<Authority>> {
+        self.core.as_ref().map(|core| core.authority.clone())
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+            .as_ref()
+            .map(|l| l.local_addr().expect("a bound listener has an address"))
+    }
+
+    /// Shared with whoever decides when to stop (readiness turns false when draining).
+    pub fn lifecycle(&self) -> Arc<Lifecycle> {
+        self.blueprint.lifecycle.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains: readiness turns false, the listeners
+    /// stop accepting, and in-flight requests finish.
+    pub async fn run_until(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.public_addr(), "public listener up");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_tx = Arc::new(stop_tx);
+        tokio::spawn({
+            let lifecycle = self.blueprint.lifecycle.clone();
+            let stop_tx = stop_tx.clone();
+            async move {
+                shutdown.await;
+                lifecycle.start_draining();
+                tracing::info!("shutting down: draining in-flight requests");
+                let _ = stop_tx.send(true);
+            }
+        });
+
+        // Until the core exists, each listener serves a gate that answers 503 (health
+        // excepted) and hands requests to the core's router once it is in the slot.
+        let public_slot = Arc::new(OnceLock::new());
+        let admin_slot = Arc::new(OnceLock::new());
+        let (public_router, admin_router) = match &self.core {
+            Some(core) => (core.public.clone(), core.admin.clone()),
+            None => (
+                http::starting::gate(public_slot.clone(), Surface::Public),
+                Some(http::starting::gate(admin_slot.clone(), Surface::Admin)),
+            ),
+        };
+        let public = self.public;
+        let public_addr = public.local_addr()?;
+        let mut servers = vec![tokio::spawn(serve(public, public_router, stop_rx.clone()))];
+        if let (Some(listener), Some(router)) = (self.admin.take(), admin_router) {
+            tracing::info!(addr = %listener.local_addr()?, "admin listener up");
+            servers.push(tokio::spawn(serve(listener, router, stop_rx.clone())));
+        }
+        tracing::debug!(%public_addr, "serving");
+
+        let core = match self.core.take() {
+            Some(core) => Some(core),
+            None => {
+                let mut stop = stop_rx.clone();
+                tokio::select! {
+                    core = self.blueprint.assemble_when_reachable() => {
+                        let core = match core {
+                            Ok(core) => core,
+                            Err(e) => {
+                                let _ = stop_tx.send(true);
+                                return Err(e);
+                            }
+                        };
+                        let _ = public_slot.set(core.public.clone());
+                        if let Some(admin) = &core.admin {
+                            let _ = admin_slot.set(admin.clone());
+                        }
+                        Some(core)
+                    }
+                    _ = stop.wait_for(|stop| *stop) => None,
+                }
+            }
+        };
+
+        let background = core.map(|core| {
+            let authority = core.authority;
+            let maintenance = tokio::spawn({
+                let authority = authority.clone();
+                async move {
+                    let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
+                    tick.tick().await;
+                    loop {
+                        tick.tick().await;
+                        authority.credentials.forget_idle();
+                        authority.maintain().await;
+                    }
+                }
+            });
+            let feed = core.changes.map(|mut feed| {
+                let authority = authority.clone();
+                tokio::spawn(async move {
+                    while let Some(event) = feed.recv().await {
+                        authority.changes.handle(event).await;
+                    }
+                })
+            });
+            (authority, maintenance, feed)
+        });
+
+        for server in servers {
+            server.await??;
+        }
+        if let Some((authority, maintenance, feed)) = background {
+            maintenance.abort();
+            if let Some(feed) = feed {
+                feed.abort();
+            }
+            // Usage gathered since the last flush is worth one more write.
+            if let Err(e) = authority.flush_usage().await {
+                tracing::warn!(error = %e, "could not record usage at shutdown");
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+impl Blueprint {
+    async fn try_assemble(&self) -> anyhow::Result<Core> {
+        let store = open_store(&self.settings).await?;
+        self.assemble(store).await
+    }
+
+    async fn assemble(&self, store: DynStore) -> anyhow::Result<Core> {
+        let settings = &self.settings;
+        let clock = self.clock.clone();
+        let hasher = self.hasher.clone();
         let caches = Caches::new(settings, store.clone(), clock.clone());
         let lifetimes = Lifetimes {
             oauth: Duration::from_secs(settings.tokens.oauth_lifetime_secs),
@@ -133,6 +344,7 @@ impl Server {
                 clock.clone(),
                 lifetimes.grant_token_max,
                 lifetimes.oauth,
+                settings.grants.max_active_per_profile,
             ),
             credentials: ClientAuthenticator::new(
                 store.clone(),
@@ -141,6 +353,10 @@ impl Server {
                 VerificationLimits {
                     per_client_per_minute: settings.rate_limit.verifications_per_client_per_minute,
                     per_ip_per_minute: settings.rate_limit.verifications_per_ip_per_minute,
+                    requests_per_client_per_second: settings
+                        .rate_limit
+                        .requests_per_client_per_second,
+                    requests_per_ip_per_second: settings.rate_limit.requests_per_ip_per_second,
                 },
                 usage.clone(),
                 clock.clone(),
@@ -171,131 +387,68 @@ impl Server {
             .await
             .context("subscribing to changes from other replicas")?;
 
-        let lifecycle = Arc::new(Lifecycle::default());
         let state = AppState {
             authority: authority.clone(),
             trusted_proxies: Arc::new(TrustedProxies(
                 settings.server.trusted_proxies.clone().into(),
             )),
-            lifecycle: lifecycle.clone(),
+            lifecycle: self.lifecycle.clone(),
             metadata: Arc::new(http::wellknown_metadata(&issuer)),
             secret_grace: Duration::from_secs(settings.credentials.secret_grace_secs),
         };
         let timeout = settings.request_timeout();
-
-        let public_listener = TcpListener::bind(settings.server.public_addr)
-            .await
-            .with_context(|| {
-                format!("binding server.public_addr {}", settings.server.public_addr)
-            })?;
-        let public = (public_listener, http::public_router(state.clone(), timeout));
-
-        let admin = match &settings.admin.token {
-            Some(token) => {
-                let listener = TcpListener::bind(settings.admin.addr)
-                    .await
-                    .with_context(|| format!("binding admin.addr {}", settings.admin.addr))?;
-                Some((listener, http::admin_router(state, token.clone(), timeout)))
-            }
-            None => {
-                tracing::warn!("admin.token is not set: the admin listener is off");
-                None
-            }
-        };
-
-        Ok(Self {
-            public,
-            admin,
-            lifecycle,
+        let admin = settings
+            .admin
+            .token
+            .clone()
+            .map(|token| http::admin_router(state.clone(), token, timeout));
+        Ok(Core {
             authority,
+            public: http::public_router(state, timeout),
+            admin,
             changes,
         })
     }
 
-    pub fn public_addr(&self) -> SocketAddr {
-        self.public
-            .0
-            .local_addr()
-            .expect("a bound listener has an address")
-    }
-
-    /// The core behind the listeners (tests use it to run housekeeping on demand).
-    pub fn authority(&self) -> Arc<Authority> {
-        self.authority.clone()
-    }
-
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin
-            .as_ref()
-            .map(|(l, _)| l.local_addr().expect("a bound listener has an address"))
-    }
-
-    /// Serves until `shutdown` resolves, then drains: readiness turns false, the listeners
-    /// stop accepting, and in-flight requests finish.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.public_addr(), "public listener up");
-        let Self {
-            public,
-            admin,
-            lifecycle,
-            authority,
-            changes,
-        } = self;
-        let (stop_tx, stop_rx) = watch::channel(false);
-        tokio::spawn(async move {
-            shutdown.await;
-            lifecycle.start_draining();
-            tracing::info!("shutting down: draining in-flight requests");
-            let _ = stop_tx.send(true);
-        });
-
-        let maintenance = tokio::spawn({
-            let authority = authority.clone();
-            async move {
-                let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    authority.credentials.forget_idle();
-                    authority.maintain().await;
+    /// Retries until the store answers. Only unreachability is retried; anything else
+    /// (a migration that fails, a master key that opens nothing) ends the process.
+    async fn assemble_when_reachable(&self) -> anyhow::Result<Core> {
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match self.try_assemble().await {
+                Ok(core) => {
+                    tracing::info!("store reachable: serving");
+                    return Ok(core);
                 }
+                Err(e) if is_unavailable(&e) => {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        retry_in_ms = wait.as_millis() as u64,
+                        "store unreachable"
+                    );
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(MAX_STARTUP_RETRY_WAIT);
+                }
+                Err(e) => return Err(e),
             }
-        });
-        let feed = changes.map(|mut feed| {
-            let authority = authority.clone();
-            tokio::spawn(async move {
-                while let Some(event) = feed.recv().await {
-                    authority.changes.handle(event).await;
-                }
-            })
-        });
-
-        let mut servers = vec![tokio::spawn(serve(public, stop_rx.clone()))];
-        if let Some(admin) = admin {
-            tracing::info!(addr = %admin.0.local_addr()?, "admin listener up");
-            servers.push(tokio::spawn(serve(admin, stop_rx)));
         }
-        for server in servers {
-            server.await??;
-        }
-        maintenance.abort();
-        if let Some(feed) = feed {
-            feed.abort();
-        }
-        // Usage gathered since the last flush is worth one more write.
-        if let Err(e) = authority.flush_usage().await {
-            tracing::warn!(error = %e, "could not record usage at shutdown");
-        }
-        tracing::info!("stopped");
-        Ok(())
     }
 }
 
+/// Backoff ceiling while waiting for the store at startup.
+const MAX_STARTUP_RETRY_WAIT: Duration = Duration::from_secs(5);
+
+/// True when the error only says the store could not be reached (worth retrying).
+fn is_unavailable(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(cause.downcast_ref(), Some(StoreError::Unavailable(_)))
+            || matches!(cause.downcast_ref(), Some(AuthorityError::Unavailable))
+    })
+}
+
 async fn serve(
-    (listener, router): (TcpListener, Router),
+    listener: TcpListener,
+    router: Router,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     axum::serve(

@@ -191,7 +191,22 @@ pub async fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => {
             let server = Server::build(&settings, clock).await?;
-            server.run_until(shutdown_signal()).await
+            let lifecycle = server.lifecycle();
+            let drain_delay = settings.drain_delay();
+            server
+                .run_until(async move {
+                    if shutdown_signal().await == Signal::Terminate && !drain_delay.is_zero() {
+                        // The orchestrator is taking us out of rotation: say so on
+                        // readiness first, and keep serving until the gateway has noticed.
+                        lifecycle.start_draining();
+                        tracing::info!(
+                            delay_ms = drain_delay.as_millis() as u64,
+                            "SIGTERM: readiness off, serving on while the gateway notices"
+                        );
+                        tokio::time::sleep(drain_delay).await;
+                    }
+                })
+                .await
         }
         Command::Migrate => {
             app::open_store(&settings).await?;
@@ -539,7 +554,13 @@ fn print_created(created: &CreatedApplication, output: Output) {
     }
 }
 
-async fn shutdown_signal() {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Interrupt,
+    Terminate,
+}
+
+async fn shutdown_signal() -> Signal {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -555,7 +576,7 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
     tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+        () = ctrl_c => Signal::Interrupt,
+        () = terminate => Signal::Terminate,
     }
 }

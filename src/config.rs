@@ -23,6 +23,7 @@ pub struct Settings {
     pub keys: KeySettings,
     pub credentials: CredentialSettings,
     pub rate_limit: RateLimitSettings,
+    pub grants: GrantSettings,
     pub log: LogSettings,
 }
 
@@ -32,6 +33,7 @@ pub struct ServerSettings {
     pub public_addr: SocketAddr,
     pub request_timeout_ms: u64,
     pub trusted_proxies: Vec<IpNet>,
+    pub drain_delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -87,6 +89,14 @@ pub struct CredentialSettings {
 pub struct RateLimitSettings {
     pub verifications_per_client_per_minute: u32,
     pub verifications_per_ip_per_minute: u32,
+    pub requests_per_client_per_second: u32,
+    pub requests_per_ip_per_second: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantSettings {
+    pub max_active_per_profile: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -113,6 +123,7 @@ struct Layers {
     keys: KeySettings,
     credentials: CredentialSettings,
     rate_limit: RateLimitSettings,
+    grants: GrantSettings,
     log: LogSettings,
 }
 
@@ -167,6 +178,10 @@ impl Settings {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.server.request_timeout_ms)
+    }
+
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_millis(self.server.drain_delay_ms)
     }
 
     /// The issuer, defaulting to the public address (an unspecified IP reads as localhost).
@@ -294,7 +309,11 @@ impl Layers {
                 return Err(invalid(key, "must be positive"));
             }
         }
+        if self.grants.max_active_per_profile == 0 {
+            return Err(invalid("grants.max_active_per_profile", "must be positive"));
+        }
         Ok(Settings {
+            grants: self.grants,
             server: self.server,
             admin: self.admin,
             database: self.database,

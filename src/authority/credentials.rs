@@ -113,6 +113,9 @@ impl CredentialCache {
 pub struct VerificationLimits {
     pub per_client_per_minute: u32,
     pub per_ip_per_minute: u32,
+    /// Every authenticated request, cache hits included; 0 = unlimited.
+    pub requests_per_client_per_second: u32,
+    pub requests_per_ip_per_second: u32,
 }
 
 /// Caps argon2 work per client and per source address. Only cache misses are counted,
@@ -121,6 +124,9 @@ pub struct VerificationLimits {
 struct Limiters {
     per_client: DefaultKeyedRateLimiter<(String, IpAddr)>,
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    /// Request rates, separate from the argon2 budget above; `None` when unlimited.
+    requests_per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    requests_per_app: Option<DefaultKeyedRateLimiter<AppId>>,
     clock: DefaultClock,
 }
 
@@ -141,12 +147,65 @@ fn per_minute(n: u32) -> Quota {
     Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
 }
 
+fn per_second<K: std::hash::Hash + Eq + Clone>(n: u32) -> Option<DefaultKeyedRateLimiter<K>> {
+    NonZeroU32::new(n).map(|n| RateLimiter::keyed(Quota::per_second(n)))
+}
+
+/// Which allowance ran out; a label for logs and metrics.
+#[derive(Debug, Clone, Copy)]
+pub enum Limit {
+    Verifications,
+    IpRequests,
+    ClientRequests,
+}
+
+impl Limit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Verifications => "verifications",
+            Self::IpRequests => "ip_requests",
+            Self::ClientRequests => "client_requests",
+        }
+    }
+}
+
 impl Limiters {
     fn new(limits: VerificationLimits) -> Self {
         Self {
             per_client: RateLimiter::keyed(per_minute(limits.per_client_per_minute)),
             per_ip: RateLimiter::keyed(per_minute(limits.per_ip_per_minute)),
+            requests_per_ip: per_second(limits.requests_per_ip_per_second),
+            requests_per_app: per_second(limits.requests_per_client_per_second),
             clock: DefaultClock::default(),
+        }
+    }
+
+    fn denied(
+        &self,
+        limit: Limit,
+        not_until: governor::NotUntil<governor::clock::QuantaInstant>,
+    ) -> AuthorityError {
+        crate::telemetry::metrics::rate_limited(limit);
+        AuthorityError::RateLimited {
+            retry_after: not_until.wait_time_from(self.clock.now()),
+        }
+    }
+
+    fn check_ip_request(&self, ip: IpAddr) -> Result<(), AuthorityError> {
+        match &self.requests_per_ip {
+            Some(limiter) => limiter
+                .check_key(&source_network(ip))
+                .map_err(|n| self.denied(Limit::IpRequests, n)),
+            None => Ok(()),
+        }
+    }
+
+    fn check_app_request(&self, app: AppId) -> Result<(), AuthorityError> {
+        match &self.requests_per_app {
+            Some(limiter) => limiter
+                .check_key(&app)
+                .map_err(|n| self.denied(Limit::ClientRequests, n)),
+            None => Ok(()),
         }
     }
 
@@ -159,9 +218,7 @@ impl Limiters {
             .per_ip
             .check_key(&network)
             .and_then(|_| self.per_client.check_key(&(client_id.to_owned(), network)));
-        denied.map_err(|not_until| AuthorityError::RateLimited {
-            retry_after: not_until.wait_time_from(self.clock.now()),
-        })
+        denied.map_err(|not_until| self.denied(Limit::Verifications, not_until))
     }
 
     fn forget_idle(&self) {
@@ -169,6 +226,14 @@ impl Limiters {
         self.per_client.shrink_to_fit();
         self.per_ip.retain_recent();
         self.per_ip.shrink_to_fit();
+        if let Some(limiter) = &self.requests_per_ip {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        if let Some(limiter) = &self.requests_per_app {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
     }
 }
 
@@ -206,6 +271,9 @@ impl ClientAuthenticator {
         secret: &str,
         source_ip: IpAddr,
     ) -> Result<Arc<VerifiedClient>, AuthorityError> {
+        // The source's allowance first, before any work; the client's only once the caller
+        // has proved to be that client.
+        self.limiters.check_ip_request(source_ip)?;
         let client = match &self.cache.entries {
             None => self.verify(client_id, secret, source_ip).await?,
             Some(entries) => {
@@ -225,6 +293,7 @@ impl ClientAuthenticator {
                 }
             }
         };
+        self.limiters.check_app_request(client.app_id)?;
         self.usage
             .record(UsageOf::App(client.app_id), self.clock.now());
         Ok(client)
@@ -267,10 +336,15 @@ impl ClientAuthenticator {
                 Ok(Arc::new(VerifiedClient::new(&app, valid_until)))
             }
             _ => {
+                crate::telemetry::metrics::auth_failed("client");
                 tracing::info!(event = "auth.failed", client_id, %source_ip);
                 Err(AuthorityError::InvalidClient)
             }
         }
+    }
+
+    pub fn hash_queue_depth(&self) -> usize {
+        self.hasher.queue_depth()
     }
 
     /// Drops rate-limit state for keys that have been quiet; called periodically.

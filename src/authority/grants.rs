@@ -50,6 +50,7 @@ pub struct Grants {
     clock: SharedClock,
     api_token_max_lifetime: Duration,
     exchanged_lifetime: Duration,
+    max_active_per_profile: u32,
 }
 
 fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), AuthorityError> {
@@ -84,6 +85,7 @@ impl Grants {
         clock: SharedClock,
         api_token_max_lifetime: Duration,
         exchanged_lifetime: Duration,
+        max_active_per_profile: u32,
     ) -> Self {
         Self {
             store,
@@ -92,6 +94,7 @@ impl Grants {
             clock,
             api_token_max_lifetime,
             exchanged_lifetime,
+            max_active_per_profile,
         }
     }
 
@@ -153,7 +156,15 @@ impl Grants {
             expires_at,
             last_used_at: None,
         };
-        self.store.insert_grant(&grant).await?;
+        if !self
+            .store
+            .insert_grant(&grant, self.max_active_per_profile)
+            .await?
+        {
+            return Err(AuthorityError::Forbidden(
+                "this profile holds the maximum number of active auth grants; revoke one first",
+            ));
+        }
         tracing::info!(
             event = "grant.created",
             grant_id = %id,
@@ -307,6 +318,7 @@ impl Grants {
             lifetime: self.lifetime_within(&grant, self.api_token_max_lifetime),
             enrollment_id: None,
             grant_id: Some(grant.id.to_string()),
+            grant_type: "auth_grant",
         })?;
         tracing::info!(event = "grant.api_token", grant_id = %grant.id, jti = %token.jti);
         Ok(token)
@@ -350,6 +362,7 @@ impl Grants {
             lifetime: self.lifetime_within(&grant, self.exchanged_lifetime),
             enrollment_id: None,
             grant_id: Some(grant.id.to_string()),
+            grant_type: "token_exchange",
         })?;
         tracing::info!(event = "grant.exchanged", grant_id = %grant.id, jti = %token.jti);
         Ok(token)

@@ -227,6 +227,7 @@ impl Authority {
             lifetime,
             enrollment_id: None,
             grant_id: None,
+            grant_type: "client_credentials",
         })?;
         tracing::info!(
             event = "token.issued",
@@ -241,6 +242,14 @@ impl Authority {
 
     /// Verifies a bearer token and checks that what it was issued for is still active.
     pub async fn authenticate_bearer(&self, token: &str) -> Result<Principal, AuthorityError> {
+        let principal = self.judge_bearer(token).await;
+        if let Err(AuthorityError::InvalidToken) = principal {
+            crate::telemetry::metrics::auth_failed("bearer");
+        }
+        principal
+    }
+
+    async fn judge_bearer(&self, token: &str) -> Result<Principal, AuthorityError> {
         let claims = self.verifier.verify(token)?;
         if self.revocations.contains(&claims.jti) || !self.is_active(&claims).await? {
             return Err(AuthorityError::InvalidToken);
@@ -493,6 +502,7 @@ impl Authority {
             lifetime: self.lifetimes.enrollment,
             enrollment_id: Some(enrollment.id.to_string()),
             grant_id: None,
+            grant_type: "enrollment",
         })
     }
 
@@ -597,6 +607,7 @@ impl Authority {
             lifetime,
             enrollment_id: None,
             grant_id: None,
+            grant_type: "admin_mint",
         })?;
         tracing::info!(
             event = "token.minted",
@@ -605,6 +616,17 @@ impl Authority {
             jti = %token.jti
         );
         Ok(token)
+    }
+
+    /// State-describing gauges for a metrics scrape.
+    pub fn metrics_snapshot(&self) -> crate::telemetry::metrics::Snapshot {
+        let pool = self.store.pool_stats();
+        crate::telemetry::metrics::Snapshot {
+            argon2_queue_depth: self.credentials.hash_queue_depth(),
+            pool_size: pool.size,
+            pool_idle: pool.idle,
+            pool_max: pool.max,
+        }
     }
 
     /// Whether the store answers; readiness follows this.

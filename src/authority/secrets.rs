@@ -150,6 +150,11 @@ impl SecretHasher {
     }
 
     /// A PHC string for `secret` with a fresh salt.
+    /// Jobs waiting for a worker right now.
+    pub fn queue_depth(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
     pub async fn hash(&self, secret: &SecretString) -> Result<String, AuthorityError> {
         let secret = secret.clone();
         self.run(move |argon| {

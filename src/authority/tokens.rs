@@ -38,6 +38,8 @@ pub struct TokenSpec<'a> {
     pub lifetime: Duration,
     pub enrollment_id: Option<String>,
     pub grant_id: Option<String>,
+    /// How the token was obtained, for metrics ("client_credentials", "token_exchange", …).
+    pub grant_type: &'static str,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +96,7 @@ impl TokenMinter {
         let signature = key.sign(token.as_bytes())?;
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
+        crate::telemetry::metrics::token_issued(spec.grant_type);
 
         Ok(IssuedToken {
             access_token: token,

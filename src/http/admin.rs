@@ -65,7 +65,21 @@ pub fn router(state: AppState, admin_token: SecretString) -> Router {
             expected,
             require_admin_token,
         ))
+        // Outside the admin token: scrapers read it on this private listener, and it holds
+        // counts only, never an id or a secret.
+        .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let body = crate::telemetry::metrics::render(Some(state.authority.metrics_snapshot()));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
 }
 
 /// Comparing digests keeps the comparison constant-time even across token lengths.

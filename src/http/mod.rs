@@ -8,6 +8,7 @@ mod enrollment;
 pub mod extract;
 mod health;
 mod oauth;
+pub mod starting;
 mod wellknown;
 
 use std::{
@@ -15,14 +16,15 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use axum::{
     Json, Router,
-    extract::DefaultBodyLimit,
-    http::{HeaderName, StatusCode},
-    response::IntoResponse,
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    http::{HeaderName, Method, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
     routing::{get, post, put},
 };
 use secrecy::SecretString;
@@ -34,8 +36,9 @@ use tower_http::{
 };
 use tracing::Level;
 
-use crate::authority::Authority;
+use crate::{authority::Authority, telemetry};
 use extract::TrustedProxies;
+pub use starting::Surface;
 pub use wellknown::authorization_server_metadata as wellknown_metadata;
 
 /// Every request body is bounded; larger bodies get 413 in the route's own envelope.
@@ -128,6 +131,8 @@ fn with_common_layers(router: Router, request_timeout: Duration) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
+        // Outside the timeout, so a request cut off at the deadline is counted as its 408.
+        .layer(middleware::from_fn(record_metrics))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(
             TraceLayer::new_for_http()
@@ -136,6 +141,30 @@ fn with_common_layers(router: Router, request_timeout: Duration) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+}
+
+/// Counts and times every request by route template (never the raw path, whose ids would
+/// make the label set unbounded).
+async fn record_metrics(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = method_label(request.method());
+    let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let response = next.run(request).await;
+    telemetry::metrics::request(route, method, response.status().as_u16(), started.elapsed());
+    response
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 async fn not_found() -> impl IntoResponse {

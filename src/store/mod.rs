@@ -33,6 +33,8 @@ pub trait Store: Send + Sync + 'static {
     async fn migrate(&self) -> Result<(), StoreError>;
     /// Cheap round trip used by readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The connection pool right now, for metrics.
+    fn pool_stats(&self) -> PoolStats;
 
     async fn insert_application(&self, app: &NewApplication) -> Result<Application, StoreError>;
     async fn application(&self, id: AppId) -> Result<Option<Application>, StoreError>;
@@ -81,7 +83,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<Enrollment>, StoreError>;
     async fn delete_enrollment(&self, id: EnrollmentId) -> Result<bool, StoreError>;
 
-    async fn insert_grant(&self, grant: &AuthGrant) -> Result<(), StoreError>;
+    /// Inserts the grant unless its profile already holds `max_active` active ones (then
+    /// false, nothing written); the count and the insert are one atomic step.
+    async fn insert_grant(&self, grant: &AuthGrant, max_active: u32) -> Result<bool, StoreError>;
     async fn grant(&self, id: GrantId) -> Result<Option<AuthGrant>, StoreError>;
     /// The profile's grants, newest first, created strictly before `before` when given.
     async fn list_grants(
@@ -146,6 +150,13 @@ pub trait Store: Send + Sync + 'static {
     /// Retires the current key and makes the next one current, in one transaction.
     /// False (and nothing changed) when there is no next key.
     async fn promote_next_signing_key(&self, now: DateTime<Utc>) -> Result<bool, StoreError>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{ChangeBus, EnrollmentFilter, GrantFilter, Match, Store, StoreError, Usage, UsageOf};
+use super::{
+    ChangeBus, EnrollmentFilter, GrantFilter, Match, PoolStats, Store, StoreError, Usage, UsageOf,
+};
 use crate::domain::{
     AppId, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment, EnrollmentId,
     GrantId, GrantStatus, KeyState, NewApplication, OwnerId, ScopeSet, SigningKeyRecord, Subject,
@@ -32,6 +34,16 @@ pub struct SqlStore<DB: Database> {
     pool: Pool<DB>,
     migrator: &'static Migrator,
     bus: Option<Arc<dyn ChangeBus>>,
+    dialect: Dialect,
+}
+
+/// The little that the shared queries must say differently per backend.
+pub(super) struct Dialect {
+    /// Run first in a transaction that counts a profile's grants and then inserts one,
+    /// binding the profile's key, so concurrent creations cannot both pass the count.
+    /// `None` where writers are serialized anyway (SQLite: one writer at a time, and an
+    /// `INSERT … SELECT` takes the write lock before it reads).
+    pub profile_lock: Option<&'static str>,
 }
 
 impl<DB: Database> SqlStore<DB> {
@@ -39,11 +51,13 @@ impl<DB: Database> SqlStore<DB> {
         pool: Pool<DB>,
         migrator: &'static Migrator,
         bus: Option<Arc<dyn ChangeBus>>,
+        dialect: Dialect,
     ) -> Self {
         Self {
             pool,
             migrator,
             bus,
+            dialect,
         }
     }
 }
@@ -252,8 +266,17 @@ pub(super) fn map_err(e: sqlx::Error) -> StoreError {
         sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("22P05" | "22021")) => {
             StoreError::Unrepresentable
         }
+        // Connection exceptions, shutdowns and "starting up": the database, not the query.
+        sqlx::Error::Database(db)
+            if db
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "53300") =>
+        {
+            StoreError::Unavailable(e)
+        }
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
+        | sqlx::Error::Protocol(_)
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
@@ -282,6 +305,7 @@ where
     Option<String>: for<'q> Encode<'q, DB> + Type<DB>,
     Vec<u8>: for<'q> Encode<'q, DB> + Type<DB>,
     bool: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
     i32: for<'r> Decode<'r, DB> + Type<DB>,
     Timestamp: for<'q> Encode<'q, DB> + Type<DB>,
     Option<Timestamp>: for<'q> Encode<'q, DB> + Type<DB>,
@@ -291,6 +315,14 @@ where
             sqlx::migrate::MigrateError::Execute(e) => map_err(e),
             other => StoreError::Internal(Box::new(other)),
         })
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.pool.options().get_max_connections(),
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -547,11 +579,22 @@ where
         Ok(deleted.is_some())
     }
 
-    async fn insert_grant(&self, g: &AuthGrant) -> Result<(), StoreError> {
-        sqlx::query::<DB>(
+    async fn insert_grant(&self, g: &AuthGrant, max_active: u32) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        if let Some(lock) = self.dialect.profile_lock {
+            sqlx::query::<DB>(lock)
+                .bind(format!("{}:{}", g.profile.kind.as_str(), g.profile.id))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        let inserted = sqlx::query::<DB>(
             "INSERT INTO auth_grants (id, profile_kind, profile_id, client_id, name, \
              description, challenge, status, scope, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
+             WHERE (SELECT COUNT(*) FROM auth_grants WHERE profile_kind = $2 AND profile_id = $3 \
+                    AND status = 'active' AND (expires_at IS NULL OR expires_at > $10)) < $12 \
+             RETURNING id",
         )
         .bind(g.id.0)
         .bind(g.profile.kind.as_str().to_owned())
@@ -564,10 +607,13 @@ where
         .bind(g.scope.to_string())
         .bind(Timestamp(g.created_at))
         .bind(g.expires_at.map(Timestamp))
-        .execute(&self.pool)
+        .bind(i64::from(max_active))
+        .fetch_optional(&mut *tx)
         .await
-        .map(drop)
-        .map_err(map_err)
+        .map_err(map_err)?
+        .is_some();
+        tx.commit().await.map_err(map_err)?;
+        Ok(inserted)
     }
 
     async fn grant(&self, id: GrantId) -> Result<Option<AuthGrant>, StoreError> {

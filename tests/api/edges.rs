@@ -13,7 +13,7 @@ use portcullis::{
         AppId, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment, EnrollmentId,
         GrantId, NewApplication, OwnerId, SigningKeyRecord, Subject,
     },
-    store::{DynStore, EnrollmentFilter, GrantFilter, Store, StoreError, Usage},
+    store::{DynStore, EnrollmentFilter, GrantFilter, PoolStats, Store, StoreError, Usage},
 };
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -153,6 +153,9 @@ impl Store for FlakyStore {
         self.gate().await?;
         self.inner.ping().await
     }
+    fn pool_stats(&self) -> PoolStats {
+        self.inner.pool_stats()
+    }
     async fn insert_application(&self, app: &NewApplication) -> Result<Application, StoreError> {
         self.gate().await?;
         self.inner.insert_application(app).await
@@ -235,9 +238,9 @@ impl Store for FlakyStore {
         self.gate().await?;
         self.inner.delete_enrollment(id).await
     }
-    async fn insert_grant(&self, g: &AuthGrant) -> Result<(), StoreError> {
+    async fn insert_grant(&self, g: &AuthGrant, max_active: u32) -> Result<bool, StoreError> {
         self.gate().await?;
-        self.inner.insert_grant(g).await
+        self.inner.insert_grant(g, max_active).await
     }
     async fn grant(&self, id: GrantId) -> Result<Option<AuthGrant>, StoreError> {
         self.gate().await?;

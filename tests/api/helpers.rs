@@ -237,7 +237,7 @@ impl TestApp {
             .await
             .expect("server builds");
         let base = format!("http://{}", server.public_addr());
-        let authority = server.authority();
+        let authority = server.authority().expect("the core is built");
         let admin = format!("http://{}", server.admin_addr().expect("admin listener"));
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(server.run_until(async {

@@ -36,3 +36,5 @@ pub fn init(format: LogFormat, level: &str) -> WorkerGuard {
     };
     guard
 }
+
+pub mod metrics;
