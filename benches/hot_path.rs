@@ -141,6 +141,7 @@ fn bench_mint_and_verify(c: &mut Criterion) {
         lifetime: Duration::from_secs(3600),
         enrollment_id: None,
         grant_id: None,
+        grant_type: "client_credentials",
     };
 
     let mut mint = c.benchmark_group("mint");
@@ -246,6 +247,9 @@ async fn credential_fixture(hash: HashParams, cache_ttl: Duration) -> Credential
         VerificationLimits {
             per_client_per_minute: 1_000_000,
             per_ip_per_minute: 1_000_000,
+            // Counted as in production (the limiter is on the hot path), never binding.
+            requests_per_client_per_second: 1_000_000,
+            requests_per_ip_per_second: 1_000_000,
         },
         Arc::new(UsageTracker::default()),
         clock,
