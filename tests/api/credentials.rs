@@ -1,6 +1,8 @@
 use serde_json::{Value, json};
 
-use crate::helpers::{Spawn, TestApp, TestClient, captured_logs};
+use crate::helpers::{
+    Spawn, TestApp, TestClient, captured_logs, credential_shapes, forbid_in_logs,
+};
 
 async fn endorsed_failure(app: &TestApp, client: &TestClient) -> (u16, Value) {
     let response = app.endorsed_json(client.json(None)).await;
@@ -146,6 +148,8 @@ async fn failures_are_limited_per_source_ip_behind_a_trusted_proxy() {
 
 #[tokio::test]
 async fn imported_credentials_work() {
+    forbid_in_logs("legacy-secret-from-another-provider");
+    forbid_in_logs("another-secret-of-some-length");
     let app = TestApp::spawn().await;
     let response = app
         .admin_post(
@@ -235,4 +239,27 @@ async fn secrets_never_appear_in_later_responses_or_in_the_logs() {
         );
     }
     assert!(!logs.contains("$argon2id$"), "a hash reached the logs");
+
+    // The suite-wide check (every TestApp, on drop) recognises exactly these shapes.
+    let header = format!("authorization: Bearer {token}");
+    assert_eq!(credential_shapes(&client.secret), ["client secret"]);
+    assert_eq!(credential_shapes(&wrong.secret), ["client secret"]);
+    assert!(credential_shapes(&header).contains(&"JWT"));
+    assert!(credential_shapes(&header).contains(&"Authorization value"));
+    assert_eq!(
+        credential_shapes("Basic cGNjX2FiYzpwY3NfZGVm"),
+        ["Authorization value"]
+    );
+    assert_eq!(
+        credential_shapes("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"),
+        ["argon2 hash"]
+    );
+    assert!(
+        credential_shapes(&format!(
+            "event=\"auth.failed\" client_id={} source_ip=127.0.0.1",
+            client.client_id
+        ))
+        .is_empty(),
+        "ids and addresses are fine to log"
+    );
 }

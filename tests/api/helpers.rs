@@ -25,35 +25,117 @@ pub const AUDIENCE: &str = "portcullis-tests";
 
 /// Every log line any test in this binary produced, so tests can prove secrets stay out.
 pub fn captured_logs() -> String {
-    String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
+    String::from_utf8_lossy(&capture().buffer.lock().unwrap()).into_owned()
 }
 
-fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
-    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    BUFFER.get_or_init(|| {
+/// The whole suite runs with every target at TRACE into one buffer. Each line is checked
+/// as it is written for the shapes of things that must never be logged (below); every
+/// `TestApp` asserts on the way out that nothing was found, so any test whose server (or
+/// client) logged a credential fails the run.
+struct Capture {
+    buffer: Arc<Mutex<Vec<u8>>>,
+    leaks: Arc<Mutex<Vec<String>>>,
+    /// Secrets without a recognisable shape (imported ones), checked at each app's end.
+    literals: Mutex<Vec<String>>,
+}
+
+fn capture() -> &'static Capture {
+    static CAPTURE: OnceLock<Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
         let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = buffer.clone();
+        let leaks = Arc::new(Mutex::new(Vec::new()));
+        let (sink, found) = (buffer.clone(), leaks.clone());
         let echo = std::env::var_os("TEST_LOG").is_some();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::TRACE)
             .with_ansi(false)
             .with_writer(move || CaptureWriter {
                 sink: sink.clone(),
+                leaks: found.clone(),
                 echo,
             })
             .finish();
         let _ = tracing::subscriber::set_global_default(subscriber);
-        buffer
+        Capture {
+            buffer,
+            leaks,
+            literals: Mutex::new(Vec::new()),
+        }
     })
+}
+
+/// Registers a secret that has no recognisable shape, so the log check looks for it too.
+pub fn forbid_in_logs(secret: &str) {
+    capture().literals.lock().unwrap().push(secret.to_owned());
+}
+
+/// Fails if any log line so far held a credential.
+pub fn assert_logs_clean() {
+    let capture = capture();
+    let leaks = capture.leaks.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(leaks.is_empty(), "credentials reached the logs: {leaks:#?}");
+    drop(leaks);
+    let literals = capture.literals.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if !literals.is_empty() {
+        let logs = captured_logs();
+        for secret in literals {
+            assert!(!logs.contains(&secret), "an imported secret reached the logs");
+        }
+    }
+}
+
+/// What in `line` looks like a credential: a Portcullis secret, a JWT, an argon2 hash or
+/// an `Authorization` value.
+pub fn credential_shapes(line: &str) -> Vec<&'static str> {
+    let mut found = Vec::new();
+    let token_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let run_after = |at: usize, skip: usize, ok: &dyn Fn(char) -> bool| {
+        line[at + skip..].chars().take_while(|c| ok(*c)).count()
+    };
+    for (at, _) in line.match_indices("pcs_") {
+        if run_after(at, 4, &token_char) >= 12 {
+            found.push("client secret");
+        }
+    }
+    for (at, _) in line.match_indices("eyJ") {
+        let run = &line[at..];
+        let end = run
+            .find(|c: char| !(token_char(c) || c == '.'))
+            .unwrap_or(run.len());
+        if run[..end].matches('.').count() >= 2 && end > 30 {
+            found.push("JWT");
+        }
+    }
+    if line.contains("$argon2") {
+        found.push("argon2 hash");
+    }
+    for scheme in ["Basic ", "Bearer ", "basic ", "bearer "] {
+        for (at, _) in line.match_indices(scheme) {
+            let b64 = |c: char| token_char(c) || matches!(c, '+' | '/' | '=' | '.' | '~');
+            if run_after(at, scheme.len(), &b64) >= 8 {
+                found.push("Authorization value");
+            }
+        }
+    }
+    found
 }
 
 struct CaptureWriter {
     sink: Arc<Mutex<Vec<u8>>>,
+    leaks: Arc<Mutex<Vec<String>>>,
     echo: bool,
 }
 
 impl Write for CaptureWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let shapes = credential_shapes(&text);
+        if !shapes.is_empty() {
+            self.leaks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(format!("{shapes:?} in: {text}"));
+        }
         self.sink
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -165,7 +247,7 @@ impl Drop for TestDatabase {
 
 /// Settings for a test server: loopback port 0, the test database, a fresh master key.
 pub fn settings(db: &TestDatabase, overrides: &[(&str, &str)]) -> Settings {
-    log_buffer();
+    capture();
     let mut env: Vec<(String, String)> = [
         ("PORTCULLIS__SERVER__PUBLIC_ADDR", "127.0.0.1:0"),
         ("PORTCULLIS__ADMIN__ADDR", "127.0.0.1:0"),
@@ -186,6 +268,9 @@ pub fn settings(db: &TestDatabase, overrides: &[(&str, &str)]) -> Settings {
             "PORTCULLIS__RATE_LIMIT__VERIFICATIONS_PER_IP_PER_MINUTE",
             "1000",
         ),
+        // Every test calls from 127.0.0.1; the tests of these limits set their own.
+        ("PORTCULLIS__RATE_LIMIT__REQUESTS_PER_CLIENT_PER_SECOND", "0"),
+        ("PORTCULLIS__RATE_LIMIT__REQUESTS_PER_IP_PER_SECOND", "0"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -330,6 +415,9 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        if !std::thread::panicking() {
+            assert_logs_clean();
         }
     }
 }
