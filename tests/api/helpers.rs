@@ -75,11 +75,18 @@ pub fn assert_logs_clean() {
     let leaks = capture.leaks.lock().unwrap_or_else(|e| e.into_inner());
     assert!(leaks.is_empty(), "credentials reached the logs: {leaks:#?}");
     drop(leaks);
-    let literals = capture.literals.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let literals = capture
+        .literals
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     if !literals.is_empty() {
         let logs = captured_logs();
         for secret in literals {
-            assert!(!logs.contains(&secret), "an imported secret reached the logs");
+            assert!(
+                !logs.contains(&secret),
+                "an imported secret reached the logs"
+            );
         }
     }
 }
@@ -248,6 +255,11 @@ impl Drop for TestDatabase {
 /// Settings for a test server: loopback port 0, the test database, a fresh master key.
 pub fn settings(db: &TestDatabase, overrides: &[(&str, &str)]) -> Settings {
     capture();
+    Settings::load_from(None, settings_env(db, overrides)).expect("test settings are valid")
+}
+
+/// The same settings as environment variables, for a server started as a process.
+pub fn settings_env(db: &TestDatabase, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = [
         ("PORTCULLIS__SERVER__PUBLIC_ADDR", "127.0.0.1:0"),
         ("PORTCULLIS__ADMIN__ADDR", "127.0.0.1:0"),
@@ -269,7 +281,10 @@ pub fn settings(db: &TestDatabase, overrides: &[(&str, &str)]) -> Settings {
             "1000",
         ),
         // Every test calls from 127.0.0.1; the tests of these limits set their own.
-        ("PORTCULLIS__RATE_LIMIT__REQUESTS_PER_CLIENT_PER_SECOND", "0"),
+        (
+            "PORTCULLIS__RATE_LIMIT__REQUESTS_PER_CLIENT_PER_SECOND",
+            "0",
+        ),
         ("PORTCULLIS__RATE_LIMIT__REQUESTS_PER_IP_PER_SECOND", "0"),
     ]
     .iter()
@@ -279,7 +294,7 @@ pub fn settings(db: &TestDatabase, overrides: &[(&str, &str)]) -> Settings {
         env.retain(|(key, _)| key != k);
         env.push((k.to_string(), v.to_string()));
     }
-    Settings::load_from(None, env).expect("test settings are valid")
+    env
 }
 
 pub struct TestApp {
