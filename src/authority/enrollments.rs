@@ -74,7 +74,24 @@ pub fn check_data(data: &Value) -> Result<(), AuthorityError> {
             format!("may be at most {} bytes", Enrollment::DATA_MAX_BYTES),
         ));
     }
+    // PostgreSQL's jsonb cannot hold NUL and SQLite can: refuse it everywhere, so both
+    // stores give the same answer.
+    if holds_nul(data) {
+        return Err(AuthorityError::invalid(
+            "data",
+            "must not contain NUL characters",
+        ));
+    }
     Ok(())
+}
+
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
 }
 
 impl Enrollments {

@@ -44,6 +44,11 @@ pub use wellknown::authorization_server_metadata as wellknown_metadata;
 /// Every request body is bounded; larger bodies get 413 in the route's own envelope.
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 
+/// Headers are bounded too (hyper already caps their number at 100): no credential or
+/// token we accept comes near these sizes.
+pub const HEADER_VALUE_LIMIT_BYTES: usize = 8 * 1024;
+pub const HEADERS_LIMIT_BYTES: usize = 32 * 1024;
+
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 #[derive(Clone)]
@@ -131,6 +136,7 @@ fn with_common_layers(router: Router, request_timeout: Duration) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
+        .layer(middleware::from_fn(reject_oversized_headers))
         // Outside the timeout, so a request cut off at the deadline is counted as its 408.
         .layer(middleware::from_fn(record_metrics))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
@@ -152,6 +158,28 @@ async fn record_metrics(matched: Option<MatchedPath>, request: Request, next: Ne
     let response = next.run(request).await;
     telemetry::metrics::request(route, method, response.status().as_u16(), started.elapsed());
     response
+}
+
+async fn reject_oversized_headers(request: Request, next: Next) -> Response {
+    let mut total = 0;
+    for (name, value) in request.headers() {
+        let size = name.as_str().len() + value.len();
+        total += size;
+        if value.len() > HEADER_VALUE_LIMIT_BYTES || total > HEADERS_LIMIT_BYTES {
+            return (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                Json(json!({
+                    "error": "request_header_fields_too_large",
+                    "message": format!(
+                        "each header value may hold {HEADER_VALUE_LIMIT_BYTES} bytes and all \
+                         headers {HEADERS_LIMIT_BYTES}"
+                    ),
+                })),
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 fn method_label(method: &Method) -> &'static str {

@@ -264,6 +264,12 @@ fn token_parameter_request(
     let token = request
         .token
         .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    // Longer than anything we mint: a malformed request, not merely an unknown token.
+    if token.len() > crate::authority::verify::MAX_TOKEN_LEN {
+        return Err(OAuthError::invalid_request(
+            "token is longer than any token this server issues",
+        ));
+    }
     Ok((client_id, client_secret, token))
 }
 

@@ -10,6 +10,8 @@ mod faults;
 mod grants;
 mod helpers;
 mod lifecycle;
+mod limits;
+mod metrics;
 mod oauth;
 mod pg_proxy;
 mod store_contract;
