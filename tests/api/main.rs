@@ -10,5 +10,6 @@ mod grants;
 mod helpers;
 mod lifecycle;
 mod oauth;
+mod openapi;
 mod store_contract;
 mod tokens;
