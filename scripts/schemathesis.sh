@@ -99,16 +99,21 @@ TOML
 
 echo "schemathesis: $SCHEMATHESIS_VERSION against http://$PUBLIC, $MAX_EXAMPLES examples per operation"
 status=0
-PYTHONPATH=scripts PYTHONDONTWRITEBYTECODE=1 SCHEMATHESIS_HOOKS=schemathesis_hooks \
-  "$VENV/bin/schemathesis" --config-file "$WORK/schemathesis.toml" run \
-  "http://$PUBLIC/openapi.json" \
-  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance \
-  --max-examples "$MAX_EXAMPLES" \
-  --generation-database target/schemathesis-examples \
-  --workers 2 \
-  --seed "${SCHEMATHESIS_SEED:-$RANDOM}" \
-  --suppress-health-check all \
-  --no-color || status=$?
+# Run from the scratch directory: schemathesis keeps a cache in its working directory.
+ROOT=$(pwd)
+(
+  cd "$WORK"
+  PYTHONPATH="$ROOT/scripts" PYTHONDONTWRITEBYTECODE=1 SCHEMATHESIS_HOOKS=schemathesis_hooks \
+    "$ROOT/$VENV/bin/schemathesis" --config-file "$WORK/schemathesis.toml" run \
+    "http://$PUBLIC/openapi.json" \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance \
+    --max-examples "$MAX_EXAMPLES" \
+    --generation-database "$ROOT/target/schemathesis-examples" \
+    --workers 2 \
+    --seed "${SCHEMATHESIS_SEED:-$RANDOM}" \
+    --suppress-health-check all \
+    --no-color
+) || status=$?
 
 if [ "$status" -ne 0 ]; then
   echo "schemathesis: failed; server log follows" >&2

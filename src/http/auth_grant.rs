@@ -4,7 +4,10 @@
 use axum::{
     Json,
     body::Bytes,
-    extract::{Path, State, rejection::BytesRejection},
+    extract::{
+        Path, State,
+        rejection::{BytesRejection, PathRejection},
+    },
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -191,6 +194,13 @@ async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, L
     Ok(state.authority.authenticate_bearer(token).await?)
 }
 
+/// An id that does not even decode to UTF-8 cannot exist: not found, like any unknown id,
+/// rather than axum's plain-text 400.
+fn grant_id(path: Result<Path<String>, PathRejection>) -> Result<String, LearnCardError> {
+    path.map(|Path(id)| id)
+        .map_err(|_| AuthorityError::NotFound.into())
+}
+
 /// An optional JSON body: empty means every field takes its default.
 fn read_body<T: serde::de::DeserializeOwned + Default>(
     headers: &HeaderMap,
@@ -242,10 +252,11 @@ pub async fn create(
 
 pub async fn show(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Json<AuthGrantResponse>, LearnCardError> {
     let principal = principal(&state, &headers).await?;
+    let id = grant_id(id)?;
     let grant = state.authority.grants.get(&principal, &id).await?;
     Ok(Json(AuthGrant::clone(&grant).into()))
 }
@@ -281,11 +292,12 @@ pub async fn list(
 
 pub async fn update(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<bool>, LearnCardError> {
     let principal = principal(&state, &headers).await?;
+    let id = grant_id(id)?;
     let request: UpdateAuthGrantRequest = read_required_body(&headers, body)?;
     let text = |field: &'static str| -> Result<Option<String>, LearnCardError> {
         match request.updates.get(field) {
@@ -305,30 +317,33 @@ pub async fn update(
 
 pub async fn revoke(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Json<bool>, LearnCardError> {
     let principal = principal(&state, &headers).await?;
+    let id = grant_id(id)?;
     state.authority.grants.revoke(&principal, &id).await?;
     Ok(Json(true))
 }
 
 pub async fn delete(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Json<bool>, LearnCardError> {
     let principal = principal(&state, &headers).await?;
+    let id = grant_id(id)?;
     state.authority.grants.delete(&principal, &id).await?;
     Ok(Json(true))
 }
 
 pub async fn api_token(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, LearnCardError> {
     let principal = principal(&state, &headers).await?;
+    let id = grant_id(id)?;
     let token = state
         .authority
         .grants

@@ -3,7 +3,10 @@
 use axum::{
     Json,
     body::Bytes,
-    extract::{Path, State, rejection::BytesRejection},
+    extract::{
+        Path, State,
+        rejection::{BytesRejection, PathRejection},
+    },
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -205,10 +208,12 @@ pub async fn update(
 pub async fn create(
     State(state): State<AppState>,
     ClientIp(source_ip): ClientIp,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, AccessError> {
+    // In the dialect's envelope rather than axum's plain-text 400.
+    let Path(id) = id.map_err(|_| AccessError::validation("id", "must be valid UTF-8"))?;
     let request: CreateEnrollmentRequest = read_body(&headers, body)?;
     let owner_token = bearer_token(&headers).ok_or(AuthorityError::InvalidToken)?;
     let (client_id, client_secret) =

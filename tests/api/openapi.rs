@@ -380,7 +380,7 @@ async fn error_responses_match_their_documented_envelopes() {
         bearer: None,
         status: 413,
     };
-    let missing_grant = Case {
+    let missing_grant_case = || Case {
         why: "LearnCard: an unknown grant with a valid owner token",
         path: "/auth-grant/00000000-0000-4000-8000-000000000000",
         doc_path: "/auth-grant/{id}",
@@ -390,9 +390,34 @@ async fn error_responses_match_their_documented_envelopes() {
         bearer: None,
         status: 404,
     };
+    let missing_grant = missing_grant_case();
+    // Percent-decoding to invalid UTF-8 once got axum's plain-text 400.
+    let undecodable_grant = Case {
+        why: "LearnCard: an id that is not UTF-8 cannot exist",
+        path: "/auth-grant/%FF/revoke",
+        doc_path: "/auth-grant/{id}/revoke",
+        method: "post",
+        status: 404,
+        ..missing_grant_case()
+    };
+    let undecodable_enrollment = Case {
+        why: "Access: an enrollment id that is not UTF-8",
+        path: "/access/v1/enrollment/%FF",
+        doc_path: "/access/v1/enrollment/{id}",
+        method: "put",
+        content_type: Some("application/json"),
+        body: "{}".into(),
+        status: 400,
+        ..missing_grant_case()
+    };
     let owner_token = mint_owner_token(&app).await;
 
-    for case in cases.into_iter().chain([oversized, missing_grant]) {
+    for case in cases.into_iter().chain([
+        oversized,
+        missing_grant,
+        undecodable_grant,
+        undecodable_enrollment,
+    ]) {
         let method = Method::from_bytes(case.method.to_uppercase().as_bytes()).unwrap();
         let mut request = app
             .http
