@@ -4,13 +4,17 @@
 use axum::{
     Json,
     body::Bytes,
-    extract::{Path, State, rejection::BytesRejection},
+    extract::{
+        Path, State,
+        rejection::{BytesRejection, PathRejection},
+    },
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 
 use super::{
     AppState, BODY_LIMIT_BYTES,
@@ -29,14 +33,19 @@ use crate::{
 /// `$in` lists are bounded like every other input.
 const MAX_IN_VALUES: usize = 100;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateAuthGrantRequest {
+    #[schema(value_type = String, required = false)]
     name: Option<String>,
+    #[schema(value_type = String, required = false)]
     description: Option<String>,
+    /// Space-delimited, covered by the caller's own scope. Default `*:read`.
+    #[schema(value_type = String, required = false)]
     scope: Option<String>,
     /// Absent or `null`: never expires.
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = super::openapi::grant_expiry)]
     expires_at: Option<Option<String>>,
 }
 
@@ -49,29 +58,40 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListAuthGrantsRequest {
+    /// Default 100.
+    #[schema(value_type = u32, minimum = 1, maximum = 100, required = false)]
     limit: Option<u32>,
+    /// The `createdAt` of the last grant of the previous page.
+    #[schema(value_type = String, required = false)]
     cursor: Option<String>,
+    #[schema(value_type = GrantQuery, required = false)]
     query: Option<GrantQuery>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct GrantQuery {
+    #[schema(value_type = TextMatch, required = false)]
     id: Option<TextMatch>,
+    #[schema(value_type = TextMatch, required = false)]
     name: Option<TextMatch>,
+    #[schema(value_type = TextMatch, required = false)]
     description: Option<TextMatch>,
+    #[schema(schema_with = super::openapi::grant_status)]
     status: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// An exact value, or `{"$in": [...]}` (at most 100 values).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 enum TextMatch {
     Exact(String),
     AnyOf {
         #[serde(rename = "$in")]
+        #[schema(max_items = 100)]
         values: Vec<String>,
     },
 }
@@ -122,23 +142,29 @@ impl GrantQuery {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct UpdateAuthGrantRequest {
+    #[schema(schema_with = super::openapi::grant_updates)]
     updates: Map<String, Value>,
 }
 
 /// The grant as LearnCard shows it: no `id`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthGrantResponse {
     name: String,
     description: String,
+    #[schema(pattern = "^auth-grant:")]
     challenge: String,
+    #[schema(schema_with = super::openapi::grant_status)]
     status: &'static str,
     scope: String,
+    #[schema(schema_with = super::openapi::timestamp)]
     created_at: String,
+    #[schema(schema_with = super::openapi::nullable_timestamp, required = true)]
     expires_at: Option<String>,
     /// Beyond LearnCard's shape: when a token of this grant was last used.
+    #[schema(schema_with = super::openapi::nullable_timestamp, required = true)]
     last_used_at: Option<String>,
 }
 
@@ -166,6 +192,13 @@ async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, L
         return Err(LearnCardError::missing_token());
     };
     Ok(state.authority.authenticate_bearer(token).await?)
+}
+
+/// An id that does not even decode to UTF-8 cannot exist: not found, like any unknown id,
+/// rather than axum's plain-text 400.
+fn grant_id(path: Result<Path<String>, PathRejection>) -> Result<String, LearnCardError> {
+    path.map(|Path(id)| id)
+        .map_err(|_| AuthorityError::NotFound.into())
 }
 
 /// An optional JSON body: empty means every field takes its default.
@@ -219,10 +252,11 @@ pub async fn create(
 
 pub async fn show(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Json<AuthGrantResponse>, LearnCardError> {
     let principal = principal(&state, &headers).await?;
+    let id = grant_id(id)?;
     let grant = state.authority.grants.get(&principal, &id).await?;
     Ok(Json(AuthGrant::clone(&grant).into()))
 }
@@ -258,11 +292,12 @@ pub async fn list(
 
 pub async fn update(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<bool>, LearnCardError> {
     let principal = principal(&state, &headers).await?;
+    let id = grant_id(id)?;
     let request: UpdateAuthGrantRequest = read_required_body(&headers, body)?;
     let text = |field: &'static str| -> Result<Option<String>, LearnCardError> {
         match request.updates.get(field) {
@@ -282,30 +317,33 @@ pub async fn update(
 
 pub async fn revoke(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Json<bool>, LearnCardError> {
     let principal = principal(&state, &headers).await?;
+    let id = grant_id(id)?;
     state.authority.grants.revoke(&principal, &id).await?;
     Ok(Json(true))
 }
 
 pub async fn delete(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Json<bool>, LearnCardError> {
     let principal = principal(&state, &headers).await?;
+    let id = grant_id(id)?;
     state.authority.grants.delete(&principal, &id).await?;
     Ok(Json(true))
 }
 
 pub async fn api_token(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, LearnCardError> {
     let principal = principal(&state, &headers).await?;
+    let id = grant_id(id)?;
     let token = state
         .authority
         .grants

@@ -8,6 +8,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{
     AppState,
@@ -19,28 +20,36 @@ use crate::{
     domain::ScopeSet,
 };
 
-#[derive(Debug, Deserialize)]
+/// The application's credentials always travel in the body on this route.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateTokenRequest {
+    #[schema(value_type = String, required = true)]
     client_id: Option<String>,
+    #[schema(value_type = String, required = true)]
     client_secret: Option<String>,
+    #[schema(schema_with = super::openapi::client_credentials_grant, required = true)]
     grant_type: Option<String>,
+    /// Default: the application's default scopes.
     scope: Option<ScopeParam>,
 }
 
 /// JSON bodies may send scopes as an array or a space-delimited string; forms send a string.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 enum ScopeParam {
     List(Vec<String>),
     Text(String),
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TokenResponse {
+    #[schema(schema_with = super::openapi::always_false)]
     is_error: bool,
     access_token: String,
+    #[schema(schema_with = super::openapi::bearer_token_type)]
     token_type: &'static str,
     /// A string, as Endorsed documents it.
+    #[schema(pattern = "^[0-9]+$")]
     expires_in: String,
     scope: Vec<String>,
 }

@@ -3,13 +3,17 @@
 use axum::{
     Json,
     body::Bytes,
-    extract::{Path, State, rejection::BytesRejection},
+    extract::{
+        Path, State,
+        rejection::{BytesRejection, PathRejection},
+    },
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use super::{
     AppState, BODY_LIMIT_BYTES,
@@ -21,31 +25,48 @@ use crate::{
     domain::Enrollment,
 };
 
-#[derive(Debug, Deserialize)]
+/// The application's credentials (here, or by HTTP Basic, not both) and which enrollment:
+/// `id`, `owner_id`, or the enrollment token being renewed as `Authorization: Bearer`.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct AuthorizeEnrollmentRequest {
+    #[schema(value_type = String, required = false)]
     client_id: Option<String>,
+    #[schema(value_type = String, required = false)]
     client_secret: Option<String>,
+    /// The enrollment id.
+    #[schema(value_type = String, required = false)]
     id: Option<String>,
+    #[schema(value_type = String, required = false)]
     owner_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct UpdateEnrollmentRequest {
+    /// Any JSON, replacing the enrollment's data.
+    #[schema(required = true)]
     data: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The application's credentials travel here: the `Authorization` header carries the
+/// owner's bearer token.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateEnrollmentRequest {
+    #[schema(value_type = String, required = true)]
     client_id: Option<String>,
+    #[schema(value_type = String, required = true)]
     client_secret: Option<String>,
+    /// Must be the subject of the bearer token.
+    #[schema(value_type = String, required = true)]
     owner_id: Option<String>,
+    /// Any JSON.
     data: Option<Value>,
 }
 
 /// The enrollment object. `token` and `token_expires` appear only when a token was issued.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EnrollmentResponse {
     app_id: String,
+    #[schema(schema_with = super::openapi::timestamp)]
     created_at: String,
     data: Value,
     disabled: bool,
@@ -53,9 +74,13 @@ pub struct EnrollmentResponse {
     owner_id: String,
     sandbox: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = false)]
     token: Option<String>,
+    /// Unix seconds: the token's `exp`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = i64)]
     token_expires: Option<i64>,
+    #[schema(schema_with = super::openapi::timestamp)]
     updated_at: String,
 }
 
@@ -183,10 +208,12 @@ pub async fn update(
 pub async fn create(
     State(state): State<AppState>,
     ClientIp(source_ip): ClientIp,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, AccessError> {
+    // In the dialect's envelope rather than axum's plain-text 400.
+    let Path(id) = id.map_err(|_| AccessError::validation("id", "must be valid UTF-8"))?;
     let request: CreateEnrollmentRequest = read_body(&headers, body)?;
     let owner_token = bearer_token(&headers).ok_or(AuthorityError::InvalidToken)?;
     let (client_id, client_secret) =

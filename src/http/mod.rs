@@ -8,6 +8,7 @@ mod enrollment;
 pub mod extract;
 mod health;
 mod oauth;
+mod openapi;
 pub mod starting;
 mod wellknown;
 
@@ -113,6 +114,7 @@ pub fn public_router(state: AppState, request_timeout: Duration) -> Router {
         )
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
+        .route("/openapi.json", get(openapi::serve))
         .fallback(not_found)
         .with_state(state);
     with_common_layers(routes, request_timeout)

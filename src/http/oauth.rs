@@ -8,6 +8,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{
     AppState,
@@ -26,25 +27,41 @@ pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchang
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
-#[derive(Debug, Deserialize)]
+/// One form for both grants: `client_credentials` (client authentication by HTTP Basic or
+/// `client_id` + `client_secret` here, never both) and RFC 8693 token exchange (the
+/// `subject_token` is the credential; no client authentication).
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct TokenRequest {
+    #[schema(schema_with = super::openapi::oauth_grant_type, required = true)]
     grant_type: Option<String>,
+    /// Space-delimited; default: the application's default scopes, or the grant's scope.
+    #[schema(value_type = String, required = false)]
     scope: Option<String>,
+    /// `client_secret_post`; must match the Basic user when both are sent.
+    #[schema(value_type = String, required = false)]
     client_id: Option<String>,
+    #[schema(value_type = String, required = false)]
     client_secret: Option<String>,
+    /// Token exchange: an auth-grant API token.
+    #[schema(value_type = String, required = false)]
     subject_token: Option<String>,
+    #[schema(schema_with = super::openapi::subject_token_type)]
     subject_token_type: Option<String>,
+    #[schema(schema_with = super::openapi::requested_token_type)]
     requested_token_type: Option<String>,
 }
 
 /// RFC 6749 §5.1; `issued_token_type` only for token exchange (RFC 8693 §2.2.1).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TokenResponse {
     access_token: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::openapi::requested_token_type)]
     issued_token_type: Option<&'static str>,
+    #[schema(schema_with = super::openapi::bearer_token_type)]
     token_type: &'static str,
     expires_in: u64,
+    /// Space-delimited.
     scope: String,
 }
 
@@ -188,13 +205,19 @@ async fn token_exchange(
     Ok(token_response(token, Some(ACCESS_TOKEN_TYPE)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// The calling application authenticates by HTTP Basic or `client_id` + `client_secret`
+/// here, never both.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct TokenParameterRequest {
+    #[schema(value_type = String, required = true)]
     token: Option<String>,
     /// Accepted and ignored: every token is looked up the same way.
     #[allow(dead_code)]
+    #[schema(value_type = String, required = false)]
     token_type_hint: Option<String>,
+    #[schema(value_type = String, required = false)]
     client_id: Option<String>,
+    #[schema(value_type = String, required = false)]
     client_secret: Option<String>,
 }
 
@@ -206,11 +229,13 @@ pub struct IntrospectionResponse {
     claims: Option<IntrospectedClaims>,
 }
 
-#[derive(Debug, Serialize)]
-struct IntrospectedClaims {
+/// The claims of an active token.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct IntrospectedClaims {
     scope: String,
     client_id: String,
     sub: String,
+    #[schema(schema_with = super::openapi::subject_kind)]
     sub_kind: SubjectKind,
     exp: i64,
     iat: i64,
@@ -218,10 +243,13 @@ struct IntrospectedClaims {
     iss: String,
     aud: String,
     jti: String,
+    #[schema(schema_with = super::openapi::bearer_token_type)]
     token_type: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = false)]
     grant_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = false)]
     enrollment_id: Option<String>,
 }
 

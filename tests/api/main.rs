@@ -13,6 +13,7 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod oauth;
+mod openapi;
 mod pg_proxy;
 mod store_contract;
 mod tokens;

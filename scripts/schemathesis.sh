@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Schema-driven fuzzing of the public API: starts the server on a throwaway SQLite database
+# and random free ports, creates real credentials, and runs a pinned schemathesis against
+# the server's own /openapi.json. Any 5xx, or any response its document does not allow,
+# fails the run.
+#
+#   scripts/schemathesis.sh                          # defaults
+#   SCHEMATHESIS_MAX_EXAMPLES=100 scripts/schemathesis.sh
+#
+# The debug binary is used: `cargo test` has already built it, and argon2 is optimised
+# even in debug builds (Cargo.toml), so a release build would only add minutes to CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SCHEMATHESIS_VERSION=4.32.5
+MAX_EXAMPLES="${SCHEMATHESIS_MAX_EXAMPLES:-100}"
+VENV=target/schemathesis-venv
+
+if [ "$("$VENV/bin/schemathesis" --version 2>/dev/null)" != "schemathesis, version $SCHEMATHESIS_VERSION" ]; then
+  echo "schemathesis: installing $SCHEMATHESIS_VERSION into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
+cargo build -q --locked --bin portcullis
+BIN=target/debug/portcullis
+
+WORK=$(mktemp -d)
+SERVER_PID=
+cleanup() {
+  if [ -n "$SERVER_PID" ]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+PUBLIC="127.0.0.1:$(free_port)"
+ADMIN="127.0.0.1:$(free_port)"
+ADMIN_TOKEN=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
+
+export PORTCULLIS__SERVER__PUBLIC_ADDR="$PUBLIC"
+export PORTCULLIS__ADMIN__ADDR="$ADMIN"
+export PORTCULLIS__ADMIN__TOKEN="$ADMIN_TOKEN"
+export PORTCULLIS__DATABASE__URL="sqlite://$WORK/portcullis.db"
+export PORTCULLIS__KEYS__MASTER_KEY_FILE="$WORK/master.key"
+export PORTCULLIS__LOG__LEVEL=warn
+# Cheap hashing and generous limits: the fuzzer sends thousands of wrong secrets, and a
+# locked-out client would leave the success paths untested (429 is still documented).
+export PORTCULLIS__CREDENTIALS__ARGON2_MEMORY_KIB=8192
+export PORTCULLIS__CREDENTIALS__ARGON2_ITERATIONS=1
+export PORTCULLIS__RATE_LIMIT__VERIFICATIONS_PER_CLIENT_PER_MINUTE=100000
+export PORTCULLIS__RATE_LIMIT__VERIFICATIONS_PER_IP_PER_MINUTE=100000
+
+"$BIN" migrate >/dev/null
+"$BIN" serve >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 1 100); do
+  curl -fsS "http://$PUBLIC/health/ready" >/dev/null 2>&1 && break
+  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log"; exit 1; }
+  sleep 0.1
+done
+curl -fsS "http://$PUBLIC/health/ready" >/dev/null
+
+json_field() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
+
+# An application, one of its enrollments, and tokens for each kind of bearer route.
+eval "$("$BIN" apps create --name schemathesis --output env)"
+OWNER_ID=schemathesis-owner
+eval "$("$BIN" enrollments create --app-id "$APP_ID" --owner-id "$OWNER_ID" --output env)"
+ENROLLMENT_TOKEN=$(curl -fsS -u "$CLIENT_ID:$CLIENT_SECRET" -H 'content-type: application/json' \
+  -d "{\"owner_id\":\"$OWNER_ID\"}" "http://$PUBLIC/access/v1/enrollment/authorize" | json_field '["token"]')
+OWNER_TOKEN=$(curl -fsS -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' \
+  -d "{\"sub\":\"$OWNER_ID\",\"sub_kind\":\"owner\",\"scope\":\"*:read *:write\"}" \
+  "http://$ADMIN/admin/v1/tokens" | json_field '["access_token"]')
+GRANT_ID=$(curl -fsS -H "authorization: Bearer $OWNER_TOKEN" -H 'content-type: application/json' \
+  -d '{"name":"schemathesis"}' "http://$PUBLIC/auth-grant/create" | json_field '')
+GRANT_TOKEN=$(curl -fsS -X POST -H "authorization: Bearer $OWNER_TOKEN" \
+  "http://$PUBLIC/auth-grant/$GRANT_ID/api-token" | json_field '')
+export CLIENT_ID CLIENT_SECRET OWNER_ID OWNER_TOKEN ENROLLMENT_ID ENROLLMENT_TOKEN GRANT_ID GRANT_TOKEN
+
+cat >"$WORK/schemathesis.toml" <<TOML
+[auth.openapi.clientBasic]
+username = "\${CLIENT_ID}"
+password = "\${CLIENT_SECRET}"
+
+[auth.openapi.bearerToken]
+bearer = "\${OWNER_TOKEN}"
+
+# The enrollment routes speak for the enrollment, not for its owner.
+[[operations]]
+include-operation-id = ["showEnrollment", "updateEnrollment", "updateEnrollmentByPost"]
+headers = { Authorization = "Bearer \${ENROLLMENT_TOKEN}" }
+TOML
+
+echo "schemathesis: $SCHEMATHESIS_VERSION against http://$PUBLIC, $MAX_EXAMPLES examples per operation"
+status=0
+# Run from the scratch directory: schemathesis keeps a cache in its working directory.
+ROOT=$(pwd)
+(
+  cd "$WORK"
+  PYTHONPATH="$ROOT/scripts" PYTHONDONTWRITEBYTECODE=1 SCHEMATHESIS_HOOKS=schemathesis_hooks \
+    "$ROOT/$VENV/bin/schemathesis" --config-file "$WORK/schemathesis.toml" run \
+    "http://$PUBLIC/openapi.json" \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance \
+    --max-examples "$MAX_EXAMPLES" \
+    --generation-database "$ROOT/target/schemathesis-examples" \
+    --workers 2 \
+    --seed "${SCHEMATHESIS_SEED:-$RANDOM}" \
+    --suppress-health-check all \
+    --no-color
+) || status=$?
+
+if [ "$status" -ne 0 ]; then
+  echo "schemathesis: failed; server log follows" >&2
+  tail -n 50 "$WORK/server.log" >&2
+fi
+exit "$status"
