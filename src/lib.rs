@@ -16,3 +16,14 @@ pub mod domain;
 pub mod http;
 pub mod store;
 pub mod telemetry;
+
+/// Property tests run a bounded number of cases so `cargo test` stays quick;
+/// `PROPTEST_CASES` overrides it for a longer hunt.
+#[cfg(test)]
+pub(crate) fn proptest_config(default_cases: u32) -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_cases);
+    proptest::test_runner::Config::with_cases(cases)
+}

@@ -96,3 +96,228 @@ impl TokenVerifier {
             .map_err(|_| AuthorityError::InvalidToken)
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use std::sync::LazyLock;
+
+    use aws_lc_rs::hmac;
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    use chrono::{DateTime, Utc};
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::{
+        authority::{
+            clock::FixedClock,
+            keys::{KeyRingOptions, MasterKey},
+            tokens::{TokenMinter, TokenSpec},
+        },
+        domain::{KeyState, ScopeSet, SigningAlgorithm, Subject, SubjectKind},
+        store::{self, ConnectOptions},
+    };
+
+    const ISSUER: &str = "https://portcullis.test";
+    const AUDIENCE: &str = "portcullis-props";
+
+    struct Fixture {
+        keys: Arc<KeyRing>,
+        verifier: TokenVerifier,
+        now: DateTime<Utc>,
+        /// Signed by the current key, valid at `now`.
+        token: String,
+        /// The published `next` key: trusted, but it did not sign `token`.
+        next_kid: String,
+        /// Keeps the store's pool alive for as long as the key ring.
+        _runtime: tokio::runtime::Runtime,
+    }
+
+    /// One key ring for every case: opening a store and generating keys per case would
+    /// dominate the run.
+    static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let now = DateTime::from_timestamp(1_900_000_000, 0).unwrap();
+        let clock: SharedClock = FixedClock::new(now);
+        let keys = runtime.block_on(async {
+            // One connection: every connection to `sqlite::memory:` is a database of its own.
+            let store = store::connect(&ConnectOptions {
+                url: "sqlite::memory:".into(),
+                max_connections: 1,
+                acquire_timeout: Duration::from_secs(5),
+            })
+            .await
+            .unwrap();
+            store.migrate().await.unwrap();
+            let options = KeyRingOptions {
+                algorithm: SigningAlgorithm::ES256,
+                hs256_secret: None,
+                retired_key_visibility: chrono::TimeDelta::hours(1),
+            };
+            let master = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
+            Arc::new(
+                KeyRing::open(store, master, clock.clone(), options)
+                    .await
+                    .unwrap(),
+            )
+        });
+        let next_kid = keys
+            .keys()
+            .into_iter()
+            .find(|k| k.state == KeyState::Next)
+            .unwrap()
+            .kid;
+        let minter = TokenMinter::new(ISSUER.into(), AUDIENCE.into(), keys.clone(), clock.clone());
+        let token = minter
+            .mint(TokenSpec {
+                subject: &Subject {
+                    kind: SubjectKind::App,
+                    id: "pcc_props".into(),
+                },
+                client_id: "pcc_props",
+                scope: &ScopeSet::parse("users:read").unwrap(),
+                lifetime: Duration::from_secs(300),
+                enrollment_id: None,
+                grant_id: None,
+                grant_type: "client_credentials",
+            })
+            .unwrap()
+            .access_token;
+        let verifier = TokenVerifier::new(ISSUER.into(), AUDIENCE.into(), keys.clone(), clock);
+        Fixture {
+            keys,
+            verifier,
+            now,
+            token,
+            next_kid,
+            _runtime: runtime,
+        }
+    });
+
+    fn b64(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// Signs `header.payload` the way the header claims: `none` gets no signature, `HS256`
+    /// is keyed with the current key's public JWK (the classic algorithm-confusion forgery),
+    /// anything else gets the current key's real signature.
+    fn sign(header: &Value, payload: &Value) -> String {
+        let current = FIXTURE.keys.current();
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(payload.to_string().as_bytes())
+        );
+        let signature = match header["alg"].as_str() {
+            Some("none") => Vec::new(),
+            Some("HS256") => {
+                let public = current.public_jwk().unwrap().to_string();
+                let key = hmac::Key::new(hmac::HMAC_SHA256, public.as_bytes());
+                hmac::sign(&key, input.as_bytes()).as_ref().to_vec()
+            }
+            _ => current.sign(input.as_bytes()).unwrap(),
+        };
+        format!("{input}.{}", b64(&signature))
+    }
+
+    fn claims(iss: &str, aud: &str, exp: i64, nbf: i64) -> Value {
+        json!({
+            "iss": iss, "sub": "pcc_props", "aud": aud, "exp": exp, "iat": nbf, "nbf": nbf,
+            "jti": "j", "client_id": "pcc_props", "scope": "users:read", "sub_kind": "app",
+        })
+    }
+
+    fn token_like() -> impl Strategy<Value = String> {
+        let segment = "[A-Za-z0-9_-]{0,60}";
+        prop_oneof![
+            any::<String>(),
+            (segment, segment, segment).prop_map(|(h, p, s)| format!("{h}.{p}.{s}")),
+            // Real segments in a forged arrangement.
+            (0..3usize, 0..3usize, 0..3usize).prop_map(|(a, b, c)| {
+                let parts: Vec<&str> = FIXTURE.token.split('.').collect();
+                format!("{}.{}.{}", parts[a], parts[b], parts[c])
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config(256))]
+
+        #[test]
+        fn arbitrary_strings_are_rejected(token in token_like()) {
+            prop_assume!(token != FIXTURE.token);
+            prop_assert!(FIXTURE.verifier.verify(&token).is_err());
+        }
+
+        #[test]
+        fn any_altered_byte_is_rejected(
+            at in any::<prop::sample::Index>(),
+            replacement in prop_oneof![
+                proptest::char::range('A', 'Z'), proptest::char::range('a', 'z'),
+                proptest::char::range('0', '9'), Just('-'), Just('_'), Just('.'), Just('='),
+                any::<char>(),
+            ],
+        ) {
+            let f = &*FIXTURE;
+            prop_assert!(f.verifier.verify(&f.token).is_ok(), "the untouched token verifies");
+            let mut chars: Vec<char> = f.token.chars().collect();
+            let at = at.index(chars.len());
+            prop_assume!(chars[at] != replacement);
+            chars[at] = replacement;
+            let altered: String = chars.into_iter().collect();
+            prop_assert!(f.verifier.verify(&altered).is_err(), "byte {} set to {:?}", at, replacement);
+        }
+
+        #[test]
+        fn only_the_pinned_header_is_accepted(
+            alg in proptest::sample::select(&["ES256", "none", "HS256", "RS256", "EdDSA", "es256"][..]),
+            kid in prop_oneof![Just(0), Just(1), Just(2)],
+            typ in proptest::option::of(proptest::sample::select(&["at+jwt", "JWT", "AT+JWT", "at+jwt "][..])),
+        ) {
+            let f = &*FIXTURE;
+            let current = f.keys.current();
+            let kid = [current.kid(), f.next_kid.as_str(), "unknown"][kid];
+            let mut header = json!({ "alg": alg, "kid": kid });
+            if let Some(typ) = typ {
+                header["typ"] = json!(typ);
+            }
+            let now = f.now.timestamp();
+            let token = sign(&header, &claims(ISSUER, AUDIENCE, now + 60, now));
+            let pinned = alg == "ES256" && kid == current.kid() && typ == Some("at+jwt");
+            prop_assert_eq!(f.verifier.verify(&token).is_ok(), pinned, "{}", header);
+        }
+
+        #[test]
+        fn issuer_audience_and_time_are_checked_against_the_injected_clock(
+            iss in prop_oneof![3 => Just(ISSUER.to_owned()), 1 => ".{0,30}"],
+            aud in prop_oneof![3 => Just(AUDIENCE.to_owned()), 1 => ".{0,30}"],
+            exp in -100..100i64,
+            nbf in -100..100i64,
+        ) {
+            let f = &*FIXTURE;
+            let now = f.now.timestamp();
+            let header = json!({ "alg": "ES256", "kid": f.keys.current().kid(), "typ": "at+jwt" });
+            let token = sign(&header, &claims(&iss, &aud, now + exp, now + nbf));
+            let expected = iss == ISSUER
+                && aud == AUDIENCE
+                && now < now + exp + LEEWAY_SECS
+                && now + nbf <= now + LEEWAY_SECS;
+            prop_assert_eq!(f.verifier.verify(&token).is_ok(), expected);
+        }
+
+        #[test]
+        fn required_claims_cannot_be_dropped(
+            dropped in proptest::sample::select(&["iss", "sub", "aud", "exp", "nbf", "jti", "client_id", "scope", "sub_kind"][..]),
+        ) {
+            let f = &*FIXTURE;
+            let now = f.now.timestamp();
+            let header = json!({ "alg": "ES256", "kid": f.keys.current().kid(), "typ": "at+jwt" });
+            let mut payload = claims(ISSUER, AUDIENCE, now + 60, now);
+            payload.as_object_mut().unwrap().remove(dropped);
+            prop_assert!(f.verifier.verify(&sign(&header, &payload)).is_err());
+        }
+    }
+}

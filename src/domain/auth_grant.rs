@@ -87,6 +87,8 @@ pub fn parse_utc_timestamp(raw: &str) -> Option<DateTime<Utc>> {
             4 | 7 => *b == b'-',
             10 => *b == b'T',
             13 | 16 => *b == b':',
+            // No leap seconds: chrono takes `:60` at any minute, an instant that never was.
+            17 => (b'0'..=b'5').contains(b),
             _ => b.is_ascii_digit(),
         })
         && match &bytes[19..] {
@@ -124,6 +126,7 @@ mod tests {
             ("2027-01-01 00:00:00Z", "space instead of T"),
             ("2027-13-01T00:00:00Z", "month 13"),
             ("2027-01-01T24:00:00Z", "hour 24"),
+            ("2027-01-01T12:34:60Z", "a leap second that never was"),
             ("2027-1-01T00:00:00Z", "short month"),
             ("2027-01-01T00:00:00.Z", "empty fraction"),
             ("2027-01-01T00:00:00.1234567890Z", "too many digits"),
@@ -135,6 +138,78 @@ mod tests {
                 parse_utc_timestamp(bad).is_none(),
                 "{bad:?} must fail: {why}"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use chrono::NaiveDate;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// chrono's RFC 3339 parser, narrowed to what the seed allows: `T`, `Z`, at most nine
+    /// fractional digits and no leap second (`:60` names no real instant to expire at).
+    fn oracle(raw: &str) -> Option<DateTime<Utc>> {
+        let b = raw.as_bytes();
+        let fraction_ok = match raw.split_once('.') {
+            None => true,
+            Some((_, rest)) => rest.len().saturating_sub(1) <= 9,
+        };
+        (raw.ends_with('Z')
+            && b.get(10) == Some(&b'T')
+            && b.get(17..19) != Some(b"60")
+            && fraction_ok)
+            .then(|| DateTime::parse_from_rfc3339(raw).ok())
+            .flatten()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
+    /// Timestamps built from fields, each sometimes out of range, so that near-misses
+    /// (Feb 29 of a common year, month 13, hour 24, `:60`) come up often.
+    fn candidate() -> impl Strategy<Value = (String, Option<DateTime<Utc>>)> {
+        let sep = prop_oneof![8 => Just('T'), 1 => Just('t'), 1 => Just(' ')];
+        let zone = prop_oneof![8 => Just("Z"), 1 => Just("z"), 1 => Just("+00:00"),
+            1 => Just("-01:30"), 1 => Just("")];
+        (
+            (0..10000u32, 0..14u32, 0..33u32),
+            (0..26u32, 0..62u32, 0..62u32),
+            "[0-9]{0,11}",
+            sep,
+            zone,
+        )
+            .prop_map(|((y, mo, d), (h, mi, s), frac, sep, zone)| {
+                let dot = if frac.is_empty() { "" } else { "." };
+                let raw =
+                    format!("{y:04}-{mo:02}-{d:02}{sep}{h:02}:{mi:02}:{s:02}{dot}{frac}{zone}");
+                let nanos = format!("{frac:0<9}").parse::<u32>().unwrap_or(u32::MAX);
+                let expected = (sep == 'T' && zone == "Z" && frac.len() <= 9)
+                    .then(|| {
+                        NaiveDate::from_ymd_opt(i32::try_from(y).ok()?, mo, d)?
+                            .and_hms_nano_opt(h, mi, s, nanos)
+                    })
+                    .flatten()
+                    .map(|t| t.and_utc());
+                (raw, expected)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config(1024))]
+
+        #[test]
+        fn timestamps_built_from_fields_parse_to_those_fields((raw, expected) in candidate()) {
+            prop_assert_eq!(parse_utc_timestamp(&raw), expected, "{}", raw);
+        }
+
+        #[test]
+        fn timestamps_agree_with_chrono_rfc3339(raw in prop_oneof![
+            candidate().prop_map(|(raw, _)| raw),
+            any::<String>(),
+            "[0-9T:.Z+ -]{15,32}",
+        ]) {
+            prop_assert_eq!(parse_utc_timestamp(&raw), oracle(&raw), "{:?}", raw);
         }
     }
 }

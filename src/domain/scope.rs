@@ -253,3 +253,129 @@ mod tests {
         assert_eq!(held.first_uncovered(&wanted), Some(&scope("billing:write")));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The grammar restated independently of `is_part`, as the oracle for arbitrary input.
+    fn grammar_accepts(raw: &str) -> bool {
+        let part_ok = |p: &str| {
+            p == "*"
+                || (!p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)))
+        };
+        let parts: Vec<&str> = raw.split(':').collect();
+        raw.len() <= Scope::MAX_LEN && parts.len() == 2 && part_ok(parts[0]) && part_ok(parts[1])
+    }
+
+    /// A few names, so that arbitrary pairs of scopes often overlap.
+    fn small_scope() -> impl Strategy<Value = Scope> {
+        let resource = prop_oneof!["\\*", "all", "users", "grants"];
+        let action = prop_oneof!["\\*", "read", "write", "delete"];
+        (resource, action).prop_map(|(r, a)| Scope::parse(&format!("{r}:{a}")).unwrap())
+    }
+
+    fn any_valid_scope() -> impl Strategy<Value = String> {
+        let part = prop_oneof![1 => Just("*".to_owned()), 9 => "[A-Za-z0-9_.-]{1,40}"];
+        (part.clone(), part).prop_map(|(r, a)| format!("{r}:{a}"))
+    }
+
+    fn small_set() -> impl Strategy<Value = ScopeSet> {
+        proptest::collection::vec(small_scope(), 0..6).prop_map(|mut v| {
+            v.sort();
+            v.dedup();
+            ScopeSet(v)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config(512))]
+
+        #[test]
+        fn parse_accepts_exactly_the_grammar(raw in prop_oneof![
+            any::<String>(),
+            any_valid_scope(),
+            // Valid scopes with one foreign character spliced in: control, NUL, space,
+            // non-ASCII, a second colon.
+            (any_valid_scope(), any::<prop::sample::Index>(), prop_oneof![
+                Just('\0'), Just(' '), Just('\t'), Just('\n'), Just(':'), Just('é'),
+                Just('\u{7f}'), any::<char>(),
+            ]).prop_map(|(s, at, c)| {
+                let mut chars: Vec<char> = s.chars().collect();
+                chars.insert(at.index(chars.len() + 1), c);
+                chars.into_iter().collect()
+            }),
+        ]) {
+            let parsed = Scope::parse(&raw);
+            prop_assert_eq!(parsed.is_ok(), grammar_accepts(&raw), "{:?}", raw);
+            if let Ok(scope) = parsed {
+                prop_assert_eq!(scope.to_string(), raw);
+            }
+        }
+
+        #[test]
+        fn a_set_parses_back_from_its_rendering(
+            items in proptest::collection::vec(any_valid_scope(), 0..ScopeSet::MAX_SCOPES),
+            gaps in proptest::collection::vec(" {1,3}", ScopeSet::MAX_SCOPES + 1),
+        ) {
+            let set = ScopeSet::from_items(items.iter().map(String::as_str)).unwrap();
+            prop_assert_eq!(ScopeSet::parse(&set.to_string()).unwrap(), set.clone());
+            // Order, repeats and runs of spaces do not matter.
+            let mut messy = gaps[0].clone();
+            for (item, gap) in items.iter().rev().zip(&gaps[1..]) {
+                messy.push_str(item);
+                messy.push_str(gap);
+            }
+            prop_assert_eq!(ScopeSet::parse(&messy).unwrap(), set.clone());
+            let rendered = set.to_vec();
+            let mut sorted = rendered.clone();
+            sorted.sort_by(|a, b| Scope::parse(a).unwrap().cmp(&Scope::parse(b).unwrap()));
+            sorted.dedup();
+            prop_assert_eq!(rendered, sorted, "sorted and deduplicated");
+        }
+
+        #[test]
+        fn more_than_max_scopes_are_refused(extra in 1..5usize) {
+            let items: Vec<String> = (0..ScopeSet::MAX_SCOPES + extra)
+                .map(|i| format!("r{}:read", i % 3))
+                .collect();
+            prop_assert_eq!(
+                ScopeSet::from_items(items.iter().map(String::as_str)),
+                Err(InvalidScope::TooMany),
+                "the limit counts what was sent, before deduplication"
+            );
+        }
+
+        #[test]
+        fn coverage_is_reflexive_and_transitive(
+            a in small_scope(), b in small_scope(), c in small_scope(),
+        ) {
+            prop_assert!(a.covers(&a));
+            if a.covers(&b) && b.covers(&c) {
+                prop_assert!(a.covers(&c), "{} ⊇ {} ⊇ {} but not {} ⊇ {}", a, b, c, a, c);
+            }
+        }
+
+        #[test]
+        fn within_keeps_exactly_what_the_allowed_set_covers(
+            wanted in small_set(), allowed in small_set(),
+        ) {
+            let kept = wanted.within(&allowed);
+            for scope in wanted.iter() {
+                prop_assert_eq!(kept.iter().any(|k| k == scope), allowed.covers(scope));
+            }
+            prop_assert!(kept.iter().all(|k| wanted.iter().any(|w| w == k)), "a subset of wanted");
+            prop_assert!(allowed.covers_all(&kept), "covered by allowed");
+            prop_assert_eq!(kept.within(&allowed), kept.clone(), "idempotent");
+            prop_assert_eq!(allowed.covers_all(&wanted), kept == wanted);
+            prop_assert_eq!(
+                allowed.first_uncovered(&wanted),
+                wanted.iter().find(|w| !kept.iter().any(|k| k == *w))
+            );
+        }
+    }
+}

@@ -495,3 +495,44 @@ impl IntoResponse for LearnCardError {
         response
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(crate::proptest_config(256))]
+
+        #[test]
+        fn create_requests_tell_absent_null_and_set_expiry_apart(
+            name in proptest::option::of(".{0,40}"),
+            scope in proptest::option::of(".{0,40}"),
+            expires_at in proptest::option::of(proptest::option::of(".{0,40}")),
+        ) {
+            let mut body = json!({ "name": name, "scope": scope });
+            if let Some(at) = &expires_at {
+                body["expiresAt"] = json!(at);
+            }
+            let got: CreateAuthGrantRequest =
+                parse_body(&HeaderMap::new(), body.to_string().as_bytes(), BodyFormat::Json).unwrap();
+            prop_assert_eq!(got.name, name);
+            prop_assert_eq!(got.scope, scope);
+            prop_assert_eq!(got.expires_at, expires_at);
+        }
+
+        #[test]
+        fn list_requests_never_panic_and_refuse_unknown_fields(
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+            unknown in "[a-z]{1,8}",
+        ) {
+            if let Ok(request) = parse_body::<ListAuthGrantsRequest>(&HeaderMap::new(), &body, BodyFormat::Json) {
+                let _ = request.query.map(GrantQuery::into_filter);
+            }
+            prop_assume!(!["limit", "cursor", "query"].contains(&unknown.as_str()));
+            let body = json!({ unknown: 1 }).to_string();
+            prop_assert!(parse_body::<ListAuthGrantsRequest>(&HeaderMap::new(), body.as_bytes(), BodyFormat::Json).is_err());
+        }
+    }
+}

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     authority::{AuthorityError, ClientCredentials, TokenRoute},
-    domain::ScopeSet,
+    domain::{InvalidScope, ScopeSet},
 };
 
 /// The application's credentials always travel in the body on this route.
@@ -39,6 +39,21 @@ pub struct CreateTokenRequest {
 enum ScopeParam {
     List(Vec<String>),
     Text(String),
+}
+
+impl ScopeParam {
+    /// List items may themselves be space-delimited; every form means the same set.
+    fn parse(&self) -> Result<ScopeSet, InvalidScope> {
+        match self {
+            Self::Text(raw) => ScopeSet::parse(raw),
+            Self::List(items) => ScopeSet::from_items(
+                items
+                    .iter()
+                    .flat_map(|item| item.split(' '))
+                    .filter(|s| !s.is_empty()),
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -82,18 +97,12 @@ pub async fn create_token(
             "client_id and client_secret are required",
         ));
     };
-    let requested = match &request.scope {
-        None => None,
-        Some(ScopeParam::Text(raw)) => Some(ScopeSet::parse(raw)),
-        Some(ScopeParam::List(items)) => Some(ScopeSet::from_items(
-            items
-                .iter()
-                .flat_map(|item| item.split(' '))
-                .filter(|s| !s.is_empty()),
-        )),
-    }
-    .transpose()
-    .map_err(AuthorityError::from)?;
+    let requested = request
+        .scope
+        .as_ref()
+        .map(ScopeParam::parse)
+        .transpose()
+        .map_err(AuthorityError::from)?;
 
     let token = state
         .authority
@@ -253,5 +262,94 @@ impl IntoResponse for EndorsedError {
             response.headers_mut().insert(header::RETRY_AFTER, secs);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    #[derive(Debug, Serialize)]
+    struct Sent {
+        client_id: Option<String>,
+        client_secret: Option<String>,
+        grant_type: Option<String>,
+        scope: Option<String>,
+    }
+
+    fn form() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        h
+    }
+
+    fn valid_scope() -> impl Strategy<Value = String> {
+        "([a-zA-Z0-9_.-]{1,12}|\\*):([a-zA-Z0-9_.-]{1,12}|\\*)"
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config(256))]
+
+        #[test]
+        fn form_requests_round_trip(
+            client_id in proptest::option::of(".{0,40}"),
+            client_secret in proptest::option::of(".{0,40}"),
+            grant_type in proptest::option::of(".{0,40}"),
+            scope in proptest::option::of(".{0,40}"),
+            absent_content_type in any::<bool>(),
+        ) {
+            let sent = Sent { client_id, client_secret, grant_type, scope };
+            let body = serde_urlencoded::to_string(&sent).unwrap();
+            let headers = if absent_content_type { HeaderMap::new() } else { form() };
+            let got: CreateTokenRequest =
+                parse_body(&headers, body.as_bytes(), BodyFormat::Form).unwrap();
+            prop_assert_eq!(&got.client_id, &sent.client_id);
+            prop_assert_eq!(&got.client_secret, &sent.client_secret);
+            prop_assert_eq!(&got.grant_type, &sent.grant_type);
+            match (&got.scope, &sent.scope) {
+                (Some(ScopeParam::Text(got)), Some(sent)) => prop_assert_eq!(got, sent),
+                (None, None) => {}
+                (got, sent) => prop_assert!(false, "scope {:?} read as {:?}", sent, got),
+            }
+        }
+
+        #[test]
+        fn scopes_as_array_string_or_form_mean_the_same_set(
+            scopes in proptest::collection::vec(valid_scope(), 0..8),
+            split_at in any::<prop::sample::Index>(),
+        ) {
+            let expected = ScopeSet::from_items(scopes.iter().map(String::as_str)).unwrap();
+            let joined = scopes.join(" ");
+            // An array whose items are themselves space-delimited runs of scopes.
+            let cut = split_at.index(scopes.len() + 1);
+            let chunked = json!([scopes[..cut].join(" "), scopes[cut..].join(" ")]);
+            let bodies = [
+                (HeaderMap::new(), serde_json::to_vec(&json!({ "scope": scopes })).unwrap(), BodyFormat::Json),
+                (HeaderMap::new(), serde_json::to_vec(&json!({ "scope": chunked })).unwrap(), BodyFormat::Json),
+                (HeaderMap::new(), serde_json::to_vec(&json!({ "scope": joined })).unwrap(), BodyFormat::Json),
+                (form(), serde_urlencoded::to_string([("scope", &joined)]).unwrap().into_bytes(), BodyFormat::Form),
+            ];
+            for (headers, body, absent) in bodies {
+                let got: CreateTokenRequest = parse_body(&headers, &body, absent).unwrap();
+                let parsed = got.scope.as_ref().map(ScopeParam::parse);
+                prop_assert_eq!(parsed, Some(Ok(expected.clone())), "{}", String::from_utf8_lossy(&body));
+            }
+        }
+
+        #[test]
+        fn arbitrary_bodies_never_panic(
+            body in proptest::collection::vec(any::<u8>(), 0..256), json in any::<bool>(),
+        ) {
+            let absent = if json { BodyFormat::Json } else { BodyFormat::Form };
+            if let Ok(request) = parse_body::<CreateTokenRequest>(&HeaderMap::new(), &body, absent) {
+                let _ = request.scope.as_ref().map(ScopeParam::parse);
+            }
+        }
     }
 }

@@ -275,8 +275,167 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
     match format {
         BodyFormat::Json => serde_json::from_slice(body)
             .map_err(|e| BodyError::Malformed(format!("invalid JSON body: {e}"))),
-        BodyFormat::Form => serde_urlencoded::from_bytes(body)
-            .map_err(|e| BodyError::Malformed(format!("invalid form body: {e}"))),
+        BodyFormat::Form => parse_form(body).map_err(BodyError::Malformed),
         BodyFormat::Absent | BodyFormat::Unsupported => Err(BodyError::UnsupportedMediaType),
+    }
+}
+
+/// Reads an `application/x-www-form-urlencoded` body. serde_urlencoded would turn invalid
+/// UTF-8 (raw or percent-encoded) into U+FFFD; a credential must arrive exactly as sent or
+/// not at all, so such bodies are refused.
+pub fn parse_form<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let utf8 = std::str::from_utf8(body).is_ok_and(|text| {
+        text.split(['&', '='])
+            .all(|part| percent_decode_str(part).decode_utf8().is_ok())
+    });
+    if !utf8 {
+        return Err("invalid form body: not UTF-8".to_owned());
+    }
+    serde_urlencoded::from_bytes(body).map_err(|e| format!("invalid form body: {e}"))
+}
+
+#[cfg(test)]
+mod properties {
+    use std::collections::BTreeMap;
+
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Either encoding a client may use for one part: `application/x-www-form-urlencoded`
+    /// (space as `+`) or plain percent-encoding of everything.
+    fn form_encode(part: &str, plus_for_space: bool) -> String {
+        if plus_for_space {
+            serde_urlencoded::to_string([("", part)]).unwrap()[1..].to_owned()
+        } else {
+            utf8_percent_encode(part, NON_ALPHANUMERIC).to_string()
+        }
+    }
+
+    fn basic_header(id: &str, secret: &str, plus: bool) -> String {
+        let pair = format!("{}:{}", form_encode(id, plus), form_encode(secret, plus));
+        format!("Basic {}", STANDARD.encode(pair))
+    }
+
+    fn content_type(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Ok(v) = value.parse() {
+            h.insert(header::CONTENT_TYPE, v);
+        }
+        h
+    }
+
+    fn any_case(s: &'static str) -> impl Strategy<Value = String> {
+        proptest::collection::vec(any::<bool>(), s.len()).prop_map(move |upper| {
+            s.chars()
+                .zip(upper)
+                .map(|(c, u)| if u { c.to_ascii_uppercase() } else { c })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config(512))]
+
+        #[test]
+        fn basic_credentials_round_trip(
+            id in ".{1,64}", secret in ".{0,64}", plus in any::<bool>(),
+            scheme in any_case("basic"), pad in " {0,2}",
+        ) {
+            let header = basic_header(&id, &secret, plus).replacen("Basic", &scheme, 1);
+            prop_assert_eq!(
+                decode_basic(format!("{pad}{header}{pad}").as_bytes()),
+                BasicAuth::Present(BasicCredentials { client_id: id, client_secret: secret })
+            );
+        }
+
+        #[test]
+        fn percent_encoded_invalid_utf8_is_malformed(
+            id in "[a-z]{1,8}", secret in "[a-z]{0,8}", bad in 0x80..=0xffu8, in_id in any::<bool>(),
+        ) {
+            let bad = format!("%{bad:02X}");
+            let (id, secret) = if in_id {
+                (format!("{id}{bad}"), secret)
+            } else {
+                (id, format!("{secret}{bad}"))
+            };
+            let header = format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")));
+            prop_assert_eq!(decode_basic(header.as_bytes()), BasicAuth::Malformed);
+        }
+
+        #[test]
+        fn other_schemes_are_absent_and_oversized_basic_is_malformed(
+            scheme in "[A-Za-z]{1,10}", rest in "[ -~]{1,64}", huge in MAX_AUTHORIZATION_LEN..2 * MAX_AUTHORIZATION_LEN,
+        ) {
+            prop_assume!(!scheme.eq_ignore_ascii_case("basic"));
+            prop_assert_eq!(decode_basic(format!("{scheme} {rest}").as_bytes()), BasicAuth::Absent);
+            let long = format!("Basic {}", STANDARD.encode(format!("id:{}", "s".repeat(huge))));
+            prop_assert_eq!(decode_basic(long.as_bytes()), BasicAuth::Malformed);
+        }
+
+        #[test]
+        fn arbitrary_authorization_bytes_never_panic(value in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let BasicAuth::Present(c) = decode_basic(&value) {
+                prop_assert!(!c.client_id.is_empty());
+            }
+        }
+
+        #[test]
+        fn content_types_ignore_case_and_parameters(
+            (essence, expected) in prop_oneof![
+                any_case("application/json").prop_map(|e| (e, BodyFormat::Json)),
+                any_case("application/x-www-form-urlencoded").prop_map(|e| (e, BodyFormat::Form)),
+                any_case("application/merge-patch+json").prop_map(|e| (e, BodyFormat::Json)),
+                any_case("text/plain").prop_map(|e| (e, BodyFormat::Unsupported)),
+                any_case("multipart/form-data").prop_map(|e| (e, BodyFormat::Unsupported)),
+            ],
+            params in "(; ?[a-z]{1,8}=[a-z0-9-]{1,8}){0,3}",
+            pad in " {0,2}",
+        ) {
+            prop_assert_eq!(body_format(&content_type(&format!("{pad}{essence}{pad}{params}"))), expected);
+        }
+
+        #[test]
+        fn arbitrary_bodies_and_content_types_never_panic(
+            ct in prop_oneof![
+                Just("application/json".to_owned()),
+                Just("application/x-www-form-urlencoded".to_owned()),
+                ".{0,40}",
+            ],
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let headers = content_type(&ct);
+            let format = body_format(&headers);
+            let parsed = parse_body::<BTreeMap<String, serde_json::Value>>(&headers, &body, BodyFormat::Form);
+            if matches!(format, BodyFormat::Unsupported) {
+                prop_assert!(matches!(parsed, Err(BodyError::UnsupportedMediaType)));
+            }
+        }
+
+        #[test]
+        fn form_bodies_round_trip(fields in proptest::collection::btree_map("[a-z_]{1,12}", ".{0,40}", 0..6)) {
+            let body = serde_urlencoded::to_string(&fields).unwrap();
+            let parsed: BTreeMap<String, String> =
+                parse_body(&HeaderMap::new(), body.as_bytes(), BodyFormat::Form).unwrap();
+            prop_assert_eq!(parsed, fields);
+        }
+
+        #[test]
+        fn form_bodies_with_invalid_utf8_are_rejected(
+            key in "[a-z]{1,8}", value in "[a-z]{0,8}", bad in 0x80..=0xffu8, escaped in any::<bool>(),
+        ) {
+            let mut body = format!("{key}={value}").into_bytes();
+            if escaped {
+                body.extend(format!("%{bad:02X}").bytes());
+            } else {
+                body.push(bad);
+            }
+            prop_assert!(
+                parse_body::<BTreeMap<String, String>>(&HeaderMap::new(), &body, BodyFormat::Form).is_err(),
+                "{:?}", String::from_utf8_lossy(&body)
+            );
+            prop_assert!(parse_form::<BTreeMap<String, String>>(&body).is_err());
+        }
     }
 }

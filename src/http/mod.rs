@@ -41,6 +41,13 @@ use crate::{authority::Authority, telemetry};
 use extract::TrustedProxies;
 pub use starting::Surface;
 pub use wellknown::authorization_server_metadata as wellknown_metadata;
+// The dialects' request bodies, public so the fuzz targets can feed them bytes.
+pub use auth_grant::{CreateAuthGrantRequest, ListAuthGrantsRequest, UpdateAuthGrantRequest};
+pub use endorsed::CreateTokenRequest;
+pub use enrollment::{
+    AuthorizeEnrollmentRequest, CreateEnrollmentRequest, UpdateEnrollmentRequest,
+};
+pub use oauth::{TokenParameterRequest, TokenRequest};
 
 /// Every request body is bounded; larger bodies get 413 in the route's own envelope.
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::{
     AppState,
-    extract::{BasicAuth, BodyFormat, ClientIp, basic_auth, body_format},
+    extract::{BasicAuth, BodyFormat, ClientIp, basic_auth, body_format, parse_form},
     log_internal, retry_after_secs,
 };
 use crate::{
@@ -120,8 +120,7 @@ pub async fn token(
     }
     // Repeated parameters are rejected here too (RFC 6749 §3.2): a struct field may
     // appear only once.
-    let request: TokenRequest = serde_urlencoded::from_bytes(&body)
-        .map_err(|e| OAuthError::invalid_request(format!("invalid form body: {e}")))?;
+    let request: TokenRequest = parse_form(&body).map_err(OAuthError::invalid_request)?;
 
     let requested = request
         .scope
@@ -285,8 +284,7 @@ fn token_parameter_request(
             "the body must be application/x-www-form-urlencoded",
         ));
     }
-    let request: TokenParameterRequest = serde_urlencoded::from_bytes(&body)
-        .map_err(|e| OAuthError::invalid_request(format!("invalid form body: {e}")))?;
+    let request: TokenParameterRequest = parse_form(&body).map_err(OAuthError::invalid_request)?;
     let (client_id, client_secret) =
         client_credentials_from(headers, request.client_id, request.client_secret)?;
     let token = request
@@ -483,5 +481,78 @@ impl IntoResponse for OAuthError {
             headers.insert(header::RETRY_AFTER, secs);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const FIELDS: [&str; 7] = [
+        "grant_type",
+        "scope",
+        "client_id",
+        "client_secret",
+        "subject_token",
+        "subject_token_type",
+        "requested_token_type",
+    ];
+
+    fn field(request: &TokenRequest, name: &str) -> Option<String> {
+        match name {
+            "grant_type" => request.grant_type.clone(),
+            "scope" => request.scope.clone(),
+            "client_id" => request.client_id.clone(),
+            "client_secret" => request.client_secret.clone(),
+            "subject_token" => request.subject_token.clone(),
+            "subject_token_type" => request.subject_token_type.clone(),
+            _ => request.requested_token_type.clone(),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config(256))]
+
+        #[test]
+        fn token_requests_round_trip(
+            values in proptest::collection::vec(proptest::option::of(".{0,40}"), FIELDS.len()),
+            unknown in proptest::option::of(("x_[a-z]{1,8}", ".{0,8}")),
+        ) {
+            let mut pairs: Vec<(&str, &str)> = FIELDS
+                .iter()
+                .zip(&values)
+                .filter_map(|(k, v)| Some((*k, v.as_deref()?)))
+                .collect();
+            // Unknown parameters are ignored (RFC 6749 §3.2).
+            if let Some((k, v)) = &unknown {
+                pairs.push((k, v));
+            }
+            let body = serde_urlencoded::to_string(&pairs).unwrap();
+            let got: TokenRequest = parse_form(body.as_bytes()).unwrap();
+            for (name, sent) in FIELDS.iter().zip(&values) {
+                prop_assert_eq!(&field(&got, name), sent, "{}", name);
+            }
+        }
+
+        #[test]
+        fn repeated_parameters_are_rejected(
+            repeated in proptest::sample::select(&FIELDS[..]),
+            first in "[a-z]{0,8}",
+            second in "[a-z]{0,8}",
+        ) {
+            let body = serde_urlencoded::to_string([
+                (repeated, first.as_str()),
+                ("grant_type_hint", "x"),
+                (repeated, second.as_str()),
+            ])
+            .unwrap();
+            prop_assert!(parse_form::<TokenRequest>(body.as_bytes()).is_err());
+            let twice = format!("token=a&{body}&token=b");
+            prop_assert!(
+                parse_form::<TokenParameterRequest>(twice.as_bytes()).is_err()
+            );
+        }
     }
 }

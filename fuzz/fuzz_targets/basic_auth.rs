@@ -1,0 +1,44 @@
+//! The `Authorization: Basic` decoder (RFC 6749 §2.3.1).
+#![no_main]
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use libfuzzer_sys::fuzz_target;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use portcullis::http::extract::{BasicAuth, BasicCredentials, decode_basic};
+
+fn encode(id: &str, secret: &str) -> String {
+    let pair = format!(
+        "{}:{}",
+        utf8_percent_encode(id, NON_ALPHANUMERIC),
+        utf8_percent_encode(secret, NON_ALPHANUMERIC)
+    );
+    format!("Basic {}", STANDARD.encode(pair))
+}
+
+fuzz_target!(|data: &[u8]| {
+    // Any header value: never a panic, and whatever decodes re-encodes to the same pair.
+    if let BasicAuth::Present(found) = decode_basic(data) {
+        assert!(!found.client_id.is_empty());
+        let again = encode(&found.client_id, &found.client_secret);
+        if again.len() <= 4096 {
+            assert_eq!(decode_basic(again.as_bytes()), BasicAuth::Present(found));
+        }
+    }
+
+    // The same bytes as a client's id and secret survive encoding exactly.
+    let text = String::from_utf8_lossy(data);
+    if let Some((id, secret)) = text.split_once('\u{1}')
+        && !id.is_empty()
+    {
+        let header = encode(id, secret);
+        if header.len() <= 4096 {
+            assert_eq!(
+                decode_basic(header.as_bytes()),
+                BasicAuth::Present(BasicCredentials {
+                    client_id: id.to_owned(),
+                    client_secret: secret.to_owned(),
+                })
+            );
+        }
+    }
+});
