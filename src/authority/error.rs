@@ -9,7 +9,7 @@ pub enum AuthorityError {
     /// Unknown client, wrong secret and disabled app are deliberately one answer.
     #[error("invalid client credentials")]
     InvalidClient,
-    #[error("too many failed attempts")]
+    #[error("too many requests")]
     RateLimited { retry_after: Duration },
     /// A bearer token that is missing, malformed, forged, expired or no longer active.
     #[error("invalid or expired token")]

@@ -195,7 +195,7 @@ impl From<AuthorityError> for EndorsedError {
                 ..Self::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "TOO_MANY_REQUESTS",
-                    "too many failed attempts; retry later",
+                    "too many requests; retry later",
                 )
             },
             AuthorityError::UnsupportedGrantType => {

@@ -324,7 +324,7 @@ impl From<AuthorityError> for AccessError {
                 ..Self::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "too_many_requests",
-                    "too many failed attempts; retry later",
+                    "too many requests; retry later",
                 )
             },
             AuthorityError::Invalid { field, message } => Self::validation(field, message),

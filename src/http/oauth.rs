@@ -416,7 +416,7 @@ impl From<AuthorityError> for OAuthError {
                 ..Self::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "temporarily_unavailable",
-                    "too many failed attempts; retry later",
+                    "too many requests; retry later",
                 )
             },
             AuthorityError::UnsupportedGrantType => Self::new(
