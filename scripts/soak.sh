@@ -94,12 +94,14 @@ PROFILE="$(admin -X POST "$ADMIN/admin/v1/tokens" \
   python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
 BASIC="$(printf '%s:%s' "$CLIENT_ID" "$CLIENT_SECRET" | base64 -w0)"
 
-log "load for $DURATION on ${PG_URL:+PostgreSQL}${PG_URL:-SQLite}: tokens at $RATE/s, grant reads, grant writes"
-"$OHA" --no-tui -j -z "$DURATION" -c 16 -q "$RATE" -m POST \
+STORE_NAME=SQLite
+[ -n "$PG_URL" ] && STORE_NAME=PostgreSQL
+log "load for $DURATION on $STORE_NAME: tokens at $RATE/s, grant reads, grant writes"
+"$OHA" --no-tui -w --output-format json -z "$DURATION" -c 16 -q "$RATE" -m POST \
   -H "authorization: Basic $BASIC" -T application/x-www-form-urlencoded \
   -d 'grant_type=client_credentials' "$BASE/oauth2/token" >"$WORK/tokens.json" &
 TOKENS=$!
-"$OHA" --no-tui -j -z "$DURATION" -c 4 -q 200 -m POST \
+"$OHA" --no-tui -w --output-format json -z "$DURATION" -c 4 -q 200 -m POST \
   -H "authorization: Bearer $PROFILE" -T application/json -d '{"limit":20}' \
   "$BASE/profile/auth-grants" >"$WORK/reads.json" &
 READS=$!
