@@ -138,6 +138,8 @@ impl Server {
     async fn bind(settings: &Settings, clock: SharedClock) -> anyhow::Result<Self> {
         // Checked before any listener is up, so a bad key or argon2 setting stops the start.
         master_key(settings)?;
+        // Installed before the first request so nothing goes uncounted.
+        crate::telemetry::metrics::handle();
         let hasher = Arc::new(secret_hasher(settings)?);
         let public = TcpListener::bind(settings.server.public_addr)
             .await

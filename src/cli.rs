@@ -203,7 +203,11 @@ pub async fn run() -> anyhow::Result<()> {
                             delay_ms = drain_delay.as_millis() as u64,
                             "SIGTERM: readiness off, serving on while the gateway notices"
                         );
-                        tokio::time::sleep(drain_delay).await;
+                        // A second signal means "now".
+                        tokio::select! {
+                            () = tokio::time::sleep(drain_delay) => {}
+                            _ = shutdown_signal() => {}
+                        }
                     }
                 })
                 .await

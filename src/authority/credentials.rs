@@ -126,7 +126,8 @@ struct Limiters {
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
     /// Request rates, separate from the argon2 budget above; `None` when unlimited.
     requests_per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    requests_per_app: Option<DefaultKeyedRateLimiter<AppId>>,
+    /// Keyed by client_id: a token exchange names its client only through its token.
+    requests_per_client: Option<DefaultKeyedRateLimiter<String>>,
     clock: DefaultClock,
 }
 
@@ -175,7 +176,7 @@ impl Limiters {
             per_client: RateLimiter::keyed(per_minute(limits.per_client_per_minute)),
             per_ip: RateLimiter::keyed(per_minute(limits.per_ip_per_minute)),
             requests_per_ip: per_second(limits.requests_per_ip_per_second),
-            requests_per_app: per_second(limits.requests_per_client_per_second),
+            requests_per_client: per_second(limits.requests_per_client_per_second),
             clock: DefaultClock::default(),
         }
     }
@@ -200,10 +201,10 @@ impl Limiters {
         }
     }
 
-    fn check_app_request(&self, app: AppId) -> Result<(), AuthorityError> {
-        match &self.requests_per_app {
+    fn check_client_request(&self, client_id: &str) -> Result<(), AuthorityError> {
+        match &self.requests_per_client {
             Some(limiter) => limiter
-                .check_key(&app)
+                .check_key(&client_id.to_owned())
                 .map_err(|n| self.denied(Limit::ClientRequests, n)),
             None => Ok(()),
         }
@@ -230,7 +231,7 @@ impl Limiters {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
-        if let Some(limiter) = &self.requests_per_app {
+        if let Some(limiter) = &self.requests_per_client {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
@@ -273,7 +274,7 @@ impl ClientAuthenticator {
     ) -> Result<Arc<VerifiedClient>, AuthorityError> {
         // The source's allowance first, before any work; the client's only once the caller
         // has proved to be that client.
-        self.limiters.check_ip_request(source_ip)?;
+        self.check_source(source_ip)?;
         let client = match &self.cache.entries {
             None => self.verify(client_id, secret, source_ip).await?,
             Some(entries) => {
@@ -293,7 +294,7 @@ impl ClientAuthenticator {
                 }
             }
         };
-        self.limiters.check_app_request(client.app_id)?;
+        self.check_client(client.client_id.as_str())?;
         self.usage
             .record(UsageOf::App(client.app_id), self.clock.now());
         Ok(client)
@@ -341,6 +342,16 @@ impl ClientAuthenticator {
                 Err(AuthorityError::InvalidClient)
             }
         }
+    }
+
+    /// Charges one request to the caller's source network (0 = unlimited).
+    pub fn check_source(&self, source_ip: IpAddr) -> Result<(), AuthorityError> {
+        self.limiters.check_ip_request(source_ip)
+    }
+
+    /// Charges one request to a client that has proved who it is.
+    pub fn check_client(&self, client_id: &str) -> Result<(), AuthorityError> {
+        self.limiters.check_client_request(client_id)
     }
 
     pub fn hash_queue_depth(&self) -> usize {

@@ -273,6 +273,22 @@ impl Authority {
         Ok(Principal { claims, scope })
     }
 
+    /// RFC 8693 token exchange of an auth grant's token. Rate limits apply as on every
+    /// token route: the source first, then the client the subject token names.
+    pub async fn exchange(
+        &self,
+        subject_token: &str,
+        requested: Option<ScopeSet>,
+        source_ip: IpAddr,
+    ) -> Result<IssuedToken, AuthorityError> {
+        self.credentials.check_source(source_ip)?;
+        let subject = self.authenticate_bearer(subject_token).await?;
+        self.credentials.check_client(&subject.claims.client_id)?;
+        self.grants
+            .exchange(&subject, requested, &self.tokens)
+            .await
+    }
+
     /// RFC 7662: the claims of a token that is active right now, or `None` for anything
     /// else (garbage, foreign, expired, revoked, or whose grant/enrollment/app is gone).
     pub async fn introspect(

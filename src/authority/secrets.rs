@@ -149,12 +149,12 @@ impl SecretHasher {
         result.await.map_err(AuthorityError::internal)
     }
 
-    /// A PHC string for `secret` with a fresh salt.
     /// Jobs waiting for a worker right now.
     pub fn queue_depth(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
     }
 
+    /// A PHC string for `secret` with a fresh salt.
     pub async fn hash(&self, secret: &SecretString) -> Result<String, AuthorityError> {
         let secret = secret.clone();
         self.run(move |argon| {

@@ -60,19 +60,17 @@ pub fn router(state: AppState, admin_token: SecretString) -> Router {
         .route("/admin/v1/keys", get(list_keys))
         .route("/admin/v1/keys/rotate", post(rotate_keys))
         .route("/admin/v1/tokens", post(mint_token))
+        .route("/metrics", get(metrics))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such admin route") })
         .route_layer(middleware::from_fn_with_state(
             expected,
             require_admin_token,
         ))
-        // Outside the admin token: scrapers read it on this private listener, and it holds
-        // counts only, never an id or a secret.
-        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let body = crate::telemetry::metrics::render(Some(state.authority.metrics_snapshot()));
+    let body = crate::telemetry::metrics::render(state.authority.metrics_snapshot());
     (
         [(
             header::CONTENT_TYPE,

@@ -132,7 +132,7 @@ pub async fn token(
         Some("client_credentials") => {
             client_credentials(&state, &headers, request, requested, source_ip).await
         }
-        Some(TOKEN_EXCHANGE) => token_exchange(&state, request, requested).await,
+        Some(TOKEN_EXCHANGE) => token_exchange(&state, request, requested, source_ip).await,
         Some(_) => Err(AuthorityError::UnsupportedGrantType.into()),
         None => Err(OAuthError::invalid_request("grant_type is required")),
     }
@@ -169,6 +169,7 @@ async fn token_exchange(
     state: &AppState,
     request: TokenRequest,
     requested: Option<ScopeSet>,
+    source_ip: std::net::IpAddr,
 ) -> Result<Response, OAuthError> {
     let subject_token = request
         .subject_token
@@ -195,11 +196,9 @@ async fn token_exchange(
             "only access tokens can be requested",
         ));
     }
-    let authority = &state.authority;
-    let subject = authority.authenticate_bearer(&subject_token).await?;
-    let token = authority
-        .grants
-        .exchange(&subject, requested, &authority.tokens)
+    let token = state
+        .authority
+        .exchange(&subject_token, requested, source_ip)
         .await?;
     Ok(token_response(token, Some(ACCESS_TOKEN_TYPE)).into_response())
 }

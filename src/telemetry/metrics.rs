@@ -100,16 +100,14 @@ pub struct Snapshot {
     pub pool_max: u32,
 }
 
-/// The Prometheus text exposition of everything recorded, with `snapshot`'s gauges.
-pub fn render(snapshot: Option<Snapshot>) -> String {
+/// The Prometheus text exposition of everything recorded, with `s`'s gauges.
+pub fn render(s: Snapshot) -> String {
     let handle = handle();
-    if let Some(s) = snapshot {
-        gauge!("portcullis_argon2_queue_depth").set(s.argon2_queue_depth as f64);
-        let in_use = s.pool_size.saturating_sub(s.pool_idle);
-        gauge!("portcullis_db_pool_connections", "state" => "idle").set(f64::from(s.pool_idle));
-        gauge!("portcullis_db_pool_connections", "state" => "in_use").set(f64::from(in_use));
-        gauge!("portcullis_db_pool_connections", "state" => "max").set(f64::from(s.pool_max));
-    }
+    gauge!("portcullis_argon2_queue_depth").set(s.argon2_queue_depth as f64);
+    let in_use = s.pool_size.saturating_sub(s.pool_idle);
+    gauge!("portcullis_db_pool_connections", "state" => "idle").set(f64::from(s.pool_idle));
+    gauge!("portcullis_db_pool_connections", "state" => "in_use").set(f64::from(in_use));
+    gauge!("portcullis_db_pool_connections", "state" => "max").set(f64::from(s.pool_max));
     handle.run_upkeep();
     handle.render()
 }

@@ -532,49 +532,19 @@ async fn an_exhausted_pool_gives_fast_503s_while_liveness_answers() {
 #[tokio::test]
 async fn sigterm_flips_readiness_first_finishes_in_flight_requests_and_exits_zero() {
     let db = TestDatabase::new().await;
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .to_string()
-    };
-    let (public, admin) = (free_port(), free_port());
-    // argon2 slow enough (and one worker) that cold requests queue for over a second.
-    let env = settings_env(
+    let (mut child, base, admin) = start_binary(
         &db,
         &[
-            ("PORTCULLIS__SERVER__PUBLIC_ADDR", public.as_str()),
-            ("PORTCULLIS__ADMIN__ADDR", admin.as_str()),
             ("PORTCULLIS__SERVER__DRAIN_DELAY_MS", "1000"),
+            // argon2 slow enough (and one worker) that cold requests queue for a second.
             ("PORTCULLIS__CREDENTIALS__ARGON2_MEMORY_KIB", "65536"),
             ("PORTCULLIS__CREDENTIALS__ARGON2_ITERATIONS", "6"),
             ("PORTCULLIS__CREDENTIALS__HASH_CONCURRENCY", "1"),
             ("PORTCULLIS__LOG__LEVEL", "warn"),
         ],
-    );
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the server binary starts");
-    let base = format!("http://{public}");
-    let admin = format!("http://{admin}");
+    )
+    .await;
     let http = Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = http.get(format!("{base}/health/ready")).send().await;
-        if ready.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the server never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 
     let mut clients = Vec::new();
     for n in 0..3 {
@@ -648,4 +618,68 @@ async fn sigterm_flips_readiness_first_finishes_in_flight_requests_and_exits_zer
         .expect("exits after draining")
         .unwrap();
     assert!(exit.success(), "exit status {exit:?}");
+}
+
+/// Starts the real binary on free ports and waits until it is ready. A port picked here can
+/// be taken by a parallel test before the child binds it: the child then exits, or another
+/// server answers, which the unique issuer exposes; either way it is tried again.
+async fn start_binary(
+    db: &TestDatabase,
+    overrides: &[(&str, &str)],
+) -> (tokio::process::Child, String, String) {
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string()
+    };
+    for _ in 0..5 {
+        let (public, admin) = (free_port(), free_port());
+        let issuer = format!("http://sigterm-{}.test", uuid::Uuid::new_v4().simple());
+        let mut all = vec![
+            ("PORTCULLIS__SERVER__PUBLIC_ADDR", public.as_str()),
+            ("PORTCULLIS__ADMIN__ADDR", admin.as_str()),
+            ("PORTCULLIS__TOKENS__ISSUER", issuer.as_str()),
+        ];
+        all.extend_from_slice(overrides);
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(settings_env(db, &all))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the server binary starts");
+        let base = format!("http://{public}");
+        let http = Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break; // it could not bind; try other ports
+            }
+            let metadata = http
+                .get(format!("{base}/.well-known/oauth-authorization-server"))
+                .send()
+                .await;
+            if let Ok(response) = metadata {
+                let ours = response
+                    .json::<Value>()
+                    .await
+                    .is_ok_and(|m| m["issuer"] == issuer.as_str());
+                if !ours {
+                    let _ = child.kill().await;
+                    break;
+                }
+                if get(&http, format!("{base}/health/ready")).await == 200 {
+                    return (child, base, format!("http://{admin}"));
+                }
+            }
+            assert!(Instant::now() < deadline, "the server never became ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    panic!("no free ports after five tries");
 }

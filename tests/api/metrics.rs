@@ -4,12 +4,13 @@
 
 use reqwest::StatusCode;
 
-use crate::helpers::{Spawn, TestApp, TestClient};
+use crate::helpers::{ADMIN_TOKEN, Spawn, TestApp, TestClient};
 
 async fn scrape(app: &TestApp) -> String {
     let response = app
         .http
         .get(format!("{}/metrics", app.admin))
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
@@ -33,6 +34,22 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
 }
 
 #[tokio::test]
+async fn metrics_need_the_admin_token() {
+    let app = TestApp::spawn().await;
+    let url = format!("{}/metrics", app.admin);
+    assert_eq!(app.http.get(&url).send().await.unwrap().status(), 401);
+    let wrong = app
+        .http
+        .get(&url)
+        .bearer_auth("not-the-admin-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert!(scrape(&app).await.contains("# TYPE portcullis_"));
+}
+
+#[tokio::test]
 async fn metrics_count_requests_tokens_failures_and_limits_and_show_queue_and_pool() {
     let app = TestApp::spawn_with(Spawn {
         overrides: &[(
@@ -45,10 +62,14 @@ async fn metrics_count_requests_tokens_failures_and_limits_and_show_queue_and_po
     let client = app.default_app().await;
     let before = scrape(&app).await;
 
+    let mut statuses = Vec::new();
     for _ in 0..3 {
-        app.oauth_basic(&client, "grant_type=client_credentials")
+        let response = app
+            .oauth_basic(&client, "grant_type=client_credentials")
             .await;
+        statuses.push(response.status().as_u16());
     }
+    assert_eq!(statuses, [200, 200, 429], "this test's own limiter fired");
     let wrong = TestClient {
         secret: "pcs_not-the-right-secret-at-all".into(),
         ..client.clone()
@@ -140,7 +161,7 @@ async fn metrics_count_requests_tokens_failures_and_limits_and_show_queue_and_po
     let shown = app
         .http
         .get(format!("{}/admin/v1/apps/{app_id}", app.admin))
-        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
