@@ -40,15 +40,7 @@ fn with(mut base: Value, extra: Value) -> Value {
 }
 
 async fn mint_owner_token(app: &TestApp, owner: &str) -> String {
-    let response = app
-        .admin_post(
-            "/admin/v1/tokens",
-            json!({ "sub": owner, "sub_kind": "owner", "scope": "all:read" }),
-        )
-        .await;
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    body["access_token"].as_str().unwrap().to_owned()
+    app.owner_token(owner, "all:read").await
 }
 
 #[tokio::test]

@@ -58,18 +58,6 @@ async fn behind_proxy(overrides: &[(&str, &str)]) -> Option<(TestApp, PgProxy, A
     Some((app, proxy, db))
 }
 
-async fn owner_token(app: &TestApp, owner: &str, scope: &str) -> String {
-    let response = app
-        .admin_post(
-            "/admin/v1/tokens",
-            json!({ "sub": owner, "sub_kind": "owner", "scope": scope }),
-        )
-        .await;
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    body["access_token"].as_str().unwrap().to_owned()
-}
-
 async fn get(http: &Client, url: String) -> StatusCode {
     http.get(url).send().await.expect("answered").status()
 }
@@ -198,12 +186,9 @@ async fn postgres_restart_under_load_gives_fast_503s_then_recovers_with_no_parti
         return;
     };
     let client = app.default_app().await;
-    let profile = owner_token(
-        &app,
-        "load-profile",
-        "authGrants:read authGrants:write all:read",
-    )
-    .await;
+    let profile = app
+        .owner_token("load-profile", "authGrants:read authGrants:write all:read")
+        .await;
     assert_eq!(
         app.oauth_basic(&client, "grant_type=client_credentials")
             .await
@@ -377,7 +362,9 @@ async fn a_status_check_that_cannot_be_made_never_mints_a_token() {
     };
     assert_eq!(authorize().await.unwrap().status(), 200);
 
-    let profile = owner_token(&app, "owner-2", "authGrants:read authGrants:write all:read").await;
+    let profile = app
+        .owner_token("owner-2", "authGrants:read authGrants:write all:read")
+        .await;
     let grant: String = create_grant(&app.http, &app.base, &profile)
         .await
         .json()
@@ -463,7 +450,9 @@ async fn an_exhausted_pool_gives_fast_503s_while_liveness_answers() {
             .status(),
         200
     );
-    let profile = owner_token(&app, "pool-owner", "authGrants:write all:read").await;
+    let profile = app
+        .owner_token("pool-owner", "authGrants:write all:read")
+        .await;
 
     let mut locker = sqlx::PgConnection::connect(&db.url).await.unwrap();
     sqlx::query("BEGIN").execute(&mut locker).await.unwrap();

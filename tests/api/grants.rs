@@ -10,15 +10,7 @@ const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// An owner token from the admin API: the profile that owns the grants.
 async fn profile_token(app: &TestApp, owner: &str, scope: &str) -> String {
-    let response = app
-        .admin_post(
-            "/admin/v1/tokens",
-            json!({ "sub": owner, "sub_kind": "owner", "scope": scope }),
-        )
-        .await;
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    body["access_token"].as_str().unwrap().to_owned()
+    app.owner_token(owner, scope).await
 }
 
 async fn call(

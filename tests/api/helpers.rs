@@ -388,6 +388,19 @@ impl TestApp {
         }
     }
 
+    /// A token for an owner from the admin mint route, e.g. the profile that owns grants.
+    pub async fn owner_token(&self, owner: &str, scope: &str) -> String {
+        let response = self
+            .admin_post(
+                "/admin/v1/tokens",
+                json!({ "sub": owner, "sub_kind": "owner", "scope": scope }),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
     pub async fn default_app(&self) -> TestClient {
         self.create_app(json!({ "name": "test app" })).await
     }

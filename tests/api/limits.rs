@@ -15,18 +15,6 @@ async fn spawn(overrides: &[(&str, &str)]) -> TestApp {
     .await
 }
 
-async fn owner_token(app: &TestApp, owner: &str, scope: &str) -> String {
-    let response = app
-        .admin_post(
-            "/admin/v1/tokens",
-            json!({ "sub": owner, "sub_kind": "owner", "scope": scope }),
-        )
-        .await;
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    body["access_token"].as_str().unwrap().to_owned()
-}
-
 /// One request to a client-authenticating route, by name.
 async fn call_route(
     app: &TestApp,
@@ -84,7 +72,9 @@ async fn client_with_enrollment(app: &TestApp) -> (TestClient, String) {
         )
         .await;
     assert_eq!(enrolled.status(), 201);
-    let owner = owner_token(app, "someone", "authGrants:read authGrants:write all:read").await;
+    let owner = app
+        .owner_token("someone", "authGrants:read authGrants:write all:read")
+        .await;
     let grant: String = create_grant(app, &owner).await.json().await.unwrap();
     let token: String = app
         .http
@@ -238,7 +228,9 @@ async fn create_grant(app: &TestApp, token: &str) -> reqwest::Response {
 #[tokio::test]
 async fn a_profile_holds_at_most_the_configured_number_of_active_grants() {
     let app = spawn(&[("PORTCULLIS__GRANTS__MAX_ACTIVE_PER_PROFILE", "3")]).await;
-    let token = owner_token(&app, "capped-profile", "authGrants:write all:read").await;
+    let token = app
+        .owner_token("capped-profile", "authGrants:write all:read")
+        .await;
     let mut ids = Vec::new();
     for _ in 0..3 {
         let response = create_grant(&app, &token).await;
@@ -256,7 +248,9 @@ async fn a_profile_holds_at_most_the_configured_number_of_active_grants() {
             .contains("maximum number of active auth grants")
     );
 
-    let other = owner_token(&app, "another-profile", "authGrants:write all:read").await;
+    let other = app
+        .owner_token("another-profile", "authGrants:write all:read")
+        .await;
     assert_eq!(
         create_grant(&app, &other).await.status(),
         200,
@@ -281,7 +275,9 @@ async fn a_profile_holds_at_most_the_configured_number_of_active_grants() {
 #[tokio::test]
 async fn concurrent_creations_cannot_overshoot_the_grant_cap() {
     let app = spawn(&[("PORTCULLIS__GRANTS__MAX_ACTIVE_PER_PROFILE", "3")]).await;
-    let token = owner_token(&app, "racing-profile", "authGrants:write all:read").await;
+    let token = app
+        .owner_token("racing-profile", "authGrants:write all:read")
+        .await;
     let requests: Vec<_> = (0..12)
         .map(|_| {
             let (http, base, token) = (reqwest::Client::new(), app.base.clone(), token.clone());
@@ -470,14 +466,14 @@ async fn hostile_bodies_get_4xx_on_every_route_that_takes_a_body() {
         .await
         .unwrap();
     let enrollment_token = authorized["token"].as_str().unwrap().to_owned();
-    let profile = owner_token(
-        &app,
-        "hostile-profile",
-        "authGrants:read authGrants:write all:read",
-    )
-    .await;
+    let profile = app
+        .owner_token(
+            "hostile-profile",
+            "authGrants:read authGrants:write all:read",
+        )
+        .await;
     let grant: String = create_grant(&app, &profile).await.json().await.unwrap();
-    let new_owner = owner_token(&app, "new-owner", "all:read").await;
+    let new_owner = app.owner_token("new-owner", "all:read").await;
 
     let creds = |extra: Value| {
         let mut body = json!({ "client_id": client.client_id, "client_secret": client.secret });
