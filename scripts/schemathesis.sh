@@ -49,6 +49,8 @@ export PORTCULLIS__ADMIN__TOKEN="$ADMIN_TOKEN"
 export PORTCULLIS__DATABASE__URL="sqlite://$WORK/portcullis.db"
 export PORTCULLIS__KEYS__MASTER_KEY_FILE="$WORK/master.key"
 export PORTCULLIS__LOG__LEVEL=warn
+# Stopped by the script, not taken out of a gateway's rotation: no drain delay.
+export PORTCULLIS__SERVER__DRAIN_DELAY_MS=0
 # Cheap hashing and generous limits: the fuzzer sends thousands of wrong secrets, and a
 # locked-out client would leave the success paths untested (429 is still documented).
 export PORTCULLIS__CREDENTIALS__ARGON2_MEMORY_KIB=8192
