@@ -521,6 +521,8 @@ prepare_store() {
     # cost is measured) but far above what the load generator can send.
     "PORTCULLIS__RATE_LIMIT__REQUESTS_PER_CLIENT_PER_SECOND=10000000"
     "PORTCULLIS__RATE_LIMIT__REQUESTS_PER_IP_PER_SECOND=10000000"
+    # The script stops servers itself between points; no gateway needs a drain delay.
+    "PORTCULLIS__SERVER__DRAIN_DELAY_MS=0"
   )
   CAPS=" "
   GRANT_ID="" GRANT_API_TOKEN="" PROFILE_SMALL_TOKEN="" PROFILE_BIG_TOKEN=""
