@@ -523,6 +523,8 @@ prepare_store() {
     "PORTCULLIS__RATE_LIMIT__REQUESTS_PER_IP_PER_SECOND=10000000"
     # The script stops servers itself between points; no gateway needs a drain delay.
     "PORTCULLIS__SERVER__DRAIN_DELAY_MS=0"
+    # The big grant-list profile holds GRANTS_BIG active grants.
+    "PORTCULLIS__GRANTS__MAX_ACTIVE_PER_PROFILE=$((GRANTS_BIG + GRANTS_SMALL + 10))"
   )
   CAPS=" "
   GRANT_ID="" GRANT_API_TOKEN="" PROFILE_SMALL_TOKEN="" PROFILE_BIG_TOKEN=""
