@@ -84,7 +84,7 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_enrollment(&self, id: EnrollmentId) -> Result<bool, StoreError>;
 
     /// Inserts the grant unless its profile already holds `max_active` active ones (then
-    /// false, nothing written); the count and the insert are one atomic step.
+    /// false, nothing written). Concurrent creations for one profile cannot both pass.
     async fn insert_grant(&self, grant: &AuthGrant, max_active: u32) -> Result<bool, StoreError>;
     async fn grant(&self, id: GrantId) -> Result<Option<AuthGrant>, StoreError>;
     /// The profile's grants, newest first, created strictly before `before` when given.

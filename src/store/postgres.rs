@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::{
     ChangeBus, ConnectOptions, StoreError,
-    sql::{Dialect, SqlStore, Timestamp, map_err},
+    sql::{SqlStore, Timestamp, map_err},
 };
 use crate::domain::{Change, ChangeEvent};
 
@@ -33,14 +33,7 @@ pub fn connect(options: &ConnectOptions) -> Result<SqlStore<Postgres>, StoreErro
         .connect_lazy(&options.url)
         .map_err(map_err)?;
     let bus = Arc::new(NotifyBus { pool: pool.clone() });
-    Ok(SqlStore::new(
-        pool,
-        &MIGRATOR,
-        Some(bus),
-        Dialect {
-            profile_lock: Some("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"),
-        },
-    ))
+    Ok(SqlStore::new(pool, &MIGRATOR, Some(bus)))
 }
 
 struct NotifyBus {

@@ -34,16 +34,6 @@ pub struct SqlStore<DB: Database> {
     pool: Pool<DB>,
     migrator: &'static Migrator,
     bus: Option<Arc<dyn ChangeBus>>,
-    dialect: Dialect,
-}
-
-/// The little that the shared queries must say differently per backend.
-pub(super) struct Dialect {
-    /// Run first in a transaction that counts a profile's grants and then inserts one,
-    /// binding the profile's key, so concurrent creations cannot both pass the count.
-    /// `None` where writers are serialized anyway (SQLite: one writer at a time, and an
-    /// `INSERT … SELECT` takes the write lock before it reads).
-    pub profile_lock: Option<&'static str>,
 }
 
 impl<DB: Database> SqlStore<DB> {
@@ -51,13 +41,11 @@ impl<DB: Database> SqlStore<DB> {
         pool: Pool<DB>,
         migrator: &'static Migrator,
         bus: Option<Arc<dyn ChangeBus>>,
-        dialect: Dialect,
     ) -> Self {
         Self {
             pool,
             migrator,
             bus,
-            dialect,
         }
     }
 }
@@ -305,7 +293,7 @@ where
     Option<String>: for<'q> Encode<'q, DB> + Type<DB>,
     Vec<u8>: for<'q> Encode<'q, DB> + Type<DB>,
     bool: for<'q> Encode<'q, DB> + Type<DB>,
-    i64: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     i32: for<'r> Decode<'r, DB> + Type<DB>,
     Timestamp: for<'q> Encode<'q, DB> + Type<DB>,
     Option<Timestamp>: for<'q> Encode<'q, DB> + Type<DB>,
@@ -580,24 +568,56 @@ where
     }
 
     async fn insert_grant(&self, g: &AuthGrant, max_active: u32) -> Result<bool, StoreError> {
+        let kind = g.profile.kind.as_str().to_owned();
+        let cap = i64::from(max_active);
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        if let Some(lock) = self.dialect.profile_lock {
-            sqlx::query::<DB>(lock)
-                .bind(format!("{}:{}", g.profile.kind.as_str(), g.profile.id))
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+        // The profile's counter is an upper bound of its active grants (revocation and
+        // expiry do not lower it), so checking the cap costs one row, not a count of the
+        // profile's grants. Writing the row also makes concurrent creations for one profile
+        // take turns: PostgreSQL locks it until commit, SQLite has one writer at a time.
+        let bound = sqlx::query_scalar::<DB, i64>(
+            "INSERT INTO grant_counters (profile_kind, profile_id, active) VALUES ($1, $2, 1) \
+             ON CONFLICT (profile_kind, profile_id) \
+             DO UPDATE SET active = grant_counters.active + 1 RETURNING active",
+        )
+        .bind(kind.clone())
+        .bind(g.profile.id.clone())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if bound > cap {
+            // The bound may be stale: count exactly, now that no one else can add one.
+            let active = sqlx::query_scalar::<DB, i64>(
+                "SELECT COUNT(*) FROM auth_grants WHERE profile_kind = $1 AND profile_id = $2 \
+                 AND status = 'active' AND (expires_at IS NULL OR expires_at > $3)",
+            )
+            .bind(kind.clone())
+            .bind(g.profile.id.clone())
+            .bind(Timestamp(g.created_at))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            if active >= cap {
+                // Dropping the transaction rolls the counter back too.
+                return Ok(false);
+            }
+            sqlx::query::<DB>(
+                "UPDATE grant_counters SET active = $3 WHERE profile_kind = $1 AND profile_id = $2",
+            )
+            .bind(kind.clone())
+            .bind(g.profile.id.clone())
+            .bind(active + 1)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
         }
-        let inserted = sqlx::query::<DB>(
+        sqlx::query::<DB>(
             "INSERT INTO auth_grants (id, profile_kind, profile_id, client_id, name, \
              description, challenge, status, scope, created_at, expires_at) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
-             WHERE (SELECT COUNT(*) FROM auth_grants WHERE profile_kind = $2 AND profile_id = $3 \
-                    AND status = 'active' AND (expires_at IS NULL OR expires_at > $10)) < $12 \
-             RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(g.id.0)
-        .bind(g.profile.kind.as_str().to_owned())
+        .bind(kind)
         .bind(g.profile.id.clone())
         .bind(g.client_id.clone())
         .bind(g.name.clone())
@@ -607,13 +627,11 @@ where
         .bind(g.scope.to_string())
         .bind(Timestamp(g.created_at))
         .bind(g.expires_at.map(Timestamp))
-        .bind(i64::from(max_active))
-        .fetch_optional(&mut *tx)
+        .execute(&mut *tx)
         .await
-        .map_err(map_err)?
-        .is_some();
+        .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
-        Ok(inserted)
+        Ok(true)
     }
 
     async fn grant(&self, id: GrantId) -> Result<Option<AuthGrant>, StoreError> {

@@ -16,7 +16,7 @@ use sqlx::{
 
 use super::{
     ConnectOptions, StoreError,
-    sql::{Dialect, SqlStore, Timestamp, map_err},
+    sql::{SqlStore, Timestamp, map_err},
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -46,12 +46,7 @@ pub async fn connect(options: &ConnectOptions) -> Result<SqlStore<Sqlite>, Store
         .await
         .map_err(map_err)?;
     // One process owns an embedded database, so there is nobody to tell about changes.
-    Ok(SqlStore::new(
-        pool,
-        &MIGRATOR,
-        None,
-        Dialect { profile_lock: None },
-    ))
+    Ok(SqlStore::new(pool, &MIGRATOR, None))
 }
 
 impl Type<Sqlite> for Timestamp {
