@@ -224,13 +224,11 @@ impl Server {
             ),
         };
         let public = self.public;
-        let public_addr = public.local_addr()?;
         let mut servers = vec![tokio::spawn(serve(public, public_router, stop_rx.clone()))];
         if let (Some(listener), Some(router)) = (self.admin.take(), admin_router) {
             tracing::info!(addr = %listener.local_addr()?, "admin listener up");
             servers.push(tokio::spawn(serve(listener, router, stop_rx.clone())));
         }
-        tracing::debug!(%public_addr, "serving");
 
         let core = match self.core.take() {
             Some(core) => Some(core),

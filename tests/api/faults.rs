@@ -370,16 +370,7 @@ async fn a_status_check_that_cannot_be_made_never_mints_a_token() {
         .json()
         .await
         .unwrap();
-    let api_token: String = app
-        .http
-        .post(format!("{}/auth-grant/{grant}/api-token", app.base))
-        .bearer_auth(&profile)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let api_token = app.grant_api_token(&profile, &grant).await;
     let exchange = || {
         app.http
             .post(format!("{}/oauth2/token", app.base))

@@ -401,6 +401,19 @@ impl TestApp {
         body["access_token"].as_str().unwrap().to_owned()
     }
 
+    /// A grant's API token, fetched with the token of the profile that owns the grant.
+    pub async fn grant_api_token(&self, owner_token: &str, grant_id: &str) -> String {
+        let response = self
+            .http
+            .post(format!("{}/auth-grant/{grant_id}/api-token", self.base))
+            .bearer_auth(owner_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
     pub async fn default_app(&self) -> TestClient {
         self.create_app(json!({ "name": "test app" })).await
     }

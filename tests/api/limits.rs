@@ -76,16 +76,7 @@ async fn client_with_enrollment(app: &TestApp) -> (TestClient, String) {
         .owner_token("someone", "authGrants:read authGrants:write all:read")
         .await;
     let grant: String = create_grant(app, &owner).await.json().await.unwrap();
-    let token: String = app
-        .http
-        .post(format!("{}/auth-grant/{grant}/api-token", app.base))
-        .bearer_auth(&owner)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = app.grant_api_token(&owner, &grant).await;
     (client, token)
 }
 
