@@ -2,7 +2,7 @@
 //! checks failing, the pool exhausted, and SIGTERM with requests in flight.
 //!
 //! The database outages go through [`PgProxy`], so they hit only this test's server. They
-//! need PostgreSQL and run when TEST_DATABASE_URL is set (as `.ci/run` does); the SIGTERM
+//! need PostgreSQL: ignored on a SQLite-only run, run by `.ci/run` with `--include-ignored`; the SIGTERM
 //! test runs on both stores.
 
 use std::{
@@ -21,24 +21,16 @@ use sqlx::Connection;
 use tokio::sync::oneshot;
 
 use crate::{
-    helpers::{ADMIN_TOKEN, Spawn, TestApp, TestDatabase, settings, settings_env, verify_token},
+    helpers::{
+        ADMIN_TOKEN, Spawn, TestApp, TestDatabase, postgres_url, settings, settings_env,
+        verify_token,
+    },
     pg_proxy::{PgProxy, host_port},
 };
 
-/// The PostgreSQL these tests break, or `None` (said out loud) on a SQLite-only run.
-fn postgres_url() -> Option<String> {
-    match std::env::var("TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!("skipped: database fault tests need TEST_DATABASE_URL (PostgreSQL)");
-            None
-        }
-    }
-}
-
 /// A server whose database connections all pass through a proxy the test controls.
-async fn behind_proxy(overrides: &[(&str, &str)]) -> Option<(TestApp, PgProxy, Arc<TestDatabase>)> {
-    let admin_url = postgres_url()?;
+async fn behind_proxy(overrides: &[(&str, &str)]) -> (TestApp, PgProxy, Arc<TestDatabase>) {
+    let admin_url = postgres_url();
     let db = Arc::new(TestDatabase::postgres(&admin_url).await);
     let proxy = PgProxy::start(host_port(&admin_url), true).await;
     let url = proxy.url_for(&db.url);
@@ -55,7 +47,7 @@ async fn behind_proxy(overrides: &[(&str, &str)]) -> Option<(TestApp, PgProxy, A
         },
     )
     .await;
-    Some((app, proxy, db))
+    (app, proxy, db)
 }
 
 async fn get(http: &Client, url: String) -> StatusCode {
@@ -72,10 +64,9 @@ async fn create_grant(http: &Client, base: &str, token: &str) -> reqwest::Respon
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: TEST_DATABASE_URL=… cargo test -- --include-ignored"]
 async fn starts_before_postgres_and_serves_once_it_appears() {
-    let Some(admin_url) = postgres_url() else {
-        return;
-    };
+    let admin_url = postgres_url();
     let db = TestDatabase::postgres(&admin_url).await;
     let proxy = PgProxy::start(host_port(&admin_url), false).await;
     let url = proxy.url_for(&db.url);
@@ -179,12 +170,10 @@ struct Outcome {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: TEST_DATABASE_URL=… cargo test -- --include-ignored"]
 async fn postgres_restart_under_load_gives_fast_503s_then_recovers_with_no_partial_writes() {
-    let Some((app, proxy, db)) =
-        behind_proxy(&[("PORTCULLIS__GRANTS__MAX_ACTIVE_PER_PROFILE", "100000")]).await
-    else {
-        return;
-    };
+    let (app, proxy, db) =
+        behind_proxy(&[("PORTCULLIS__GRANTS__MAX_ACTIVE_PER_PROFILE", "100000")]).await;
     let client = app.default_app().await;
     let profile = app
         .owner_token("load-profile", "authGrants:read authGrants:write all:read")
@@ -340,12 +329,10 @@ async fn postgres_restart_under_load_gives_fast_503s_then_recovers_with_no_parti
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: TEST_DATABASE_URL=… cargo test -- --include-ignored"]
 async fn a_status_check_that_cannot_be_made_never_mints_a_token() {
-    let Some((app, proxy, _db)) =
-        behind_proxy(&[("PORTCULLIS__TOKENS__STATUS_CACHE_TTL_SECS", "1")]).await
-    else {
-        return;
-    };
+    let (app, proxy, _db) =
+        behind_proxy(&[("PORTCULLIS__TOKENS__STATUS_CACHE_TTL_SECS", "1")]).await;
     let client = app.default_app().await;
     let enrolled = app
         .admin_post(
@@ -417,10 +404,9 @@ async fn a_status_check_that_cannot_be_made_never_mints_a_token() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: TEST_DATABASE_URL=… cargo test -- --include-ignored"]
 async fn an_exhausted_pool_gives_fast_503s_while_liveness_answers() {
-    let Some(admin_url) = postgres_url() else {
-        return;
-    };
+    let admin_url = postgres_url();
     let db = Arc::new(TestDatabase::postgres(&admin_url).await);
     // Three connections: one is the change feed's, two get stuck behind a table lock.
     let app = TestApp::spawn_on(

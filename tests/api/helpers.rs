@@ -16,6 +16,8 @@ use portcullis::{
     store::DynStore,
 };
 use reqwest::{Client, Response};
+
+use crate::intercept::{Hooks, InterceptStore};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -297,6 +299,17 @@ pub fn settings_env(db: &TestDatabase, overrides: &[(&str, &str)]) -> Vec<(Strin
     env
 }
 
+/// The PostgreSQL server of a test that needs one. Such tests are marked
+/// `#[ignore = "needs PostgreSQL …"]`, so a SQLite-only run lists them as ignored rather than
+/// passed; the PostgreSQL pass runs them with `--include-ignored`, and without
+/// TEST_DATABASE_URL they fail instead of passing vacuously.
+pub fn postgres_url() -> String {
+    match std::env::var("TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!("this test needs PostgreSQL: set TEST_DATABASE_URL"),
+    }
+}
+
 pub struct TestApp {
     pub base: String,
     pub authority: Arc<portcullis::authority::Authority>,
@@ -352,6 +365,23 @@ impl TestApp {
             done: Some(done),
             db,
         }
+    }
+
+    /// Starts a server whose store goes through an [`InterceptStore`] the test steers.
+    pub async fn spawn_intercepted(options: Spawn<'_>) -> (Self, Arc<Hooks>) {
+        let hooks = Arc::new(OnceLock::new());
+        let slot = hooks.clone();
+        let app = Self::spawn_with(Spawn {
+            wrap_store: Some(Box::new(move |inner| {
+                let (store, hooks) = InterceptStore::wrap(inner);
+                let _ = slot.set(hooks);
+                store
+            })),
+            ..options
+        })
+        .await;
+        let hooks = hooks.get().expect("the store was wrapped").clone();
+        (app, hooks)
     }
 
     pub fn database(&self) -> Arc<TestDatabase> {

@@ -10,7 +10,7 @@ use portcullis::authority::clock::FixedClock;
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, Spawn, TestApp, TestClient, verify_token};
+use crate::helpers::{ADMIN_TOKEN, Spawn, TestApp, TestClient, postgres_url, verify_token};
 
 async fn introspect(app: &TestApp, caller: &TestClient, token: &str) -> Response {
     app.http
@@ -474,12 +474,10 @@ where
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: TEST_DATABASE_URL=… cargo test -- --include-ignored"]
 async fn a_change_on_one_replica_is_seen_by_another_at_once() {
-    if std::env::var("TEST_DATABASE_URL").is_err() {
-        // Replicas share PostgreSQL; the embedded SQLite store has exactly one process.
-        eprintln!("replica test runs in the PostgreSQL pass (TEST_DATABASE_URL)");
-        return;
-    }
+    // Replicas share PostgreSQL; the embedded SQLite store has exactly one process.
+    postgres_url();
     let a = TestApp::spawn().await;
     let b = TestApp::spawn_on(a.database(), Spawn::default()).await;
     let client = a.default_app().await;

@@ -1,0 +1,377 @@
+//! A store that delegates to the real one, with hooks a test controls: fail or hang every
+//! call (an outage seen from inside the process), or pause one named call right before or
+//! after it reaches the database, so a race can be forced into one exact interleaving
+//! instead of hoped for with sleeps.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU8, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use portcullis::{
+    domain::{
+        AppId, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment, EnrollmentId,
+        GrantId, NewApplication, OwnerId, SigningKeyRecord, Subject,
+    },
+    store::{DynStore, EnrollmentFilter, GrantFilter, PoolStats, Store, StoreError, Usage},
+};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+/// How every call behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Health {
+    Healthy = 0,
+    /// Every call fails as an unreachable database does.
+    Down = 1,
+    /// Every call hangs for 30 s before going through.
+    Hanging = 2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum When {
+    Before,
+    After,
+}
+
+/// One armed pause: the next call of a method stops there until released.
+struct Armed {
+    reached: oneshot::Sender<()>,
+    release: oneshot::Receiver<()>,
+}
+
+/// What a test holds to steer an [`InterceptStore`].
+#[derive(Default)]
+pub struct Hooks {
+    health: AtomicU8,
+    armed: Mutex<HashMap<(&'static str, When), Armed>>,
+}
+
+/// A call stopped at a pause point.
+pub struct Paused {
+    reached: Option<oneshot::Receiver<()>>,
+    release: Option<oneshot::Sender<()>>,
+}
+
+impl Paused {
+    /// Waits until a call has arrived at the pause point (and is now held there).
+    pub async fn reached(&mut self) {
+        if let Some(reached) = self.reached.take() {
+            tokio::time::timeout(Duration::from_secs(30), reached)
+                .await
+                .expect("the paused call was never made")
+                .expect("the store was dropped");
+        }
+    }
+
+    /// Lets the held call go on.
+    pub fn release(mut self) {
+        if let Some(release) = self.release.take() {
+            let _ = release.send(());
+        }
+    }
+}
+
+impl Hooks {
+    pub fn set_health(&self, health: Health) {
+        self.health.store(health as u8, Ordering::SeqCst);
+    }
+
+    /// Arms a pause: the next call of `method` stops `when` it reaches the database, until
+    /// the returned handle is released (or dropped).
+    pub fn pause(&self, method: &'static str, when: When) -> Paused {
+        let (reached_tx, reached_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel();
+        self.armed.lock().unwrap().insert(
+            (method, when),
+            Armed {
+                reached: reached_tx,
+                release: release_rx,
+            },
+        );
+        Paused {
+            reached: Some(reached_rx),
+            release: Some(release_tx),
+        }
+    }
+
+    async fn checkpoint(&self, method: &'static str, when: When) {
+        let armed = self.armed.lock().unwrap().remove(&(method, when));
+        if let Some(armed) = armed {
+            let _ = armed.reached.send(());
+            let _ = armed.release.await;
+        }
+    }
+
+    async fn gate(&self) -> Result<(), StoreError> {
+        match self.health.load(Ordering::SeqCst) {
+            x if x == Health::Down as u8 => Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
+            x if x == Health::Hanging as u8 => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Delegates every call to `inner`, through the [`Hooks`].
+pub struct InterceptStore {
+    inner: DynStore,
+    hooks: Arc<Hooks>,
+}
+
+impl InterceptStore {
+    /// Wraps `inner`; the hooks steer it.
+    pub fn wrap(inner: DynStore) -> (DynStore, Arc<Hooks>) {
+        let hooks = Arc::new(Hooks::default());
+        let store = Arc::new(Self {
+            inner,
+            hooks: hooks.clone(),
+        });
+        (store, hooks)
+    }
+
+    async fn around<T>(
+        &self,
+        method: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.hooks.gate().await?;
+        self.hooks.checkpoint(method, When::Before).await;
+        let out = call.await;
+        self.hooks.checkpoint(method, When::After).await;
+        out
+    }
+}
+
+#[async_trait]
+impl Store for InterceptStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.around("migrate", self.inner.migrate()).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.around("ping", self.inner.ping()).await
+    }
+    fn pool_stats(&self) -> PoolStats {
+        self.inner.pool_stats()
+    }
+    async fn insert_application(&self, app: &NewApplication) -> Result<Application, StoreError> {
+        self.around("insert_application", self.inner.insert_application(app))
+            .await
+    }
+    async fn application(&self, id: AppId) -> Result<Option<Application>, StoreError> {
+        self.around("application", self.inner.application(id)).await
+    }
+    async fn application_by_client_id(
+        &self,
+        client_id: &ClientId,
+    ) -> Result<Option<Application>, StoreError> {
+        self.around(
+            "application_by_client_id",
+            self.inner.application_by_client_id(client_id),
+        )
+        .await
+    }
+    async fn list_applications(&self) -> Result<Vec<Application>, StoreError> {
+        self.around("list_applications", self.inner.list_applications())
+            .await
+    }
+    async fn update_application(&self, app: &Application) -> Result<bool, StoreError> {
+        self.around("update_application", self.inner.update_application(app))
+            .await
+    }
+    async fn set_application_disabled(
+        &self,
+        id: AppId,
+        disabled: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Application>, StoreError> {
+        self.around(
+            "set_application_disabled",
+            self.inner.set_application_disabled(id, disabled, now),
+        )
+        .await
+    }
+    async fn delete_application(&self, id: AppId) -> Result<bool, StoreError> {
+        self.around("delete_application", self.inner.delete_application(id))
+            .await
+    }
+    async fn insert_enrollment(&self, e: &Enrollment) -> Result<(), StoreError> {
+        self.around("insert_enrollment", self.inner.insert_enrollment(e))
+            .await
+    }
+    async fn enrollment(&self, id: EnrollmentId) -> Result<Option<Enrollment>, StoreError> {
+        self.around("enrollment", self.inner.enrollment(id)).await
+    }
+    async fn enrollment_for_owner(
+        &self,
+        app_id: AppId,
+        owner_id: &OwnerId,
+    ) -> Result<Option<Enrollment>, StoreError> {
+        self.around(
+            "enrollment_for_owner",
+            self.inner.enrollment_for_owner(app_id, owner_id),
+        )
+        .await
+    }
+    async fn list_enrollments(
+        &self,
+        filter: &EnrollmentFilter,
+        limit: u32,
+    ) -> Result<Vec<Enrollment>, StoreError> {
+        self.around(
+            "list_enrollments",
+            self.inner.list_enrollments(filter, limit),
+        )
+        .await
+    }
+    async fn update_enrollment_data(
+        &self,
+        id: EnrollmentId,
+        data: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Enrollment>, StoreError> {
+        self.around(
+            "update_enrollment_data",
+            self.inner.update_enrollment_data(id, data, now),
+        )
+        .await
+    }
+    async fn set_enrollment_disabled(
+        &self,
+        id: EnrollmentId,
+        disabled: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Enrollment>, StoreError> {
+        self.around(
+            "set_enrollment_disabled",
+            self.inner.set_enrollment_disabled(id, disabled, now),
+        )
+        .await
+    }
+    async fn delete_enrollment(&self, id: EnrollmentId) -> Result<bool, StoreError> {
+        self.around("delete_enrollment", self.inner.delete_enrollment(id))
+            .await
+    }
+    async fn insert_grant(&self, g: &AuthGrant, max_active: u32) -> Result<bool, StoreError> {
+        self.around("insert_grant", self.inner.insert_grant(g, max_active))
+            .await
+    }
+    async fn grant(&self, id: GrantId) -> Result<Option<AuthGrant>, StoreError> {
+        self.around("grant", self.inner.grant(id)).await
+    }
+    async fn list_grants(
+        &self,
+        profile: &Subject,
+        filter: &GrantFilter,
+        before: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<AuthGrant>, StoreError> {
+        self.around(
+            "list_grants",
+            self.inner.list_grants(profile, filter, before, limit),
+        )
+        .await
+    }
+    async fn update_grant_text(
+        &self,
+        id: GrantId,
+        profile: &Subject,
+        name: Option<&str>,
+        description: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.around(
+            "update_grant_text",
+            self.inner.update_grant_text(id, profile, name, description),
+        )
+        .await
+    }
+    async fn revoke_grant(&self, id: GrantId, profile: &Subject) -> Result<bool, StoreError> {
+        self.around("revoke_grant", self.inner.revoke_grant(id, profile))
+            .await
+    }
+    async fn delete_revoked_grant(
+        &self,
+        id: GrantId,
+        profile: &Subject,
+    ) -> Result<bool, StoreError> {
+        self.around(
+            "delete_revoked_grant",
+            self.inner.delete_revoked_grant(id, profile),
+        )
+        .await
+    }
+    async fn revoke_token(
+        &self,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.around(
+            "revoke_token",
+            self.inner.revoke_token(jti, expires_at, now),
+        )
+        .await
+    }
+    async fn active_revocations(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        self.around("active_revocations", self.inner.active_revocations(now))
+            .await
+    }
+    async fn purge_expired_revocations(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.around(
+            "purge_expired_revocations",
+            self.inner.purge_expired_revocations(now),
+        )
+        .await
+    }
+    async fn record_usage(&self, usage: &[Usage]) -> Result<(), StoreError> {
+        self.around("record_usage", self.inner.record_usage(usage))
+            .await
+    }
+    async fn publish(&self, change: &Change) -> Result<(), StoreError> {
+        self.around("publish", self.inner.publish(change)).await
+    }
+    async fn subscribe(&self) -> Result<Option<mpsc::Receiver<ChangeEvent>>, StoreError> {
+        self.inner.subscribe().await
+    }
+    async fn insert_next_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StoreError> {
+        self.around(
+            "insert_next_signing_key",
+            self.inner.insert_next_signing_key(key),
+        )
+        .await
+    }
+    async fn promote_next_signing_key(&self, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.around(
+            "promote_next_signing_key",
+            self.inner.promote_next_signing_key(now),
+        )
+        .await
+    }
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        self.around("signing_keys", self.inner.signing_keys()).await
+    }
+    async fn activate_new_signing_key(
+        &self,
+        key: &SigningKeyRecord,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.around(
+            "activate_new_signing_key",
+            self.inner.activate_new_signing_key(key, now),
+        )
+        .await
+    }
+}
