@@ -17,10 +17,11 @@ use portcullis::{
         changes::ChangeHub,
         clock::{SharedClock, SystemClock},
         credentials::{ClientAuthenticator, CredentialCache, VerificationLimits},
+        fresh::Generations,
         keys::{KeyRing, KeyRingOptions, MasterKey, SigningKey},
+        records::Records,
         revocations::RevocationList,
         secrets::{HashParams, SecretHasher},
-        status::StatusCache,
         tokens::{TokenMinter, TokenSpec},
         usage::UsageTracker,
         verify::TokenVerifier,
@@ -223,13 +224,20 @@ struct CredentialFixture {
 async fn credential_fixture(hash: HashParams, cache_ttl: Duration) -> CredentialFixture {
     let (store, dir) = temp_store().await;
     let hasher = Arc::new(SecretHasher::new(hash).expect("argon2 parameters"));
-    let cache = Arc::new(CredentialCache::new(cache_ttl, 1000));
     let clock: SharedClock = Arc::new(SystemClock);
+    let generations = Arc::new(Generations::new(Duration::from_secs(2), clock.clone()));
+    let cache = Arc::new(CredentialCache::new(generations.clone(), cache_ttl, 1000));
     let changes = Arc::new(ChangeHub::new(
         store.clone(),
         clock.clone(),
+        generations.clone(),
         cache.clone(),
-        Arc::new(StatusCache::new(Duration::from_secs(5), 1000)),
+        Arc::new(Records::new(
+            store.clone(),
+            generations,
+            Duration::from_secs(5),
+            1000,
+        )),
         Arc::new(RevocationList::default()),
     ));
     let apps = Applications::new(store.clone(), hasher.clone(), changes, clock.clone());

@@ -25,11 +25,12 @@ use crate::{
         clock::SharedClock,
         credentials::{ClientAuthenticator, CredentialCache, VerificationLimits},
         enrollments::Enrollments,
+        fresh::Generations,
         grants::Grants,
         keys::{KeyRing, KeyRingOptions, MasterKey},
+        records::Records,
         revocations::RevocationList,
         secrets::{HashParams, SecretHasher},
-        status::StatusCache,
         tokens::TokenMinter,
         usage::UsageTracker,
         verify::TokenVerifier,
@@ -58,18 +59,26 @@ pub struct Server {
 /// same, so its changes reach running servers (through the store's change feed).
 pub struct Caches {
     pub credentials: Arc<CredentialCache>,
-    pub status: Arc<StatusCache>,
+    pub records: Arc<Records>,
     pub revocations: Arc<RevocationList>,
     pub changes: Arc<ChangeHub>,
 }
 
+/// How long a cached record may be served while the change feed is not trusted: changes
+/// other replicas make are then seen within this, not within the full cache lifetimes.
+const DEGRADED_CACHE_TTL: Duration = Duration::from_secs(2);
+
 impl Caches {
     pub fn new(settings: &Settings, store: DynStore, clock: SharedClock) -> Self {
+        let generations = Arc::new(Generations::new(DEGRADED_CACHE_TTL, clock.clone()));
         let credentials = Arc::new(CredentialCache::new(
+            generations.clone(),
             Duration::from_secs(settings.credentials.cache_ttl_secs),
             settings.credentials.cache_capacity,
         ));
-        let status = Arc::new(StatusCache::new(
+        let records = Arc::new(Records::new(
+            store.clone(),
+            generations.clone(),
             Duration::from_secs(settings.tokens.status_cache_ttl_secs),
             settings.credentials.cache_capacity,
         ));
@@ -77,13 +86,14 @@ impl Caches {
         let changes = Arc::new(ChangeHub::new(
             store,
             clock,
+            generations,
             credentials.clone(),
-            status.clone(),
+            records.clone(),
             revocations.clone(),
         ));
         Self {
             credentials,
-            status,
+            records,
             revocations,
             changes,
         }
@@ -333,13 +343,13 @@ impl Blueprint {
             ),
             enrollments: Enrollments::new(
                 store.clone(),
-                caches.status.clone(),
+                caches.records.clone(),
                 caches.changes.clone(),
                 clock.clone(),
             ),
             grants: Grants::new(
                 store.clone(),
-                caches.status.clone(),
+                caches.records.clone(),
                 caches.changes.clone(),
                 clock.clone(),
                 lifetimes.grant_token_max,
@@ -378,7 +388,7 @@ impl Blueprint {
             usage,
             keys,
             clock,
-            status: caches.status,
+            records: caches.records,
             lifetimes,
             store: store.clone(),
         }));

@@ -255,7 +255,7 @@ async fn run_enrollments(
 ) -> anyhow::Result<()> {
     let store = app::open_store(settings).await?;
     let caches = Caches::new(settings, store.clone(), clock.clone());
-    let enrollments = Enrollments::new(store, caches.status, caches.changes, clock);
+    let enrollments = Enrollments::new(store, caches.records, caches.changes, clock);
     let enrollment_id = |raw: &str| {
         EnrollmentId::parse(raw)
             .with_context(|| format!("'{raw}' is not an enrollment id (a UUID)"))

@@ -98,10 +98,11 @@ impl Applications {
     }
 
     /// Makes every replica forget what it remembers about this app.
-    async fn forget(&self, client_id: &ClientId) {
+    async fn forget(&self, app: &Application) {
         self.changes
             .announce(Change::App {
-                client_id: client_id.to_string(),
+                client_id: app.client_id.to_string(),
+                id: Some(app.id.0),
             })
             .await;
     }
@@ -252,7 +253,7 @@ impl Applications {
             .set_application_disabled(id, disabled, self.clock.now())
             .await?
             .ok_or(AuthorityError::NotFound)?;
-        self.forget(&app.client_id).await;
+        self.forget(&app).await;
         let event = if disabled {
             "app.disabled"
         } else {
@@ -267,7 +268,7 @@ impl Applications {
         if !self.store.delete_application(id).await? {
             return Err(AuthorityError::NotFound);
         }
-        self.forget(&app.client_id).await;
+        self.forget(&app).await;
         tracing::info!(event = "app.deleted", app_id = %id, client_id = %app.client_id);
         Ok(())
     }
@@ -281,7 +282,7 @@ impl Applications {
         if !self.store.update_application(&app).await? {
             return Err(AuthorityError::NotFound);
         }
-        self.forget(&app.client_id).await;
+        self.forget(&app).await;
         tracing::info!(event, app_id = %app.id, client_id = %app.client_id);
         Ok(app)
     }

@@ -3,22 +3,20 @@
 use std::sync::{Arc, OnceLock};
 
 use super::{
-    clock::SharedClock,
-    credentials::CredentialCache,
-    keys::KeyRing,
-    revocations::RevocationList,
-    status::{StatusCache, StatusKey},
+    clock::SharedClock, credentials::CredentialCache, fresh::Generations, keys::KeyRing,
+    records::Records, revocations::RevocationList,
 };
 use crate::{
-    domain::{Change, ChangeEvent, EnrollmentId, GrantId},
+    domain::{AppId, Change, ChangeEvent, EnrollmentId, GrantId},
     store::DynStore,
 };
 
 pub struct ChangeHub {
     store: DynStore,
     clock: SharedClock,
+    generations: Arc<Generations>,
     credentials: Arc<CredentialCache>,
-    status: Arc<StatusCache>,
+    records: Arc<Records>,
     revocations: Arc<RevocationList>,
     /// Set once the key ring exists; the CLI runs without one.
     keys: OnceLock<Arc<KeyRing>>,
@@ -28,15 +26,17 @@ impl ChangeHub {
     pub fn new(
         store: DynStore,
         clock: SharedClock,
+        generations: Arc<Generations>,
         credentials: Arc<CredentialCache>,
-        status: Arc<StatusCache>,
+        records: Arc<Records>,
         revocations: Arc<RevocationList>,
     ) -> Self {
         Self {
             store,
             clock,
+            generations,
             credentials,
-            status,
+            records,
             revocations,
             keys: OnceLock::new(),
         }
@@ -64,16 +64,12 @@ impl ChangeHub {
 
     async fn apply(&self, change: &Change) {
         match change {
-            Change::App { client_id } => {
-                self.credentials.invalidate_client(client_id);
-                // Enrollment standings depend on their app's; app changes are rare.
-                self.status.invalidate_all();
+            // Verified secrets are stamped with their client's generation, which this bumps.
+            Change::App { client_id, id } => {
+                self.records.app_changed(client_id, id.map(AppId));
             }
-            Change::Enrollment { id } => {
-                self.status
-                    .invalidate(&StatusKey::Enrollment(EnrollmentId(*id)));
-            }
-            Change::Grant { id } => self.status.invalidate(&StatusKey::Grant(GrantId(*id))),
+            Change::Enrollment { id } => self.records.enrollment_changed(EnrollmentId(*id)),
+            Change::Grant { id } => self.records.grant_changed(GrantId(*id)),
             Change::Revoked { jti, exp } => self.revocations.insert(jti.clone(), *exp),
             Change::Keys => {
                 if let Some(keys) = self.keys.get()
@@ -88,8 +84,8 @@ impl ChangeHub {
     /// Forgets everything cached and reloads what is held in full; used when change notices
     /// may have been lost, and periodically as a backstop.
     pub async fn resync(&self) {
+        self.generations.bump_all();
         self.credentials.invalidate_all();
-        self.status.invalidate_all();
         self.reload().await;
     }
 

@@ -20,7 +20,13 @@ use moka::future::Cache;
 
 use chrono::{DateTime, Utc};
 
-use super::{AuthorityError, clock::SharedClock, secrets::SecretHasher, usage::UsageTracker};
+use super::{
+    AuthorityError,
+    clock::SharedClock,
+    fresh::{Generations, Stamped, Subject},
+    secrets::SecretHasher,
+    usage::UsageTracker,
+};
 use crate::{
     domain::{AppId, Application, ClientId, ScopeSet},
     store::{DynStore, UsageOf},
@@ -55,15 +61,19 @@ impl VerifiedClient {
 /// per-process random key, so a memory dump yields nothing usable elsewhere.
 type PairKey = [u8; 32];
 
-/// Remembers which (client_id, secret) pairs passed argon2 recently.
+/// Remembers which (client_id, secret) pairs passed argon2 recently, each stamped with the
+/// generation of its client when the store was read (see [`super::fresh`]): a disable,
+/// delete, rotation or scope change seen here is never undone by a verification that was
+/// already in flight.
 pub struct CredentialCache {
-    entries: Option<Cache<PairKey, Arc<VerifiedClient>>>,
+    entries: Option<Cache<PairKey, Stamped<VerifiedClient>>>,
     key: hmac::Key,
+    generations: Arc<Generations>,
 }
 
 impl CredentialCache {
     /// `ttl` of zero disables caching: every request pays argon2.
-    pub fn new(ttl: Duration, capacity: u64) -> Self {
+    pub fn new(generations: Arc<Generations>, ttl: Duration, capacity: u64) -> Self {
         let mut key = [0u8; 32];
         SystemRandom::new()
             .fill(&mut key)
@@ -72,12 +82,12 @@ impl CredentialCache {
             Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(ttl)
-                .support_invalidation_closures()
                 .build()
         });
         Self {
             entries,
             key: hmac::Key::new(hmac::HMAC_SHA256, &key),
+            generations,
         }
     }
 
@@ -92,16 +102,7 @@ impl CredentialCache {
         out
     }
 
-    /// Forgets every pair of a client, after its secret, scopes or status changed.
-    pub fn invalidate_client(&self, client_id: &str) {
-        if let Some(entries) = &self.entries {
-            let client_id = client_id.to_owned();
-            // Only fails if closures were not enabled at build time, which they are.
-            let _ = entries
-                .invalidate_entries_if(move |_, client| client.client_id.as_str() == client_id);
-        }
-    }
-
+    /// Frees the memory of every pair; stamps alone already keep stale pairs from use.
     pub fn invalidate_all(&self) {
         if let Some(entries) = &self.entries {
             entries.invalidate_all();
@@ -276,22 +277,10 @@ impl ClientAuthenticator {
         // has proved to be that client.
         self.check_source(source_ip)?;
         let client = match &self.cache.entries {
-            None => self.verify(client_id, secret, source_ip).await?,
+            None => Arc::new(self.verify(client_id, secret, source_ip).await?),
             Some(entries) => {
-                // Concurrent requests for the same pair share one verification: a burst of
-                // cold requests costs one argon2 run and one rate-limit token, not one each.
-                let key = self.cache.pair_key(client_id, secret);
-                let client = entries
-                    .try_get_with(key, self.verify(client_id, secret, source_ip))
-                    .await
-                    .map_err(|shared| shared.as_ref().duplicate())?;
-                if client.valid_until.is_some_and(|t| t <= self.clock.now()) {
-                    // A rotated-out secret whose grace ended while it sat in the cache.
-                    entries.invalidate(&key).await;
-                    self.verify(client_id, secret, source_ip).await?
-                } else {
-                    client
-                }
+                self.verify_cached(entries, client_id, secret, source_ip)
+                    .await?
             }
         };
         self.check_client(client.client_id.as_str())?;
@@ -300,13 +289,50 @@ impl ClientAuthenticator {
         Ok(client)
     }
 
+    async fn verify_cached(
+        &self,
+        entries: &Cache<PairKey, Stamped<VerifiedClient>>,
+        client_id: &str,
+        secret: &str,
+        source_ip: IpAddr,
+    ) -> Result<Arc<VerifiedClient>, AuthorityError> {
+        let generations = &self.cache.generations;
+        let subject = Subject::Client(client_id);
+        let key = self.cache.pair_key(client_id, secret);
+        for _ in 0..2 {
+            // Concurrent requests for the same pair share one verification: a burst of cold
+            // requests costs one argon2 run and one rate-limit token, not one each.
+            let entry = entries
+                .try_get_with(key, async {
+                    let stamp = generations.stamp_now(subject);
+                    let client = self.verify(client_id, secret, source_ip).await?;
+                    Ok::<_, AuthorityError>(Stamped::new(client, stamp))
+                })
+                .await
+                .map_err(|shared| shared.as_ref().duplicate())?;
+            // A verification that began before a change seen here (perhaps one this request
+            // merely joined), or a rotated-out secret whose grace ended while it sat here.
+            let stale = !generations.is_fresh(subject, entry.stamp, entry.born)
+                || entry
+                    .value
+                    .valid_until
+                    .is_some_and(|t| t <= self.clock.now());
+            if !stale {
+                return Ok(entry.value);
+            }
+            entries.invalidate(&key).await;
+        }
+        // Changes keep landing mid-verification: answer from a read of our own, uncached.
+        Ok(Arc::new(self.verify(client_id, secret, source_ip).await?))
+    }
+
     /// The cold path: rate limits, store lookup, argon2.
     async fn verify(
         &self,
         client_id: &str,
         secret: &str,
         source_ip: IpAddr,
-    ) -> Result<Arc<VerifiedClient>, AuthorityError> {
+    ) -> Result<VerifiedClient, AuthorityError> {
         // Shapes that can never match are refused before any work; they reveal nothing
         // since no stored credential could have them.
         let Ok(parsed_id) = ClientId::parse(client_id) else {
@@ -333,9 +359,7 @@ impl ClientAuthenticator {
             valid_until = app.as_ref().and_then(|a| a.previous_secret_expires_at);
         }
         match app {
-            Some(app) if matched && !app.disabled => {
-                Ok(Arc::new(VerifiedClient::new(&app, valid_until)))
-            }
+            Some(app) if matched && !app.disabled => Ok(VerifiedClient::new(&app, valid_until)),
             _ => {
                 crate::telemetry::metrics::auth_failed("client");
                 tracing::info!(event = "auth.failed", client_id, %source_ip);

@@ -5,12 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{
-    AuthorityError,
-    changes::ChangeHub,
-    clock::SharedClock,
-    status::{EnrollmentLookup, Standing, StatusCache, StatusKey},
-};
+use super::{AuthorityError, changes::ChangeHub, clock::SharedClock, records::Records};
 use crate::{
     domain::{AppId, Change, Enrollment, EnrollmentId, OwnerId, ScopeSet},
     store::{DynStore, EnrollmentFilter, StoreError},
@@ -45,7 +40,7 @@ impl Created {
 
 pub struct Enrollments {
     store: DynStore,
-    status: Arc<StatusCache>,
+    records: Arc<Records>,
     changes: Arc<ChangeHub>,
     clock: SharedClock,
 }
@@ -97,13 +92,13 @@ fn holds_nul(value: &Value) -> bool {
 impl Enrollments {
     pub fn new(
         store: DynStore,
-        status: Arc<StatusCache>,
+        records: Arc<Records>,
         changes: Arc<ChangeHub>,
         clock: SharedClock,
     ) -> Self {
         Self {
             store,
-            status,
+            records,
             changes,
             clock,
         }
@@ -202,14 +197,7 @@ impl Enrollments {
         app_id: AppId,
         id: EnrollmentId,
     ) -> Result<Arc<Enrollment>, AuthorityError> {
-        let store = &self.store;
-        let found = self
-            .status
-            .enrollment(EnrollmentLookup::ById(id), async move {
-                Ok(store.enrollment(id).await?)
-            })
-            .await?;
-        match found {
+        match self.records.enrollment(id).await? {
             Some(e) if e.app_id == app_id => Ok(e),
             _ => Err(AuthorityError::NotFound),
         }
@@ -220,12 +208,8 @@ impl Enrollments {
         app_id: AppId,
         owner_id: &OwnerId,
     ) -> Result<Arc<Enrollment>, AuthorityError> {
-        let store = &self.store;
-        self.status
-            .enrollment(
-                EnrollmentLookup::ByOwner(app_id, owner_id.clone()),
-                async move { Ok(store.enrollment_for_owner(app_id, owner_id).await?) },
-            )
+        self.records
+            .enrollment_for_owner(app_id, owner_id)
             .await?
             .ok_or(AuthorityError::NotFound)
     }
@@ -275,27 +259,6 @@ impl Enrollments {
         self.changes.announce(Change::Enrollment { id: id.0 }).await;
         tracing::info!(event = "enrollment.deleted", enrollment_id = %id);
         Ok(())
-    }
-
-    /// Whether tokens of this enrollment may still be used: it exists, is enabled, and so
-    /// is its app.
-    pub async fn standing(&self, id: EnrollmentId) -> Result<Standing, AuthorityError> {
-        let store = &self.store;
-        self.status
-            .standing(StatusKey::Enrollment(id), async move {
-                let Some(enrollment) = store.enrollment(id).await? else {
-                    return Ok(Standing::Inactive);
-                };
-                if enrollment.disabled {
-                    return Ok(Standing::Inactive);
-                }
-                let app_enabled = store
-                    .application(enrollment.app_id)
-                    .await?
-                    .is_some_and(|app| !app.disabled);
-                Ok(Standing::from_flag(app_enabled))
-            })
-            .await
     }
 
     async fn changed(&self, enrollment: &Enrollment, event: &'static str) {

@@ -10,11 +10,12 @@ use super::{
     AuthorityError, Principal,
     changes::ChangeHub,
     clock::SharedClock,
-    status::{Standing, StatusCache, StatusKey},
+    lineage::Judge,
+    records::Records,
     tokens::{IssuedToken, TokenMinter, TokenSpec},
 };
 use crate::{
-    domain::{AuthGrant, Change, ClientId, GrantId, GrantStatus, ScopeSet, parse_utc_timestamp},
+    domain::{AuthGrant, Change, GrantId, GrantStatus, ScopeSet, parse_utc_timestamp},
     store::{DynStore, GrantFilter},
 };
 
@@ -45,7 +46,7 @@ pub struct ListGrants {
 
 pub struct Grants {
     store: DynStore,
-    status: Arc<StatusCache>,
+    records: Arc<Records>,
     changes: Arc<ChangeHub>,
     clock: SharedClock,
     api_token_max_lifetime: Duration,
@@ -80,7 +81,7 @@ pub fn parse_grant_id(raw: &str) -> Result<GrantId, AuthorityError> {
 impl Grants {
     pub fn new(
         store: DynStore,
-        status: Arc<StatusCache>,
+        records: Arc<Records>,
         changes: Arc<ChangeHub>,
         clock: SharedClock,
         api_token_max_lifetime: Duration,
@@ -89,7 +90,7 @@ impl Grants {
     ) -> Self {
         Self {
             store,
-            status,
+            records,
             changes,
             clock,
             api_token_max_lifetime,
@@ -104,12 +105,10 @@ impl Grants {
         request: CreateGrant,
     ) -> Result<GrantId, AuthorityError> {
         principal.require(WRITE)?;
-        if principal.claims.grant_id.is_some() {
-            // A child grant could outlive its parent's revocation or expiry.
-            return Err(AuthorityError::Forbidden(
-                "tokens derived from an auth grant cannot create auth grants",
-            ));
-        }
+        // A child grant could outlive its parent's revocation or expiry.
+        let origin = principal.origin.ok_or(AuthorityError::Forbidden(
+            "tokens derived from an auth grant cannot create auth grants",
+        ))?;
         let name = request.name.unwrap_or_default();
         let description = request.description.unwrap_or_default();
         check_text("name", &name, AuthGrant::NAME_MAX_LEN)?;
@@ -146,6 +145,7 @@ impl Grants {
         let grant = AuthGrant {
             id,
             profile: principal.subject(),
+            origin,
             client_id: principal.claims.client_id.clone(),
             name,
             description,
@@ -181,13 +181,8 @@ impl Grants {
         principal: &Principal,
         id: GrantId,
     ) -> Result<Arc<AuthGrant>, AuthorityError> {
-        let store = &self.store;
-        let found = self
-            .status
-            .grant(id, async move { Ok(store.grant(id).await?) })
-            .await?;
-        match found {
-            Some(grant) if grant.profile == principal.subject() => Ok(grant),
+        match self.records.grant(id).await? {
+            Some(grant) if grant.owner() == principal.profile => Ok(grant),
             _ => Err(AuthorityError::NotFound),
         }
     }
@@ -225,7 +220,7 @@ impl Grants {
             .transpose()?;
         Ok(self
             .store
-            .list_grants(&principal.subject(), &request.filter, before, limit)
+            .list_grants(&principal.profile, &request.filter, before, limit)
             .await?)
     }
 
@@ -253,7 +248,7 @@ impl Grants {
             .store
             .update_grant_text(
                 id,
-                &principal.subject(),
+                &principal.profile,
                 name.as_deref(),
                 description.as_deref(),
             )
@@ -269,7 +264,7 @@ impl Grants {
     pub async fn revoke(&self, principal: &Principal, id: &str) -> Result<(), AuthorityError> {
         principal.require(WRITE)?;
         let id = parse_grant_id(id)?;
-        if !self.store.revoke_grant(id, &principal.subject()).await? {
+        if !self.store.revoke_grant(id, &principal.profile).await? {
             return Err(AuthorityError::NotFound);
         }
         self.changes.announce(Change::Grant { id: id.0 }).await;
@@ -283,7 +278,7 @@ impl Grants {
         let id = parse_grant_id(id)?;
         if self
             .store
-            .delete_revoked_grant(id, &principal.subject())
+            .delete_revoked_grant(id, &principal.profile)
             .await?
         {
             self.changes.announce(Change::Grant { id: id.0 }).await;
@@ -294,8 +289,9 @@ impl Grants {
         Err(AuthorityError::GrantActive)
     }
 
-    /// An API token acting for the grant's profile with the grant's scope, valid until the
-    /// grant expires (or the configured maximum).
+    /// An API token acting for the grant's profile with the grant's scope (as far as the
+    /// grant's origin still allows it), valid until the grant expires (or the configured
+    /// maximum).
     pub async fn api_token(
         &self,
         principal: &Principal,
@@ -304,17 +300,22 @@ impl Grants {
     ) -> Result<IssuedToken, AuthorityError> {
         principal.require(READ)?;
         let grant = self.owned(principal, parse_grant_id(id)?).await?;
-        if !grant.is_active_at(self.clock.now()) {
-            return Err(AuthorityError::GrantInactive);
-        }
+        let judge = Judge {
+            records: &self.records,
+            now: self.clock.now(),
+        };
+        let scope = judge
+            .grant(&grant)
+            .await?
+            .ok_or(AuthorityError::GrantInactive)?;
         // Reading a grant is not holding it: a narrower token may not mint a wider one.
-        if let Some(missing) = principal.scope.first_uncovered(&grant.scope) {
+        if let Some(missing) = principal.scope.first_uncovered(&scope) {
             return Err(AuthorityError::ScopeNotGranted(missing.to_string()));
         }
         let token = minter.mint(TokenSpec {
             subject: &grant.profile,
             client_id: &grant.client_id,
-            scope: &grant.scope,
+            scope: &scope,
             lifetime: self.lifetime_within(&grant, self.api_token_max_lifetime),
             enrollment_id: None,
             grant_id: Some(grant.id.to_string()),
@@ -325,41 +326,29 @@ impl Grants {
     }
 
     /// RFC 8693: trades a grant's token for a short-lived access token, optionally narrower.
-    /// `subject` comes from `Authority::authenticate_bearer`, so a revoked token, or one
-    /// whose grant is revoked, deleted or expired, never gets here.
-    pub async fn exchange(
+    /// `subject` comes from `Authority::authenticate_bearer`, which judged the token's whole
+    /// chain and narrowed its scope to what the chain still allows.
+    pub fn exchange(
         &self,
         subject: &Principal,
         requested: Option<ScopeSet>,
         minter: &TokenMinter,
     ) -> Result<IssuedToken, AuthorityError> {
-        let claims = &subject.claims;
-        let id = claims
-            .grant_id
-            .as_deref()
-            .ok_or(AuthorityError::InvalidToken)
-            .and_then(|raw| GrantId::parse(raw).map_err(|_| AuthorityError::InvalidToken))?;
-        let grant = self
-            .store
-            .grant(id)
-            .await?
-            .filter(|g| g.is_active_at(self.clock.now()))
-            .ok_or(AuthorityError::InvalidToken)?;
-        let token_scope = subject.scope.clone();
+        let grant = subject.grant().ok_or(AuthorityError::InvalidToken)?;
         let scope = match requested.filter(|s| !s.is_empty()) {
             Some(wanted) => {
-                if let Some(missing) = token_scope.first_uncovered(&wanted) {
+                if let Some(missing) = subject.scope.first_uncovered(&wanted) {
                     return Err(AuthorityError::ScopeNotGranted(missing.to_string()));
                 }
                 wanted
             }
-            None => token_scope,
+            None => subject.scope.clone(),
         };
         let token = minter.mint(TokenSpec {
             subject: &grant.profile,
             client_id: &grant.client_id,
             scope: &scope,
-            lifetime: self.lifetime_within(&grant, self.exchanged_lifetime),
+            lifetime: self.lifetime_within(grant, self.exchanged_lifetime),
             enrollment_id: None,
             grant_id: Some(grant.id.to_string()),
             grant_type: "token_exchange",
@@ -378,35 +367,5 @@ impl Grants {
             .to_std()
             .unwrap_or(Duration::from_secs(1));
         wanted.min(Duration::from_secs(left.as_secs().max(1)))
-    }
-
-    /// Active while the grant is, and while the app it was created through is enabled.
-    pub async fn standing(&self, id: GrantId) -> Result<Standing, AuthorityError> {
-        let store = &self.store;
-        self.status
-            .standing(StatusKey::Grant(id), async move {
-                let Some(grant) = store.grant(id).await? else {
-                    return Ok(Standing::Inactive);
-                };
-                if grant.status != GrantStatus::Active {
-                    return Ok(Standing::Inactive);
-                }
-                if grant.client_id != super::ADMIN_CLIENT_ID {
-                    let app_enabled = match ClientId::parse(&grant.client_id) {
-                        Ok(client_id) => store
-                            .application_by_client_id(&client_id)
-                            .await?
-                            .is_some_and(|app| !app.disabled),
-                        Err(_) => false,
-                    };
-                    if !app_enabled {
-                        return Ok(Standing::Inactive);
-                    }
-                }
-                Ok(Standing::Active {
-                    until: grant.expires_at,
-                })
-            })
-            .await
     }
 }

@@ -9,11 +9,13 @@ pub mod clock;
 pub mod credentials;
 pub mod enrollments;
 mod error;
+pub mod fresh;
 pub mod grants;
 pub mod keys;
+pub mod lineage;
+pub mod records;
 pub mod revocations;
 pub mod secrets;
-pub mod status;
 pub mod tokens;
 pub mod usage;
 pub mod verify;
@@ -27,7 +29,10 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::{
-    domain::{Change, ClientId, Enrollment, EnrollmentId, GrantId, ScopeSet, Subject, SubjectKind},
+    domain::{
+        AuthGrant, Change, ClientId, Enrollment, EnrollmentId, Origin, Profile, ScopeSet, Subject,
+        SubjectKind,
+    },
     store::{DynStore, UsageOf},
 };
 use apps::Applications;
@@ -37,8 +42,9 @@ use credentials::{ClientAuthenticator, VerifiedClient};
 use enrollments::{CreateEnrollment, Enrollments, parse_enrollment_id, parse_owner};
 use grants::Grants;
 use keys::KeyRing;
+use lineage::{Judge, Standing};
+use records::Records;
 use revocations::RevocationList;
-use status::{Standing, StatusCache, StatusKey};
 use tokens::{Claims, IssuedToken, TokenMinter, TokenSpec};
 use usage::UsageTracker;
 use verify::TokenVerifier;
@@ -76,14 +82,37 @@ pub struct ClientCredentials<'a> {
     pub source_ip: IpAddr,
 }
 
-/// A bearer token that verified and whose credential is still active.
+/// A bearer token that verified and whose whole chain still stands.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub claims: Claims,
+    /// The token's scope, narrowed by every link of its chain.
     pub scope: ScopeSet,
+    /// Whose grants this token sees.
+    pub profile: Profile,
+    /// Where a grant created with this token comes from; `None` for grant-derived tokens.
+    pub origin: Option<Origin>,
+    enrollment: Option<Arc<Enrollment>>,
+    grant: Option<Arc<AuthGrant>>,
 }
 
 impl Principal {
+    fn new(claims: Claims, standing: Standing) -> Self {
+        Self {
+            claims,
+            scope: standing.scope,
+            profile: standing.profile,
+            origin: standing.origin,
+            enrollment: standing.enrollment,
+            grant: standing.grant,
+        }
+    }
+
+    /// The grant a grant-derived token acts through.
+    pub fn grant(&self) -> Option<&Arc<AuthGrant>> {
+        self.grant.as_ref()
+    }
+
     /// Refuses the request unless the token's scope covers `needed`.
     pub fn require(&self, needed: &str) -> Result<(), AuthorityError> {
         let wanted = crate::domain::Scope::parse(needed).map_err(AuthorityError::internal)?;
@@ -101,11 +130,9 @@ impl Principal {
         }
     }
 
-    pub fn enrollment_id(&self) -> Option<EnrollmentId> {
-        self.claims
-            .enrollment_id
-            .as_deref()
-            .and_then(|id| EnrollmentId::parse(id).ok())
+    /// The enrollment an enrollment token speaks for, as judged at this use.
+    pub fn enrollment(&self) -> Option<&Arc<Enrollment>> {
+        self.enrollment.as_ref()
     }
 }
 
@@ -146,7 +173,7 @@ pub struct Parts {
     pub credentials: ClientAuthenticator,
     pub tokens: TokenMinter,
     pub verifier: TokenVerifier,
-    pub status: Arc<StatusCache>,
+    pub records: Arc<Records>,
     pub lifetimes: Lifetimes,
     pub store: DynStore,
 }
@@ -164,7 +191,7 @@ pub struct Authority {
     pub tokens: TokenMinter,
     pub verifier: TokenVerifier,
     pub lifetimes: Lifetimes,
-    status: Arc<StatusCache>,
+    records: Arc<Records>,
     store: DynStore,
 }
 
@@ -183,7 +210,7 @@ impl Authority {
             tokens: parts.tokens,
             verifier: parts.verifier,
             lifetimes: parts.lifetimes,
-            status: parts.status,
+            records: parts.records,
             store: parts.store,
         }
     }
@@ -251,26 +278,25 @@ impl Authority {
 
     async fn judge_bearer(&self, token: &str) -> Result<Principal, AuthorityError> {
         let claims = self.verifier.verify(token)?;
-        if self.revocations.contains(&claims.jti) || !self.is_active(&claims).await? {
+        if self.revocations.contains(&claims.jti) {
             return Err(AuthorityError::InvalidToken);
         }
-        let scope = ScopeSet::parse(&claims.scope).map_err(|_| AuthorityError::InvalidToken)?;
         let now = self.clock.now();
-        if let Some(id) = claims
-            .grant_id
-            .as_deref()
-            .and_then(|id| GrantId::parse(id).ok())
-        {
-            self.usage.record(UsageOf::Grant(id), now);
+        let judge = Judge {
+            records: &self.records,
+            now,
+        };
+        let standing = judge
+            .token(&claims)
+            .await?
+            .ok_or(AuthorityError::InvalidToken)?;
+        if let Some(grant) = &standing.grant {
+            self.usage.record(UsageOf::Grant(grant.id), now);
         }
-        if let Some(id) = claims
-            .enrollment_id
-            .as_deref()
-            .and_then(|id| EnrollmentId::parse(id).ok())
-        {
-            self.usage.record(UsageOf::Enrollment(id), now);
+        if let Some(enrollment) = &standing.enrollment {
+            self.usage.record(UsageOf::Enrollment(enrollment.id), now);
         }
-        Ok(Principal { claims, scope })
+        Ok(Principal::new(claims, standing))
     }
 
     /// RFC 8693 token exchange of an auth grant's token. Rate limits apply as on every
@@ -284,9 +310,7 @@ impl Authority {
         self.credentials.check_source(source_ip)?;
         let subject = self.authenticate_bearer(subject_token).await?;
         self.credentials.check_client(&subject.claims.client_id)?;
-        self.grants
-            .exchange(&subject, requested, &self.tokens)
-            .await
+        self.grants.exchange(&subject, requested, &self.tokens)
     }
 
     /// RFC 7662: the claims of a token that is active right now, or `None` for anything
@@ -300,7 +324,11 @@ impl Authority {
             .authenticate(caller.client_id, caller.client_secret, caller.source_ip)
             .await?;
         match self.authenticate_bearer(token).await {
-            Ok(principal) => Ok(Some(principal.claims)),
+            // What the token may do now, which its chain may have narrowed since it was minted.
+            Ok(principal) => Ok(Some(Claims {
+                scope: principal.scope.to_string(),
+                ..principal.claims
+            })),
             Err(AuthorityError::InvalidToken) => Ok(None),
             Err(e) => Err(e),
         }
@@ -376,40 +404,6 @@ impl Authority {
         self.changes.reload().await;
     }
 
-    /// Whether what the token was issued for still stands: its grant, its enrollment, or
-    /// for an app's own token, the app.
-    async fn is_active(&self, claims: &Claims) -> Result<bool, AuthorityError> {
-        let standing = if let Some(id) = &claims.grant_id {
-            let id = GrantId::parse(id).map_err(|_| AuthorityError::InvalidToken)?;
-            self.grants.standing(id).await?
-        } else if let Some(id) = &claims.enrollment_id {
-            let id = EnrollmentId::parse(id).map_err(|_| AuthorityError::InvalidToken)?;
-            self.enrollments.standing(id).await?
-        } else {
-            match claims.sub_kind {
-                SubjectKind::App => {
-                    let store = &self.store;
-                    let client_id = claims.client_id.clone();
-                    self.status
-                        .standing(StatusKey::App(client_id.clone()), async move {
-                            let Ok(client_id) = ClientId::parse(&client_id) else {
-                                return Ok(Standing::Inactive);
-                            };
-                            let enabled = store
-                                .application_by_client_id(&client_id)
-                                .await?
-                                .is_some_and(|app| !app.disabled);
-                            Ok(Standing::from_flag(enabled))
-                        })
-                        .await?
-                }
-                // Owner tokens from the admin API stand on the operator's word alone.
-                SubjectKind::Owner => Standing::Active { until: None },
-            }
-        };
-        Ok(standing.active_at(self.clock.now()))
-    }
-
     /// The Access dialect's authorize: the app proves itself, then names the enrollment by
     /// bearer token (renewal, or an owner's token), by id, or by owner.
     pub async fn authorize_enrollment(
@@ -479,7 +473,10 @@ impl Authority {
     }
 
     /// The enrollment a bearer token speaks for, as seen by `client`: its own enrollment
-    /// token (renewal), or an owner's token naming the owner.
+    /// token (renewal), or an owner token from the operator naming the owner. A renewal
+    /// token must name the very enrollment it was minted for (same owner, minted after the
+    /// enrollment was created); its standing otherwise is judged below, like any
+    /// authorize, so a disabled enrollment is refused as such.
     async fn enrollment_named_by_token(
         &self,
         client: &VerifiedClient,
@@ -491,12 +488,20 @@ impl Authority {
         match &claims.enrollment_id {
             Some(id) => {
                 let id = EnrollmentId::parse(id).map_err(|_| AuthorityError::InvalidToken)?;
-                self.enrollments.get_for_app(client.app_id, id).await
+                let found = self.enrollments.get_for_app(client.app_id, id).await?;
+                let names_it = claims.client_id == client.client_id.as_str()
+                    && claims.sub == found.owner_id.as_str()
+                    && !lineage::issued_before(claims, found.created_at);
+                if !names_it {
+                    return Err(AuthorityError::InvalidToken);
+                }
+                Ok(found)
             }
-            None => {
+            None if claims.client_id == ADMIN_CLIENT_ID => {
                 let owner = parse_owner(&claims.sub).map_err(|_| AuthorityError::InvalidToken)?;
                 self.enrollments.get_for_owner(client.app_id, &owner).await
             }
+            None => Err(AuthorityError::InvalidToken),
         }
     }
 
@@ -507,7 +512,7 @@ impl Authority {
     ) -> Result<IssuedToken, AuthorityError> {
         // An app whose allowed scopes were narrowed since enrolling gets only what it may
         // still have.
-        let scope = enrollment.scopes.within(&client.allowed_scopes);
+        let scope = enrollment.scopes.intersect(&client.allowed_scopes);
         self.tokens.mint(TokenSpec {
             subject: &Subject {
                 kind: SubjectKind::Owner,
@@ -522,12 +527,12 @@ impl Authority {
         })
     }
 
-    /// The enrollment behind an enrollment token.
-    pub async fn enrollment_of(&self, principal: &Principal) -> Result<Enrollment, AuthorityError> {
-        let id = principal
-            .enrollment_id()
-            .ok_or(AuthorityError::InvalidToken)?;
-        self.enrollments.get(id).await
+    /// The enrollment behind an enrollment token, as judged when the token was presented.
+    pub fn enrollment_of(&self, principal: &Principal) -> Result<Enrollment, AuthorityError> {
+        principal
+            .enrollment()
+            .map(|e| Enrollment::clone(e))
+            .ok_or(AuthorityError::InvalidToken)
     }
 
     pub async fn update_enrollment_data(
@@ -536,7 +541,8 @@ impl Authority {
         data: Value,
     ) -> Result<Enrollment, AuthorityError> {
         let id = principal
-            .enrollment_id()
+            .enrollment()
+            .map(|e| e.id)
             .ok_or(AuthorityError::InvalidToken)?;
         self.enrollments.update_data(id, data).await
     }
@@ -560,10 +566,8 @@ impl Authority {
             )
             .await?;
         let owner = self.authenticate_bearer(owner_token).await?;
-        let is_owner_token = owner.claims.sub_kind == SubjectKind::Owner
-            && owner.claims.enrollment_id.is_none()
-            && owner.claims.grant_id.is_none();
-        if !is_owner_token {
+        // Only the operator vouches for owners; an enrollment's or grant's token does not.
+        if owner.origin != Some(Origin::Operator) {
             return Err(AuthorityError::InvalidToken);
         }
         if owner.claims.sub != owner_id {

@@ -20,16 +20,23 @@ const TOKEN_TYPE: &str = "at+jwt";
 /// Signature checks are the costly part of a bearer request (~57 µs for ES256), and
 /// clients reuse a token many times, so tokens whose signature checked out are remembered
 /// by their SHA-256 (collision-resistant, so no other string can pose as one). Time,
-/// revocation and status are still checked on every use.
+/// revocation and status are still checked on every use, and so is the key: a token whose
+/// key is no longer published is no longer ours, whatever was remembered.
 const VERIFIED_TTL: Duration = Duration::from_secs(300);
 const VERIFIED_CAPACITY: u64 = 100_000;
+
+/// A token whose signature checked out, with the key that signed it.
+struct Verified {
+    kid: String,
+    claims: Claims,
+}
 
 pub struct TokenVerifier {
     issuer: String,
     audience: String,
     keys: Arc<KeyRing>,
     clock: SharedClock,
-    verified: Cache<[u8; 32], Arc<Claims>>,
+    verified: Cache<[u8; 32], Arc<Verified>>,
 }
 
 impl TokenVerifier {
@@ -54,23 +61,24 @@ impl TokenVerifier {
         }
         let mut key = [0u8; 32];
         key.copy_from_slice(digest(&SHA256, token.as_bytes()).as_ref());
-        let claims = match self.verified.get(&key) {
-            Some(claims) => claims,
-            None => {
-                let claims = Arc::new(self.verify_signature(token)?);
-                self.verified.insert(key, claims.clone());
-                claims
+        let verified = match self.verified.get(&key) {
+            Some(hit) if self.keys.verifier(&hit.kid).is_some() => hit,
+            _ => {
+                let verified = Arc::new(self.verify_signature(token)?);
+                self.verified.insert(key, verified.clone());
+                verified
             }
         };
+        let claims = &verified.claims;
         let now = self.clock.now().timestamp();
         if claims.exp + LEEWAY_SECS <= now || claims.nbf > now + LEEWAY_SECS {
             return Err(AuthorityError::InvalidToken);
         }
-        Ok(Claims::clone(&claims))
+        Ok(claims.clone())
     }
 
     /// Everything about the token that does not change with time.
-    fn verify_signature(&self, token: &str) -> Result<Claims, AuthorityError> {
+    fn verify_signature(&self, token: &str) -> Result<Verified, AuthorityError> {
         let header = decode_header(token).map_err(|_| AuthorityError::InvalidToken)?;
         if header.typ.as_deref() != Some(TOKEN_TYPE) {
             return Err(AuthorityError::InvalidToken);
@@ -91,9 +99,13 @@ impl TokenVerifier {
         // Time is checked below against the injected clock, not the system clock.
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        decode::<Claims>(token, &verifier.key, &validation)
+        let claims = decode::<Claims>(token, &verifier.key, &validation)
             .map(|data| data.claims)
-            .map_err(|_| AuthorityError::InvalidToken)
+            .map_err(|_| AuthorityError::InvalidToken)?;
+        Ok(Verified {
+            kid: kid.to_owned(),
+            claims,
+        })
     }
 }
 

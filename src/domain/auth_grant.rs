@@ -3,7 +3,7 @@ use std::fmt;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use uuid::Uuid;
 
-use super::{InvalidId, ScopeSet, Subject};
+use super::{AppId, EnrollmentId, InvalidId, ScopeSet, Subject};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GrantId(pub Uuid);
@@ -49,12 +49,53 @@ impl GrantStatus {
     }
 }
 
+/// Where a grant came from: the credential behind the token that created it. The grant
+/// stands only while every link of this chain does, and carries no scope they no longer allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// An owner token the operator minted (admin API): no app stands behind it.
+    Operator,
+    /// An app's own token (client_credentials).
+    App(AppId),
+    /// An enrollment token: the owner, as enrolled with that app.
+    Enrollment {
+        app_id: AppId,
+        enrollment_id: EnrollmentId,
+    },
+}
+
+impl Origin {
+    pub fn app_id(self) -> Option<AppId> {
+        match self {
+            Self::Operator => None,
+            Self::App(app_id) | Self::Enrollment { app_id, .. } => Some(app_id),
+        }
+    }
+
+    pub fn enrollment_id(self) -> Option<EnrollmentId> {
+        match self {
+            Self::Enrollment { enrollment_id, .. } => Some(enrollment_id),
+            Self::Operator | Self::App(_) => None,
+        }
+    }
+}
+
+/// Whose grants these are: a subject as seen through one app (none for the operator's own
+/// owner tokens). One owner enrolled with two apps is two profiles that never see each
+/// other's grants.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Profile {
+    pub subject: Subject,
+    pub app_id: Option<AppId>,
+}
+
 /// A scoped, expiring, revocable credential that a profile creates for itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthGrant {
     pub id: GrantId,
     /// The subject (with its kind) of the token that created the grant.
     pub profile: Subject,
+    pub origin: Origin,
     /// The client the creating token was issued to; tokens from the grant carry it.
     pub client_id: String,
     pub name: String,
@@ -70,6 +111,14 @@ pub struct AuthGrant {
 impl AuthGrant {
     pub const NAME_MAX_LEN: usize = 256;
     pub const DESCRIPTION_MAX_LEN: usize = 2048;
+
+    /// The profile the grant belongs to: its subject, through the app it came from.
+    pub fn owner(&self) -> Profile {
+        Profile {
+            subject: self.profile.clone(),
+            app_id: self.origin.app_id(),
+        }
+    }
 
     /// Usable right now: not revoked and not past its expiry.
     pub fn is_active_at(&self, now: DateTime<Utc>) -> bool {

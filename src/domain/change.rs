@@ -6,9 +6,12 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Change {
-    /// An app's secret, scopes or status changed, or it was deleted.
+    /// An app's secret, scopes or status changed, or it was deleted. `id` is absent in
+    /// notices from replicas older than it; they make every app be read again.
     App {
         client_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Uuid>,
     },
     Enrollment {
         id: Uuid,

@@ -10,7 +10,7 @@ mod signing_key;
 mod subject;
 
 pub use application::{Application, NewApplication};
-pub use auth_grant::{AuthGrant, GrantId, GrantStatus, parse_utc_timestamp};
+pub use auth_grant::{AuthGrant, GrantId, GrantStatus, Origin, Profile, parse_utc_timestamp};
 pub use change::{Change, ChangeEvent};
 pub use enrollment::{Enrollment, EnrollmentId, OwnerId};
 pub use ids::{AppId, ClientId, InvalidId};

@@ -57,6 +57,27 @@ impl Scope {
     }
 }
 
+impl Scope {
+    /// The scope both `self` and `other` cover, if any: whatever it covers, both cover.
+    fn meet(&self, other: &Scope) -> Option<Scope> {
+        let resource = if self.resource_is_wildcard() {
+            other.resource.clone()
+        } else if other.resource_is_wildcard() || self.resource == other.resource {
+            self.resource.clone()
+        } else {
+            return None;
+        };
+        let action = match (self.action.as_str(), other.action.as_str()) {
+            (WILDCARD, a) | (a, WILDCARD) => a.to_owned(),
+            (a, b) if a == b => a.to_owned(),
+            // A write covers delete, so what both a write and a delete cover is delete.
+            ("write", "delete") | ("delete", "write") => "delete".to_owned(),
+            _ => return None,
+        };
+        Some(Scope { resource, action })
+    }
+}
+
 fn is_part(s: &str) -> bool {
     s == WILDCARD
         || (!s.is_empty()
@@ -125,6 +146,27 @@ impl ScopeSet {
                 .cloned()
                 .collect(),
         )
+    }
+
+    /// What both sets allow: a scope is covered by the result exactly when both cover it.
+    /// Every link of a credential's chain narrows its token this way.
+    pub fn intersect(&self, other: &ScopeSet) -> ScopeSet {
+        let mut scopes: Vec<Scope> = self
+            .0
+            .iter()
+            .flat_map(|a| other.0.iter().filter_map(move |b| a.meet(b)))
+            .collect();
+        scopes.sort();
+        scopes.dedup();
+        // Drop what another scope already covers, so the result reads simply; of two that
+        // cover each other (`*:read`, `all:read`) the first stays.
+        let redundant = |s: &Scope| {
+            scopes
+                .iter()
+                .any(|t| t != s && t.covers(s) && (!s.covers(t) || t < s))
+        };
+        let kept: Vec<Scope> = scopes.iter().filter(|s| !redundant(s)).cloned().collect();
+        Self(kept)
     }
 
     pub fn to_vec(&self) -> Vec<String> {
@@ -358,6 +400,24 @@ mod properties {
             if a.covers(&b) && b.covers(&c) {
                 prop_assert!(a.covers(&c), "{} ⊇ {} ⊇ {} but not {} ⊇ {}", a, b, c, a, c);
             }
+        }
+
+        #[test]
+        fn the_intersection_covers_exactly_what_both_cover(
+            a in small_set(), b in small_set(), wanted in small_scope(),
+        ) {
+            let both = a.intersect(&b);
+            prop_assert_eq!(
+                both.covers(&wanted),
+                a.covers(&wanted) && b.covers(&wanted),
+                "{} ∩ {} = {} on {}", a, b, both, wanted
+            );
+            let other_way = b.intersect(&a);
+            prop_assert!(
+                both.covers_all(&other_way) && other_way.covers_all(&both),
+                "commutative, up to spelling (`*` and `all`)"
+            );
+            prop_assert_eq!(both.intersect(&both), both.clone(), "idempotent");
         }
 
         #[test]

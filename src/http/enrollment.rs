@@ -184,7 +184,7 @@ pub async fn show(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, AccessError> {
     let principal = principal(&state, &headers).await?;
-    let enrollment = state.authority.enrollment_of(&principal).await?;
+    let enrollment = state.authority.enrollment_of(&principal)?;
     Ok(no_store(enrollment.into()))
 }
 

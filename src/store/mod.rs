@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::domain::{
     AppId, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment, EnrollmentId,
-    GrantId, GrantStatus, NewApplication, OwnerId, SigningKeyRecord, Subject,
+    GrantId, GrantStatus, NewApplication, OwnerId, Profile, SigningKeyRecord,
 };
 
 pub type DynStore = Arc<dyn Store>;
@@ -83,14 +83,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<Enrollment>, StoreError>;
     async fn delete_enrollment(&self, id: EnrollmentId) -> Result<bool, StoreError>;
 
-    /// Inserts the grant unless its profile already holds `max_active` active ones (then
-    /// false, nothing written). Concurrent creations for one profile cannot both pass.
+    /// Inserts the grant unless its profile (subject and app, see [`AuthGrant::owner`])
+    /// already holds `max_active` active ones (then false, nothing written). Concurrent
+    /// creations for one profile cannot both pass. The grant goes when the app or the
+    /// enrollment it came from is deleted.
     async fn insert_grant(&self, grant: &AuthGrant, max_active: u32) -> Result<bool, StoreError>;
     async fn grant(&self, id: GrantId) -> Result<Option<AuthGrant>, StoreError>;
     /// The profile's grants, newest first, created strictly before `before` when given.
     async fn list_grants(
         &self,
-        profile: &Subject,
+        profile: &Profile,
         filter: &GrantFilter,
         before: Option<DateTime<Utc>>,
         limit: u32,
@@ -100,17 +102,17 @@ pub trait Store: Send + Sync + 'static {
     async fn update_grant_text(
         &self,
         id: GrantId,
-        profile: &Subject,
+        profile: &Profile,
         name: Option<&str>,
         description: Option<&str>,
     ) -> Result<bool, StoreError>;
     /// False if the profile has no such grant.
-    async fn revoke_grant(&self, id: GrantId, profile: &Subject) -> Result<bool, StoreError>;
+    async fn revoke_grant(&self, id: GrantId, profile: &Profile) -> Result<bool, StoreError>;
     /// Deletes the grant only if it is revoked; false otherwise (missing or still active).
     async fn delete_revoked_grant(
         &self,
         id: GrantId,
-        profile: &Subject,
+        profile: &Profile,
     ) -> Result<bool, StoreError>;
 
     /// Records `jti` as revoked until `expires_at`; revoking twice is harmless.

@@ -21,8 +21,8 @@ use super::{
 };
 use crate::domain::{
     AppId, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment, EnrollmentId,
-    GrantId, GrantStatus, KeyState, NewApplication, OwnerId, ScopeSet, SigningKeyRecord, Subject,
-    SubjectKind,
+    GrantId, GrantStatus, KeyState, NewApplication, Origin, OwnerId, Profile, ScopeSet,
+    SigningKeyRecord, Subject, SubjectKind,
 };
 
 /// A point in time as the store keeps it. Each backend encodes it in its own way
@@ -129,14 +129,24 @@ impl TryFrom<EnrollmentRow> for Enrollment {
     }
 }
 
-const GRANT_COLUMNS: &str = "id, profile_kind, profile_id, client_id, name, description, \
-     challenge, status, scope, created_at, expires_at, last_used_at";
+const GRANT_COLUMNS: &str = "id, profile_kind, profile_id, app_id, enrollment_id, client_id, \
+     name, description, challenge, status, scope, created_at, expires_at, last_used_at";
+
+/// Selects one profile's grants: its subject, through its app (`$3`, NULL for the operator's
+/// owner tokens). Written so it means the same on both backends, NULL included.
+const PROFILE_MATCHES: &str =
+    "profile_kind = $1 AND profile_id = $2 AND (app_id = $3 OR ($3 IS NULL AND app_id IS NULL))";
+
+/// The grant counters' key for "no app": their primary key cannot hold NULL.
+const NO_APP: Uuid = Uuid::nil();
 
 #[derive(FromRow)]
 struct GrantRow {
     id: Uuid,
     profile_kind: String,
     profile_id: String,
+    app_id: Option<Uuid>,
+    enrollment_id: Option<Uuid>,
     client_id: String,
     name: String,
     description: String,
@@ -157,12 +167,22 @@ impl TryFrom<GrantRow> for AuthGrant {
             "owner" => SubjectKind::Owner,
             _ => return Err(corrupt("unknown profile kind")),
         };
+        let origin = match (row.app_id, row.enrollment_id) {
+            (None, None) => Origin::Operator,
+            (Some(app_id), None) => Origin::App(AppId(app_id)),
+            (Some(app_id), Some(enrollment_id)) => Origin::Enrollment {
+                app_id: AppId(app_id),
+                enrollment_id: EnrollmentId(enrollment_id),
+            },
+            (None, Some(_)) => return Err(corrupt("a grant's enrollment without its app")),
+        };
         Ok(Self {
             id: GrantId(row.id),
             profile: Subject {
                 kind,
                 id: row.profile_id,
             },
+            origin,
             client_id: row.client_id,
             name: row.name,
             description: row.description,
@@ -180,6 +200,7 @@ impl TryFrom<GrantRow> for AuthGrant {
 /// A value for a query whose shape is only known at run time.
 enum Param {
     Uuid(Uuid),
+    OptionalUuid(Option<Uuid>),
     Text(String),
     Time(Timestamp),
 }
@@ -291,6 +312,7 @@ where
     Uuid: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     String: for<'q> Encode<'q, DB> + Type<DB>,
     Option<String>: for<'q> Encode<'q, DB> + Type<DB>,
+    Option<Uuid>: for<'q> Encode<'q, DB> + Type<DB>,
     Vec<u8>: for<'q> Encode<'q, DB> + Type<DB>,
     bool: for<'q> Encode<'q, DB> + Type<DB>,
     i64: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
@@ -569,6 +591,7 @@ where
 
     async fn insert_grant(&self, g: &AuthGrant, max_active: u32) -> Result<bool, StoreError> {
         let kind = g.profile.kind.as_str().to_owned();
+        let app_id = g.origin.app_id().map(|a| a.0);
         let cap = i64::from(max_active);
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         // The profile's counter is an upper bound of its active grants (revocation and
@@ -576,23 +599,26 @@ where
         // profile's grants. Writing the row also makes concurrent creations for one profile
         // take turns: PostgreSQL locks it until commit, SQLite has one writer at a time.
         let bound = sqlx::query_scalar::<DB, i64>(
-            "INSERT INTO grant_counters (profile_kind, profile_id, active) VALUES ($1, $2, 1) \
-             ON CONFLICT (profile_kind, profile_id) \
+            "INSERT INTO grant_counters (profile_kind, profile_id, profile_app, active) \
+             VALUES ($1, $2, $3, 1) \
+             ON CONFLICT (profile_kind, profile_id, profile_app) \
              DO UPDATE SET active = grant_counters.active + 1 RETURNING active",
         )
         .bind(kind.clone())
         .bind(g.profile.id.clone())
+        .bind(app_id.unwrap_or(NO_APP))
         .fetch_one(&mut *tx)
         .await
         .map_err(map_err)?;
         if bound > cap {
             // The bound may be stale: count exactly, now that no one else can add one.
-            let active = sqlx::query_scalar::<DB, i64>(
-                "SELECT COUNT(*) FROM auth_grants WHERE profile_kind = $1 AND profile_id = $2 \
-                 AND status = 'active' AND (expires_at IS NULL OR expires_at > $3)",
-            )
+            let active = sqlx::query_scalar::<DB, i64>(sqlx::AssertSqlSafe(format!(
+                "SELECT COUNT(*) FROM auth_grants WHERE {PROFILE_MATCHES} \
+                 AND status = 'active' AND (expires_at IS NULL OR expires_at > $4)"
+            )))
             .bind(kind.clone())
             .bind(g.profile.id.clone())
+            .bind(app_id)
             .bind(Timestamp(g.created_at))
             .fetch_one(&mut *tx)
             .await
@@ -602,23 +628,27 @@ where
                 return Ok(false);
             }
             sqlx::query::<DB>(
-                "UPDATE grant_counters SET active = $3 WHERE profile_kind = $1 AND profile_id = $2",
+                "UPDATE grant_counters SET active = $4 \
+                 WHERE profile_kind = $1 AND profile_id = $2 AND profile_app = $3",
             )
             .bind(kind.clone())
             .bind(g.profile.id.clone())
+            .bind(app_id.unwrap_or(NO_APP))
             .bind(active + 1)
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
         }
         sqlx::query::<DB>(
-            "INSERT INTO auth_grants (id, profile_kind, profile_id, client_id, name, \
-             description, challenge, status, scope, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO auth_grants (id, profile_kind, profile_id, app_id, enrollment_id, \
+             client_id, name, description, challenge, status, scope, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(g.id.0)
         .bind(kind)
         .bind(g.profile.id.clone())
+        .bind(app_id)
+        .bind(g.origin.enrollment_id().map(|e| e.0))
         .bind(g.client_id.clone())
         .bind(g.name.clone())
         .bind(g.description.clone())
@@ -648,16 +678,17 @@ where
 
     async fn list_grants(
         &self,
-        profile: &Subject,
+        profile: &Profile,
         filter: &GrantFilter,
         before: Option<DateTime<Utc>>,
         limit: u32,
     ) -> Result<Vec<AuthGrant>, StoreError> {
         let mut params = vec![
-            Param::Text(profile.kind.as_str().to_owned()),
-            Param::Text(profile.id.clone()),
+            Param::Text(profile.subject.kind.as_str().to_owned()),
+            Param::Text(profile.subject.id.clone()),
+            Param::OptionalUuid(profile.app_id.map(|a| a.0)),
         ];
-        let mut conditions = vec!["profile_kind = $1".to_owned(), "profile_id = $2".to_owned()];
+        let mut conditions = vec![PROFILE_MATCHES.to_owned()];
         if let Some(before) = before {
             params.push(Param::Time(Timestamp(before)));
             conditions.push(format!("created_at < ${}", params.len()));
@@ -689,6 +720,7 @@ where
         for param in params {
             query = match param {
                 Param::Uuid(v) => query.bind(v),
+                Param::OptionalUuid(v) => query.bind(v),
                 Param::Text(v) => query.bind(v),
                 Param::Time(v) => query.bind(v),
             };
@@ -705,18 +737,19 @@ where
     async fn update_grant_text(
         &self,
         id: GrantId,
-        profile: &Subject,
+        profile: &Profile,
         name: Option<&str>,
         description: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let updated = sqlx::query_scalar::<DB, Uuid>(
-            "UPDATE auth_grants SET name = COALESCE($4, name), \
-             description = COALESCE($5, description) \
-             WHERE id = $1 AND profile_kind = $2 AND profile_id = $3 RETURNING id",
-        )
+        let updated = sqlx::query_scalar::<DB, Uuid>(sqlx::AssertSqlSafe(format!(
+            "UPDATE auth_grants SET name = COALESCE($5, name), \
+             description = COALESCE($6, description) \
+             WHERE {PROFILE_MATCHES} AND id = $4 RETURNING id"
+        )))
+        .bind(profile.subject.kind.as_str().to_owned())
+        .bind(profile.subject.id.clone())
+        .bind(profile.app_id.map(|a| a.0))
         .bind(id.0)
-        .bind(profile.kind.as_str().to_owned())
-        .bind(profile.id.clone())
         .bind(name.map(str::to_owned))
         .bind(description.map(str::to_owned))
         .fetch_optional(&self.pool)
@@ -725,14 +758,15 @@ where
         Ok(updated.is_some())
     }
 
-    async fn revoke_grant(&self, id: GrantId, profile: &Subject) -> Result<bool, StoreError> {
-        let revoked = sqlx::query_scalar::<DB, Uuid>(
+    async fn revoke_grant(&self, id: GrantId, profile: &Profile) -> Result<bool, StoreError> {
+        let revoked = sqlx::query_scalar::<DB, Uuid>(sqlx::AssertSqlSafe(format!(
             "UPDATE auth_grants SET status = 'revoked' \
-             WHERE id = $1 AND profile_kind = $2 AND profile_id = $3 RETURNING id",
-        )
+             WHERE {PROFILE_MATCHES} AND id = $4 RETURNING id"
+        )))
+        .bind(profile.subject.kind.as_str().to_owned())
+        .bind(profile.subject.id.clone())
+        .bind(profile.app_id.map(|a| a.0))
         .bind(id.0)
-        .bind(profile.kind.as_str().to_owned())
-        .bind(profile.id.clone())
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;
@@ -742,15 +776,16 @@ where
     async fn delete_revoked_grant(
         &self,
         id: GrantId,
-        profile: &Subject,
+        profile: &Profile,
     ) -> Result<bool, StoreError> {
-        let deleted = sqlx::query_scalar::<DB, Uuid>(
-            "DELETE FROM auth_grants WHERE id = $1 AND profile_kind = $2 AND profile_id = $3 \
-             AND status = 'revoked' RETURNING id",
-        )
+        let deleted = sqlx::query_scalar::<DB, Uuid>(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM auth_grants WHERE {PROFILE_MATCHES} AND id = $4 \
+             AND status = 'revoked' RETURNING id"
+        )))
+        .bind(profile.subject.kind.as_str().to_owned())
+        .bind(profile.subject.id.clone())
+        .bind(profile.app_id.map(|a| a.0))
         .bind(id.0)
-        .bind(profile.kind.as_str().to_owned())
-        .bind(profile.id.clone())
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use portcullis::{
     domain::{
         AppId, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment, EnrollmentId,
-        GrantId, NewApplication, OwnerId, SigningKeyRecord, Subject,
+        GrantId, NewApplication, OwnerId, Profile, SigningKeyRecord,
     },
     store::{DynStore, EnrollmentFilter, GrantFilter, PoolStats, Store, StoreError, Usage},
 };
@@ -271,7 +271,7 @@ impl Store for InterceptStore {
     }
     async fn list_grants(
         &self,
-        profile: &Subject,
+        profile: &Profile,
         filter: &GrantFilter,
         before: Option<DateTime<Utc>>,
         limit: u32,
@@ -285,7 +285,7 @@ impl Store for InterceptStore {
     async fn update_grant_text(
         &self,
         id: GrantId,
-        profile: &Subject,
+        profile: &Profile,
         name: Option<&str>,
         description: Option<&str>,
     ) -> Result<bool, StoreError> {
@@ -295,14 +295,14 @@ impl Store for InterceptStore {
         )
         .await
     }
-    async fn revoke_grant(&self, id: GrantId, profile: &Subject) -> Result<bool, StoreError> {
+    async fn revoke_grant(&self, id: GrantId, profile: &Profile) -> Result<bool, StoreError> {
         self.around("revoke_grant", self.inner.revoke_grant(id, profile))
             .await
     }
     async fn delete_revoked_grant(
         &self,
         id: GrantId,
-        profile: &Subject,
+        profile: &Profile,
     ) -> Result<bool, StoreError> {
         self.around(
             "delete_revoked_grant",

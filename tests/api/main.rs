@@ -13,6 +13,7 @@ mod helpers;
 mod intercept;
 mod lifecycle;
 mod limits;
+mod lineage;
 mod metrics;
 mod oauth;
 mod openapi;
