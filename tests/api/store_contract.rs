@@ -1,13 +1,19 @@
 //! One contract for every store backend: SQLite always, PostgreSQL when TEST_DATABASE_URL
 //! is set.
 
-use chrono::{TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use portcullis::{
     domain::{
-        AppId, ClientId, KeyState, NewApplication, ScopeSet, SigningAlgorithm, SigningKeyRecord,
+        AppId, AuthGrant, Change, ChangeEvent, ClientId, Enrollment, EnrollmentId, GrantId,
+        GrantStatus, KeyState, NewApplication, Origin, OwnerId, ScopeSet, SigningAlgorithm,
+        SigningKeyRecord, Subject, SubjectKind,
     },
-    store::{ConnectOptions, DynStore, StoreError, connect},
+    store::{
+        ConnectOptions, DynStore, EnrollmentFilter, GrantFilter, Match, StoreError, Usage, UsageOf,
+        connect,
+    },
 };
+use serde_json::json;
 
 use crate::helpers::TestDatabase;
 
@@ -43,7 +49,7 @@ fn new_app(client_id: &str) -> NewApplication {
         default_scopes: ScopeSet::parse("all:read").unwrap(),
         sandbox: true,
         // Millisecond precision, as the system clock gives: it must read back exactly.
-        created_at: chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap(),
+        created_at: DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap(),
     }
 }
 
@@ -140,6 +146,467 @@ async fn client_ids_are_unique() {
     }
 }
 
+/// A fixed moment with millisecond precision, so every timestamp reads back exactly.
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_800_000_000_000).unwrap()
+}
+
+fn enrollment(app_id: AppId, owner: &str, at: DateTime<Utc>) -> Enrollment {
+    Enrollment {
+        id: EnrollmentId::generate(),
+        app_id,
+        owner_id: OwnerId::parse(owner).unwrap(),
+        data: json!({ "plan": "pro", "seats": [1, 2] }),
+        scopes: ScopeSet::parse("all:read").unwrap(),
+        sandbox: false,
+        disabled: false,
+        created_at: at,
+        updated_at: at,
+        last_used_at: None,
+    }
+}
+
+#[tokio::test]
+async fn enrollments_round_trip_and_stay_unique_per_app_and_owner() {
+    for (name, store, _db) in backends().await {
+        let app = store.insert_application(&new_app("pcc_enr")).await.unwrap();
+        let other = store
+            .insert_application(&new_app("pcc_enr_2"))
+            .await
+            .unwrap();
+        let first = enrollment(app.id, "owner-1", t0());
+        store.insert_enrollment(&first).await.unwrap();
+        assert_eq!(
+            store.enrollment(first.id).await.unwrap(),
+            Some(first.clone()),
+            "{name}"
+        );
+        let owner = OwnerId::parse("owner-1").unwrap();
+        assert_eq!(
+            store.enrollment_for_owner(app.id, &owner).await.unwrap(),
+            Some(first.clone()),
+            "{name}"
+        );
+        assert_eq!(
+            store.enrollment_for_owner(other.id, &owner).await.unwrap(),
+            None,
+            "{name}"
+        );
+
+        let mut same_pair = enrollment(app.id, "owner-1", t0());
+        same_pair.id = EnrollmentId::generate();
+        let err = store.insert_enrollment(&same_pair).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict(_)),
+            "{name}: one per (app, owner)"
+        );
+        let mut same_id = enrollment(other.id, "owner-2", t0());
+        same_id.id = first.id;
+        let err = store.insert_enrollment(&same_id).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict(_)),
+            "{name}: ids are unique"
+        );
+
+        let second = enrollment(other.id, "owner-1", t0() + TimeDelta::seconds(1));
+        store.insert_enrollment(&second).await.unwrap();
+        let all = store
+            .list_enrollments(&EnrollmentFilter::default(), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            all,
+            vec![second.clone(), first.clone()],
+            "{name}: newest first"
+        );
+        let of_app = EnrollmentFilter {
+            app_id: Some(app.id),
+            owner_id: None,
+        };
+        assert_eq!(
+            store.list_enrollments(&of_app, 10).await.unwrap(),
+            vec![first.clone()]
+        );
+        let of_owner = EnrollmentFilter {
+            app_id: None,
+            owner_id: Some(owner.clone()),
+        };
+        assert_eq!(
+            store.list_enrollments(&of_owner, 1).await.unwrap(),
+            vec![second.clone()]
+        );
+
+        let later = t0() + TimeDelta::seconds(5);
+        let updated = store
+            .update_enrollment_data(first.id, &json!({ "plan": "free" }), later)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(updated.data, json!({ "plan": "free" }), "{name}");
+        assert_eq!(updated.updated_at, later, "{name}");
+        let disabled = store
+            .set_enrollment_disabled(first.id, true, later)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            disabled.disabled && disabled.data == json!({ "plan": "free" }),
+            "{name}"
+        );
+        let missing = EnrollmentId::generate();
+        assert_eq!(
+            store
+                .set_enrollment_disabled(missing, true, later)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .update_enrollment_data(missing, &json!({}), later)
+                .await
+                .unwrap(),
+            None
+        );
+
+        assert!(store.delete_enrollment(first.id).await.unwrap(), "{name}");
+        assert!(
+            !store.delete_enrollment(first.id).await.unwrap(),
+            "{name}: gone already"
+        );
+        assert!(store.delete_application(other.id).await.unwrap());
+        assert_eq!(
+            store.enrollment(second.id).await.unwrap(),
+            None,
+            "{name}: with its app"
+        );
+    }
+}
+
+fn grant(origin: Origin, profile: &str, at: DateTime<Utc>) -> AuthGrant {
+    let kind = match origin {
+        Origin::App(_) => SubjectKind::App,
+        Origin::Operator | Origin::Enrollment { .. } => SubjectKind::Owner,
+    };
+    AuthGrant {
+        id: GrantId::generate(),
+        profile: Subject {
+            kind,
+            id: profile.to_owned(),
+        },
+        origin,
+        client_id: "pcc_grants".into(),
+        name: "name".into(),
+        description: "description".into(),
+        challenge: format!("auth-grant:{}", uuid::Uuid::new_v4()),
+        status: GrantStatus::Active,
+        scope: ScopeSet::parse("orders:read").unwrap(),
+        created_at: at,
+        expires_at: None,
+        last_used_at: None,
+    }
+}
+
+#[tokio::test]
+async fn grants_belong_to_one_profile_through_one_app_and_go_with_their_origin() {
+    for (name, store, _db) in backends().await {
+        let app = store
+            .insert_application(&new_app("pcc_grants"))
+            .await
+            .unwrap();
+        let other_app = store
+            .insert_application(&new_app("pcc_grants_2"))
+            .await
+            .unwrap();
+        let e = enrollment(app.id, "owner-1", t0());
+        store.insert_enrollment(&e).await.unwrap();
+        let e2 = enrollment(other_app.id, "owner-1", t0());
+        store.insert_enrollment(&e2).await.unwrap();
+        let through_a = Origin::Enrollment {
+            app_id: app.id,
+            enrollment_id: e.id,
+        };
+        let through_b = Origin::Enrollment {
+            app_id: other_app.id,
+            enrollment_id: e2.id,
+        };
+        let mut mine = Vec::new();
+        for i in 0..5 {
+            let mut g = grant(through_a, "owner-1", t0() + TimeDelta::seconds(i));
+            g.name = format!("grant-{i}");
+            assert!(store.insert_grant(&g, 100).await.unwrap(), "{name}");
+            mine.push(g);
+        }
+        let theirs = grant(through_b, "owner-1", t0());
+        assert!(store.insert_grant(&theirs, 100).await.unwrap());
+        let operator = grant(Origin::Operator, "owner-1", t0());
+        assert!(store.insert_grant(&operator, 100).await.unwrap());
+        let own_app = grant(Origin::App(app.id), "pcc_grants", t0());
+        assert!(store.insert_grant(&own_app, 100).await.unwrap());
+
+        assert_eq!(
+            store.grant(mine[0].id).await.unwrap(),
+            Some(mine[0].clone()),
+            "{name}"
+        );
+        assert_eq!(
+            store.grant(own_app.id).await.unwrap(),
+            Some(own_app.clone()),
+            "{name}"
+        );
+        assert_eq!(
+            store.grant(operator.id).await.unwrap(),
+            Some(operator.clone()),
+            "{name}"
+        );
+
+        let a = mine[0].owner();
+        let none = GrantFilter::default();
+        let page = store.list_grants(&a, &none, None, 2).await.unwrap();
+        let names: Vec<&str> = page.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["grant-4", "grant-3"], "{name}: newest first");
+        let next = store
+            .list_grants(&a, &none, Some(page[1].created_at), 10)
+            .await
+            .unwrap();
+        assert_eq!(next.len(), 3, "{name}: the cursor continues after the page");
+        assert_eq!(
+            store
+                .list_grants(&theirs.owner(), &none, None, 10)
+                .await
+                .unwrap(),
+            vec![theirs.clone()],
+            "{name}: one owner through another app is another profile"
+        );
+        assert_eq!(
+            store
+                .list_grants(&operator.owner(), &none, None, 10)
+                .await
+                .unwrap(),
+            vec![operator.clone()],
+            "{name}: the operator's owner tokens are a profile of their own"
+        );
+        let filtered = GrantFilter {
+            name: Some(Match::AnyOf(vec!["grant-1".into(), "grant-2".into()])),
+            id: Some(Match::Exact(mine[1].id)),
+            ..GrantFilter::default()
+        };
+        let found = store.list_grants(&a, &filtered, None, 10).await.unwrap();
+        assert_eq!(found, vec![mine[1].clone()], "{name}: filters combine");
+        let nothing = GrantFilter {
+            description: Some(Match::AnyOf(vec![])),
+            ..GrantFilter::default()
+        };
+        assert!(
+            store
+                .list_grants(&a, &nothing, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        let b = theirs.owner();
+        assert!(
+            !store
+                .update_grant_text(mine[0].id, &b, Some("x"), None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .update_grant_text(mine[0].id, &a, Some("x"), None)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.grant(mine[0].id).await.unwrap().unwrap().name,
+            "x",
+            "{name}"
+        );
+        assert!(
+            !store.delete_revoked_grant(mine[0].id, &a).await.unwrap(),
+            "active"
+        );
+        assert!(
+            !store.revoke_grant(mine[0].id, &b).await.unwrap(),
+            "{name}: not B's"
+        );
+        assert!(store.revoke_grant(mine[0].id, &a).await.unwrap(), "{name}");
+        let revoked = GrantFilter {
+            status: Some(GrantStatus::Revoked),
+            ..GrantFilter::default()
+        };
+        assert_eq!(
+            store
+                .list_grants(&a, &revoked, None, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            !store.delete_revoked_grant(mine[0].id, &b).await.unwrap(),
+            "{name}"
+        );
+        assert!(
+            store.delete_revoked_grant(mine[0].id, &a).await.unwrap(),
+            "{name}"
+        );
+        assert_eq!(store.grant(mine[0].id).await.unwrap(), None, "{name}");
+
+        // Grants go with the enrollment, and with the app, they came from.
+        assert!(store.delete_enrollment(e.id).await.unwrap());
+        assert_eq!(
+            store.grant(mine[1].id).await.unwrap(),
+            None,
+            "{name}: with the enrollment"
+        );
+        assert!(store.grant(own_app.id).await.unwrap().is_some(), "{name}");
+        assert!(store.delete_application(app.id).await.unwrap());
+        assert_eq!(
+            store.grant(own_app.id).await.unwrap(),
+            None,
+            "{name}: with the app"
+        );
+        assert!(
+            store.grant(theirs.id).await.unwrap().is_some(),
+            "{name}: not others'"
+        );
+        assert!(store.grant(operator.id).await.unwrap().is_some(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn the_grant_cap_counts_active_grants_of_one_profile() {
+    for (name, store, _db) in backends().await {
+        let app = store
+            .insert_application(&new_app("pcc_grants"))
+            .await
+            .unwrap();
+        let first = grant(Origin::App(app.id), "pcc_grants", t0());
+        assert!(store.insert_grant(&first, 2).await.unwrap(), "{name}");
+        assert!(
+            store
+                .insert_grant(&grant(Origin::App(app.id), "pcc_grants", t0()), 2)
+                .await
+                .unwrap()
+        );
+        let third = grant(Origin::App(app.id), "pcc_grants", t0());
+        assert!(
+            !store.insert_grant(&third, 2).await.unwrap(),
+            "{name}: at the cap"
+        );
+        assert_eq!(
+            store.grant(third.id).await.unwrap(),
+            None,
+            "{name}: nothing written"
+        );
+        // Another profile has its own allowance.
+        assert!(
+            store
+                .insert_grant(&grant(Origin::Operator, "owner", t0()), 2)
+                .await
+                .unwrap()
+        );
+        // Revoking one frees a place, though the counter is only an upper bound.
+        assert!(store.revoke_grant(first.id, &first.owner()).await.unwrap());
+        assert!(
+            store.insert_grant(&third, 2).await.unwrap(),
+            "{name}: a place again"
+        );
+        let mut expired = grant(Origin::App(app.id), "pcc_grants", t0());
+        expired.expires_at = Some(t0() - TimeDelta::seconds(1));
+        assert!(
+            !store.insert_grant(&expired, 2).await.unwrap(),
+            "{name}: still two active"
+        );
+    }
+}
+
+#[tokio::test]
+async fn usage_only_moves_forward() {
+    for (name, store, _db) in backends().await {
+        let app = store
+            .insert_application(&new_app("pcc_usage"))
+            .await
+            .unwrap();
+        let e = enrollment(app.id, "owner-1", t0());
+        store.insert_enrollment(&e).await.unwrap();
+        let g = grant(Origin::App(app.id), "pcc_usage", t0());
+        store.insert_grant(&g, 10).await.unwrap();
+        let at = |s: i64| t0() + TimeDelta::seconds(s);
+        let all = |s: i64| {
+            vec![
+                Usage {
+                    of: UsageOf::App(app.id),
+                    at: at(s),
+                },
+                Usage {
+                    of: UsageOf::Enrollment(e.id),
+                    at: at(s),
+                },
+                Usage {
+                    of: UsageOf::Grant(g.id),
+                    at: at(s),
+                },
+            ]
+        };
+        store.record_usage(&all(10)).await.unwrap();
+        store.record_usage(&all(5)).await.unwrap();
+        store.record_usage(&[]).await.unwrap();
+        let app_used = store
+            .application(app.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at;
+        let e_used = store.enrollment(e.id).await.unwrap().unwrap().last_used_at;
+        let g_used = store.grant(g.id).await.unwrap().unwrap().last_used_at;
+        assert_eq!(
+            [app_used, e_used, g_used],
+            [Some(at(10)); 3],
+            "{name}: never back"
+        );
+    }
+}
+
+#[tokio::test]
+async fn published_changes_reach_every_subscriber() {
+    for (name, store, db) in backends().await {
+        let Some(mut feed) = store.subscribe().await.unwrap() else {
+            assert_eq!(
+                name, "sqlite",
+                "only the embedded store has no other replicas"
+            );
+            store.publish(&Change::Keys).await.unwrap();
+            continue;
+        };
+        // Another replica's store, on the same database.
+        let other = connect(&ConnectOptions {
+            url: db.url.clone(),
+            max_connections: 2,
+            acquire_timeout: std::time::Duration::from_secs(5),
+        })
+        .await
+        .unwrap();
+        let change = Change::Grant {
+            id: uuid::Uuid::new_v4(),
+        };
+        other.publish(&change).await.unwrap();
+        let event = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                match feed.recv().await.expect("the feed stays open") {
+                    ChangeEvent::Changed(c) => return c,
+                    _ => continue,
+                }
+            }
+        })
+        .await
+        .expect("the change arrives");
+        assert_eq!(event, change, "{name}");
+    }
+}
+
 fn key(kid: &str) -> SigningKeyRecord {
     SigningKeyRecord {
         kid: kid.into(),
@@ -156,7 +623,7 @@ fn key(kid: &str) -> SigningKeyRecord {
 #[tokio::test]
 async fn activating_a_key_retires_the_previous_one() {
     for (name, store, _db) in backends().await {
-        let t1 = chrono::DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
+        let t1 = DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
         let t2 = t1 + TimeDelta::hours(1);
         store
             .activate_new_signing_key(&key("k1"), t1)
@@ -210,7 +677,7 @@ async fn an_unreachable_database_is_unavailable_not_internal() {
 #[tokio::test]
 async fn revocations_are_kept_until_expiry_then_purged() {
     for (name, store, _db) in backends().await {
-        let t0 = chrono::DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
+        let t0 = DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
         store
             .revoke_token("jti-1", t0 + TimeDelta::hours(1), t0)
             .await
@@ -243,7 +710,7 @@ async fn revocations_are_kept_until_expiry_then_purged() {
 #[tokio::test]
 async fn the_next_key_is_promoted_atomically() {
     for (name, store, _db) in backends().await {
-        let t = chrono::DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
+        let t = DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
         assert!(
             !store.promote_next_signing_key(t).await.unwrap(),
             "{name}: no next yet"
