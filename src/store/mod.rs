@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use crate::domain::{
-    AppId, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment, EnrollmentId,
-    GrantId, GrantStatus, NewApplication, OwnerId, SigningKeyRecord, Subject,
+    AppId, AppSettings, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment,
+    EnrollmentId, GrantId, GrantStatus, NewApplication, OwnerId, SigningKeyRecord, Subject,
 };
 
 pub type DynStore = Arc<dyn Store>;
@@ -43,9 +43,27 @@ pub trait Store: Send + Sync + 'static {
         client_id: &ClientId,
     ) -> Result<Option<Application>, StoreError>;
     async fn list_applications(&self) -> Result<Vec<Application>, StoreError>;
-    /// Writes name, scopes, sandbox and secrets (never `disabled`, so an edit cannot undo a
-    /// concurrent disable); false if the app no longer exists.
-    async fn update_application(&self, app: &Application) -> Result<bool, StoreError>;
+    /// Writes `new` (and updated_at) only while the app's settings still equal `expected`, the
+    /// values `new` was derived from, so an edit never undoes one made since it read them.
+    /// Never touches the secrets or `disabled`.
+    async fn update_application_settings(
+        &self,
+        id: AppId,
+        expected: &AppSettings,
+        new: &AppSettings,
+        now: DateTime<Utc>,
+    ) -> Result<Guarded<Application>, StoreError>;
+    /// Makes `new_hash` the secret only while `expected_hash` still is (compare-and-swap: of
+    /// two rotations from one read, exactly one wins). The replaced secret stays valid until
+    /// `previous_valid_until`, or not at all when `None`. Writes only the secret columns.
+    async fn rotate_application_secret(
+        &self,
+        id: AppId,
+        expected_hash: &str,
+        new_hash: &str,
+        previous_valid_until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<Guarded<Application>, StoreError>;
     async fn set_application_disabled(
         &self,
         id: AppId,
@@ -150,6 +168,16 @@ pub trait Store: Send + Sync + 'static {
     /// Retires the current key and makes the next one current, in one transaction.
     /// False (and nothing changed) when there is no next key.
     async fn promote_next_signing_key(&self, now: DateTime<Utc>) -> Result<bool, StoreError>;
+}
+
+/// The outcome of a write guarded by values read before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guarded<T> {
+    Written(T),
+    /// The values changed since they were read; nothing was written.
+    Stale,
+    /// No such record.
+    Missing,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,12 +17,13 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{
-    ChangeBus, EnrollmentFilter, GrantFilter, Match, PoolStats, Store, StoreError, Usage, UsageOf,
+    ChangeBus, EnrollmentFilter, GrantFilter, Guarded, Match, PoolStats, Store, StoreError, Usage,
+    UsageOf,
 };
 use crate::domain::{
-    AppId, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment, EnrollmentId,
-    GrantId, GrantStatus, KeyState, NewApplication, OwnerId, ScopeSet, SigningKeyRecord, Subject,
-    SubjectKind,
+    AppId, AppSettings, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment,
+    EnrollmentId, GrantId, GrantStatus, KeyState, NewApplication, OwnerId, ScopeSet,
+    SigningKeyRecord, Subject, SubjectKind,
 };
 
 /// A point in time as the store keeps it. Each backend encodes it in its own way
@@ -380,26 +381,61 @@ where
         .collect()
     }
 
-    async fn update_application(&self, app: &Application) -> Result<bool, StoreError> {
-        let updated = sqlx::query_scalar::<DB, Uuid>(
-            "UPDATE applications SET name = $2, secret_hash = $3, allowed_scopes = $4, \
-             default_scopes = $5, sandbox = $6, updated_at = $7, \
-             previous_secret_hash = $8, previous_secret_expires_at = $9 \
-             WHERE id = $1 RETURNING id",
-        )
-        .bind(app.id.0)
-        .bind(app.name.clone())
-        .bind(app.secret_hash.clone())
-        .bind(app.allowed_scopes.to_string())
-        .bind(app.default_scopes.to_string())
-        .bind(app.sandbox)
-        .bind(Timestamp(app.updated_at))
-        .bind(app.previous_secret_hash.clone())
-        .bind(app.previous_secret_expires_at.map(Timestamp))
+    async fn update_application_settings(
+        &self,
+        id: AppId,
+        expected: &AppSettings,
+        new: &AppSettings,
+        now: DateTime<Utc>,
+    ) -> Result<Guarded<Application>, StoreError> {
+        // Scope sets are stored in their canonical rendering, so equal sets compare equal.
+        let row = sqlx::query_as::<DB, AppRow>(sqlx::AssertSqlSafe(format!(
+            "UPDATE applications SET name = $2, allowed_scopes = $3, default_scopes = $4, \
+             sandbox = $5, updated_at = $6 \
+             WHERE id = $1 AND name = $7 AND allowed_scopes = $8 AND default_scopes = $9 \
+             AND sandbox = $10 RETURNING {APP_COLUMNS}"
+        )))
+        .bind(id.0)
+        .bind(new.name.clone())
+        .bind(new.allowed_scopes.to_string())
+        .bind(new.default_scopes.to_string())
+        .bind(new.sandbox)
+        .bind(Timestamp(now))
+        .bind(expected.name.clone())
+        .bind(expected.allowed_scopes.to_string())
+        .bind(expected.default_scopes.to_string())
+        .bind(expected.sandbox)
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;
-        Ok(updated.is_some())
+        self.guarded_application(id, row).await
+    }
+
+    async fn rotate_application_secret(
+        &self,
+        id: AppId,
+        expected_hash: &str,
+        new_hash: &str,
+        previous_valid_until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<Guarded<Application>, StoreError> {
+        // The right-hand sides see the row as it was, so the previous hash kept is exactly
+        // the one the guard matched.
+        let row = sqlx::query_as::<DB, AppRow>(sqlx::AssertSqlSafe(format!(
+            "UPDATE applications SET secret_hash = $3, \
+             previous_secret_hash = CASE WHEN $4 IS NULL THEN NULL ELSE secret_hash END, \
+             previous_secret_expires_at = $4, updated_at = $5 \
+             WHERE id = $1 AND secret_hash = $2 RETURNING {APP_COLUMNS}"
+        )))
+        .bind(id.0)
+        .bind(expected_hash.to_owned())
+        .bind(new_hash.to_owned())
+        .bind(previous_valid_until.map(Timestamp))
+        .bind(Timestamp(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        self.guarded_application(id, row).await
     }
 
     async fn set_application_disabled(
@@ -923,5 +959,27 @@ where
         .await
         .map_err(map_err)?;
         tx.commit().await.map_err(map_err)
+    }
+}
+
+impl<DB> SqlStore<DB>
+where
+    DB: Database,
+    SqlStore<DB>: Store,
+{
+    /// Tells a guarded update that matched nothing apart: changed since read, or gone.
+    async fn guarded_application<R>(
+        &self,
+        id: AppId,
+        row: Option<R>,
+    ) -> Result<Guarded<Application>, StoreError>
+    where
+        R: TryInto<Application, Error = StoreError>,
+    {
+        match row {
+            Some(row) => Ok(Guarded::Written(row.try_into()?)),
+            None if self.application(id).await?.is_some() => Ok(Guarded::Stale),
+            None => Ok(Guarded::Missing),
+        }
     }
 }

@@ -19,3 +19,4 @@ mod openapi;
 mod pg_proxy;
 mod store_contract;
 mod tokens;
+mod writes;

@@ -6,7 +6,7 @@ use portcullis::{
     domain::{
         AppId, ClientId, KeyState, NewApplication, ScopeSet, SigningAlgorithm, SigningKeyRecord,
     },
-    store::{ConnectOptions, DynStore, StoreError, connect},
+    store::{ConnectOptions, DynStore, Guarded, StoreError, connect},
 };
 
 use crate::helpers::TestDatabase;
@@ -100,8 +100,17 @@ async fn applications_round_trip() {
         changed.name = "renamed".into();
         changed.default_scopes = ScopeSet::parse("all:write").unwrap();
         changed.updated_at = inserted.updated_at + TimeDelta::milliseconds(1500);
-        assert!(store.update_application(&changed).await.unwrap(), "{name}");
+        let written = store
+            .update_application_settings(
+                new.id,
+                &inserted.settings(),
+                &changed.settings(),
+                changed.updated_at,
+            )
+            .await
+            .unwrap();
         let stored = store.application(new.id).await.unwrap().unwrap();
+        assert_eq!(written, Guarded::Written(stored.clone()), "{name}");
         assert!(
             stored.disabled,
             "{name}: an edit made from a stale copy keeps the disable"
@@ -119,9 +128,16 @@ async fn applications_round_trip() {
             !store.delete_application(new.id).await.unwrap(),
             "{name}: gone already"
         );
-        let mut ghost = changed.clone();
-        ghost.id = AppId::generate();
-        assert!(!store.update_application(&ghost).await.unwrap(), "{name}");
+        let ghost = store
+            .update_application_settings(
+                new.id,
+                &changed.settings(),
+                &changed.settings(),
+                changed.updated_at,
+            )
+            .await
+            .unwrap();
+        assert_eq!(ghost, Guarded::Missing, "{name}");
     }
 }
 
@@ -264,5 +280,126 @@ async fn the_next_key_is_promoted_atomically() {
         let state = |kid: &str| keys.iter().find(|k| k.kid == kid).unwrap().state;
         assert_eq!(state("k1"), KeyState::Retired, "{name}");
         assert_eq!(state("k2"), KeyState::Current, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn application_settings_are_written_only_from_the_values_read() {
+    for (name, store, _db) in backends().await {
+        let app = store
+            .insert_application(&new_app("pcc_settings"))
+            .await
+            .unwrap();
+        let read = app.settings();
+        let t1 = app.updated_at + TimeDelta::seconds(1);
+        let mut renamed = read.clone();
+        renamed.name = "renamed".into();
+        let Guarded::Written(stored) = store
+            .update_application_settings(app.id, &read, &renamed, t1)
+            .await
+            .unwrap()
+        else {
+            panic!("{name}: the settings read are still there")
+        };
+        assert_eq!(stored.settings(), renamed, "{name}");
+        assert_eq!(stored.updated_at, t1, "{name}");
+        assert_eq!(
+            (stored.secret_hash.as_str(), stored.disabled),
+            (app.secret_hash.as_str(), app.disabled),
+            "{name}: settings updates never touch the secret or the disable"
+        );
+
+        let mut narrowed = read.clone();
+        narrowed.allowed_scopes = ScopeSet::parse("all:read").unwrap();
+        let stale = store
+            .update_application_settings(app.id, &read, &narrowed, t1)
+            .await
+            .unwrap();
+        assert_eq!(
+            stale,
+            Guarded::Stale,
+            "{name}: written from settings that changed since"
+        );
+        assert_eq!(
+            store.application(app.id).await.unwrap().unwrap(),
+            stored,
+            "{name}: a stale update writes nothing"
+        );
+
+        let missing = store
+            .update_application_settings(AppId::generate(), &read, &narrowed, t1)
+            .await
+            .unwrap();
+        assert_eq!(missing, Guarded::Missing, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn application_secrets_are_swapped_only_from_the_hash_they_replace() {
+    for (name, store, _db) in backends().await {
+        let app = store
+            .insert_application(&new_app("pcc_secret"))
+            .await
+            .unwrap();
+        let t1 = app.updated_at + TimeDelta::seconds(1);
+        let grace_ends = t1 + TimeDelta::hours(1);
+        let Guarded::Written(rotated) = store
+            .rotate_application_secret(app.id, &app.secret_hash, "hash-1", Some(grace_ends), t1)
+            .await
+            .unwrap()
+        else {
+            panic!("{name}: the secret read is still current")
+        };
+        assert_eq!(rotated.secret_hash, "hash-1", "{name}");
+        assert_eq!(
+            rotated.previous_secret_hash.as_deref(),
+            Some(app.secret_hash.as_str()),
+            "{name}: the replaced secret is kept for its grace"
+        );
+        assert_eq!(
+            rotated.previous_secret_expires_at,
+            Some(grace_ends),
+            "{name}"
+        );
+        assert_eq!(rotated.updated_at, t1, "{name}");
+        assert_eq!(
+            rotated.settings(),
+            app.settings(),
+            "{name}: only the secret columns change"
+        );
+
+        let lost = store
+            .rotate_application_secret(app.id, &app.secret_hash, "hash-2", Some(grace_ends), t1)
+            .await
+            .unwrap();
+        assert_eq!(lost, Guarded::Stale, "{name}: the secret changed since");
+        assert_eq!(
+            store.application(app.id).await.unwrap().unwrap(),
+            rotated,
+            "{name}: the losing rotation wrote nothing"
+        );
+
+        let Guarded::Written(no_grace) = store
+            .rotate_application_secret(app.id, "hash-1", "hash-3", None, t1)
+            .await
+            .unwrap()
+        else {
+            panic!("{name}: hash-1 is current")
+        };
+        assert_eq!(
+            (
+                no_grace.secret_hash.as_str(),
+                no_grace.previous_secret_hash,
+                no_grace.previous_secret_expires_at
+            ),
+            ("hash-3", None, None),
+            "{name}: no grace keeps no previous secret"
+        );
+
+        let missing = store
+            .rotate_application_secret(AppId::generate(), "hash-3", "hash-4", None, t1)
+            .await
+            .unwrap();
+        assert_eq!(missing, Guarded::Missing, "{name}");
     }
 }
