@@ -9,7 +9,7 @@ mod sqlite;
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use tokio::sync::mpsc;
 
@@ -156,18 +156,26 @@ pub trait Store: Send + Sync + 'static {
     async fn subscribe(&self) -> Result<Option<mpsc::Receiver<ChangeEvent>>, StoreError>;
 
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
-    /// Inserts `key` as the current signing key and retires the previous current one, in
-    /// one transaction. Fails with `Conflict` if another writer made a key current first.
-    async fn activate_new_signing_key(
+    /// Run by every replica at start. Makes `current` the current key only if there is none,
+    /// and publishes `next` unless a next key of its algorithm already waits (one of another
+    /// algorithm never signed anything and is replaced). Candidates not needed are discarded.
+    /// Serialized with every other key decision, so replicas starting together agree.
+    async fn initialize_signing_keys(
         &self,
-        key: &SigningKeyRecord,
+        current: &SigningKeyRecord,
+        next: &SigningKeyRecord,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
-    /// Publishes `key` as the next signing key. `Conflict` if there already is one.
-    async fn insert_next_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StoreError>;
-    /// Retires the current key and makes the next one current, in one transaction.
-    /// False (and nothing changed) when there is no next key.
-    async fn promote_next_signing_key(&self, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// Promotes the waiting next key, if it was published at least `min_next_age` before
+    /// `now`, retires the current one and publishes `next` in its place; otherwise changes
+    /// nothing (but publishes `next` if no key waits). Serialized with every other key
+    /// decision, so concurrent rotations never promote a key published a moment ago.
+    async fn rotate_signing_keys(
+        &self,
+        next: &SigningKeyRecord,
+        now: DateTime<Utc>,
+        min_next_age: TimeDelta,
+    ) -> Result<KeyRotation, StoreError>;
 }
 
 /// The outcome of a write guarded by values read before it.
@@ -178,6 +186,16 @@ pub enum Guarded<T> {
     Stale,
     /// No such record.
     Missing,
+}
+
+/// What a key rotation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRotation {
+    /// This key is current now.
+    Rotated { current: String },
+    /// Nothing was promoted: no next key has been published long enough. Rotating can
+    /// succeed from `retry_at`.
+    TooEarly { retry_at: DateTime<Utc> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

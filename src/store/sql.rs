@@ -3,7 +3,7 @@
 //! trait bounds below are the list of column types the schema uses.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{
@@ -17,8 +17,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{
-    ChangeBus, EnrollmentFilter, GrantFilter, Guarded, Match, PoolStats, Store, StoreError, Usage,
-    UsageOf,
+    ChangeBus, EnrollmentFilter, GrantFilter, Guarded, KeyRotation, Match, PoolStats, Store,
+    StoreError, Usage, UsageOf,
 };
 use crate::domain::{
     AppId, AppSettings, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment,
@@ -284,6 +284,7 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     AppRow: for<'r> FromRow<'r, DB::Row>,
     KeyRow: for<'r> FromRow<'r, DB::Row>,
+    LiveKey: for<'r> FromRow<'r, DB::Row>,
     (String, Timestamp): for<'r> FromRow<'r, DB::Row>,
     String: for<'r> Decode<'r, DB>,
     EnrollmentRow: for<'r> FromRow<'r, DB::Row>,
@@ -875,51 +876,6 @@ where
         }
     }
 
-    async fn insert_next_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StoreError> {
-        sqlx::query::<DB>(
-            "INSERT INTO signing_keys (kid, algorithm, state, private_key, public_jwk, \
-             created_at) VALUES ($1, $2, 'next', $3, $4, $5)",
-        )
-        .bind(key.kid.clone())
-        .bind(key.algorithm.as_str().to_owned())
-        .bind(key.sealed_private_key.clone())
-        .bind(key.public_jwk.clone())
-        .bind(Timestamp(key.created_at))
-        .execute(&self.pool)
-        .await
-        .map(drop)
-        .map_err(map_err)
-    }
-
-    async fn promote_next_signing_key(&self, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let next =
-            sqlx::query_scalar::<DB, String>("SELECT kid FROM signing_keys WHERE state = 'next'")
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(map_err)?;
-        let Some(next) = next else {
-            return Ok(false);
-        };
-        sqlx::query::<DB>(
-            "UPDATE signing_keys SET state = 'retired', retired_at = $1 WHERE state = 'current'",
-        )
-        .bind(Timestamp(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        sqlx::query::<DB>(
-            "UPDATE signing_keys SET state = 'current', activated_at = $1 WHERE kid = $2",
-        )
-        .bind(Timestamp(now))
-        .bind(next)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(true)
-    }
-
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
         sqlx::query_as::<DB, KeyRow>(
             "SELECT kid, algorithm, state, private_key, public_jwk, created_at, activated_at, \
@@ -933,12 +889,79 @@ where
         .collect()
     }
 
-    async fn activate_new_signing_key(
+    async fn initialize_signing_keys(
         &self,
-        key: &SigningKeyRecord,
+        current: &SigningKeyRecord,
+        next: &SigningKeyRecord,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
+        take_key_lock::<DB>(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let live = live_keys::<DB>()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if !live.iter().any(|k| k.state == "current") {
+            insert_key::<DB>(current, KeyState::Current, Some(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        match live.iter().find(|k| k.state == "next") {
+            Some(waiting) if waiting.algorithm == next.algorithm.as_str() => {}
+            waiting => {
+                if waiting.is_some() {
+                    sqlx::query::<DB>("DELETE FROM signing_keys WHERE state = 'next'")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                insert_key::<DB>(next, KeyState::Next, None)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+            }
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn rotate_signing_keys(
+        &self,
+        next: &SigningKeyRecord,
+        now: DateTime<Utc>,
+        min_next_age: TimeDelta,
+    ) -> Result<KeyRotation, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        take_key_lock::<DB>(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let live = live_keys::<DB>()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let old_enough = |published: DateTime<Utc>| {
+            published
+                .checked_add_signed(min_next_age)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        };
+        let Some(waiting) = live.into_iter().find(|k| k.state == "next") else {
+            insert_key::<DB>(next, KeyState::Next, None)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            tx.commit().await.map_err(map_err)?;
+            return Ok(KeyRotation::TooEarly {
+                retry_at: old_enough(next.created_at),
+            });
+        };
+        let retry_at = old_enough(waiting.created_at.0);
+        if retry_at > now {
+            return Ok(KeyRotation::TooEarly { retry_at });
+        }
         sqlx::query::<DB>(
             "UPDATE signing_keys SET state = 'retired', retired_at = $1 WHERE state = 'current'",
         )
@@ -947,18 +970,21 @@ where
         .await
         .map_err(map_err)?;
         sqlx::query::<DB>(
-            "INSERT INTO signing_keys (kid, algorithm, state, private_key, public_jwk, \
-             created_at, activated_at) VALUES ($1, $2, 'current', $3, $4, $5, $5)",
+            "UPDATE signing_keys SET state = 'current', activated_at = $1 WHERE kid = $2",
         )
-        .bind(key.kid.clone())
-        .bind(key.algorithm.as_str().to_owned())
-        .bind(key.sealed_private_key.clone())
-        .bind(key.public_jwk.clone())
         .bind(Timestamp(now))
+        .bind(waiting.kid.clone())
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)
+        insert_key::<DB>(next, KeyState::Next, None)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(KeyRotation::Rotated {
+            current: waiting.kid,
+        })
     }
 }
 
@@ -982,4 +1008,63 @@ where
             None => Ok(Guarded::Missing),
         }
     }
+}
+
+/// A key that is current or next, as a key decision reads it.
+#[derive(FromRow)]
+struct LiveKey {
+    kid: String,
+    algorithm: String,
+    state: String,
+    created_at: Timestamp,
+}
+
+fn live_keys<'q, DB>() -> sqlx::query::QueryAs<'q, DB, LiveKey, DB::Arguments>
+where
+    DB: Database,
+    LiveKey: for<'r> FromRow<'r, DB::Row>,
+{
+    sqlx::query_as::<DB, LiveKey>(
+        "SELECT kid, algorithm, state, created_at FROM signing_keys \
+         WHERE state IN ('current', 'next')",
+    )
+}
+
+/// The first statement of every key decision: a write, so the transaction holds the lock
+/// (PostgreSQL: this row until commit; SQLite: the one writer slot) before it reads.
+fn take_key_lock<'q, DB>(now: DateTime<Utc>) -> sqlx::query::Query<'q, DB, DB::Arguments>
+where
+    DB: Database,
+    Timestamp: for<'e> Encode<'e, DB> + Type<DB>,
+{
+    sqlx::query::<DB>(
+        "INSERT INTO signing_key_lock (id, taken_at) VALUES (1, $1) \
+         ON CONFLICT (id) DO UPDATE SET taken_at = excluded.taken_at",
+    )
+    .bind(Timestamp(now))
+}
+
+fn insert_key<'q, DB>(
+    key: &SigningKeyRecord,
+    state: KeyState,
+    activated_at: Option<DateTime<Utc>>,
+) -> sqlx::query::Query<'q, DB, DB::Arguments>
+where
+    DB: Database,
+    String: for<'e> Encode<'e, DB> + Type<DB>,
+    Vec<u8>: for<'e> Encode<'e, DB> + Type<DB>,
+    Timestamp: for<'e> Encode<'e, DB> + Type<DB>,
+    Option<Timestamp>: for<'e> Encode<'e, DB> + Type<DB>,
+{
+    sqlx::query::<DB>(
+        "INSERT INTO signing_keys (kid, algorithm, state, private_key, public_jwk, \
+         created_at, activated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(key.kid.clone())
+    .bind(key.algorithm.as_str().to_owned())
+    .bind(state.as_str().to_owned())
+    .bind(key.sealed_private_key.clone())
+    .bind(key.public_jwk.clone())
+    .bind(Timestamp(key.created_at))
+    .bind(activated_at.map(Timestamp))
 }

@@ -14,14 +14,15 @@ use std::{
 };
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use portcullis::{
     domain::{
         AppId, AppSettings, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment,
         EnrollmentId, GrantId, NewApplication, OwnerId, SigningKeyRecord, Subject,
     },
     store::{
-        DynStore, EnrollmentFilter, GrantFilter, Guarded, PoolStats, Store, StoreError, Usage,
+        DynStore, EnrollmentFilter, GrantFilter, Guarded, KeyRotation, PoolStats, Store,
+        StoreError, Usage,
     },
 };
 use serde_json::Value;
@@ -417,31 +418,30 @@ impl Store for InterceptStore {
     async fn subscribe(&self) -> Result<Option<mpsc::Receiver<ChangeEvent>>, StoreError> {
         self.inner.subscribe().await
     }
-    async fn insert_next_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StoreError> {
-        self.around(
-            "insert_next_signing_key",
-            self.inner.insert_next_signing_key(key),
-        )
-        .await
-    }
-    async fn promote_next_signing_key(&self, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        self.around(
-            "promote_next_signing_key",
-            self.inner.promote_next_signing_key(now),
-        )
-        .await
-    }
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
         self.around("signing_keys", self.inner.signing_keys()).await
     }
-    async fn activate_new_signing_key(
+    async fn initialize_signing_keys(
         &self,
-        key: &SigningKeyRecord,
+        current: &SigningKeyRecord,
+        next: &SigningKeyRecord,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.around(
-            "activate_new_signing_key",
-            self.inner.activate_new_signing_key(key, now),
+            "initialize_signing_keys",
+            self.inner.initialize_signing_keys(current, next, now),
+        )
+        .await
+    }
+    async fn rotate_signing_keys(
+        &self,
+        next: &SigningKeyRecord,
+        now: DateTime<Utc>,
+        min_next_age: TimeDelta,
+    ) -> Result<KeyRotation, StoreError> {
+        self.around(
+            "rotate_signing_keys",
+            self.inner.rotate_signing_keys(next, now, min_next_age),
         )
         .await
     }

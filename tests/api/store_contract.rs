@@ -6,7 +6,7 @@ use portcullis::{
     domain::{
         AppId, ClientId, KeyState, NewApplication, ScopeSet, SigningAlgorithm, SigningKeyRecord,
     },
-    store::{ConnectOptions, DynStore, Guarded, StoreError, connect},
+    store::{ConnectOptions, DynStore, Guarded, KeyRotation, StoreError, connect},
 };
 
 use crate::helpers::TestDatabase;
@@ -156,57 +156,42 @@ async fn client_ids_are_unique() {
     }
 }
 
-fn key(kid: &str) -> SigningKeyRecord {
+/// A candidate key as the key ring makes one.
+fn key(
+    kid: &str,
+    algorithm: SigningAlgorithm,
+    created_at: chrono::DateTime<Utc>,
+) -> SigningKeyRecord {
     SigningKeyRecord {
         kid: kid.into(),
-        algorithm: SigningAlgorithm::ES256,
-        state: KeyState::Current,
+        algorithm,
+        state: KeyState::Next,
         sealed_private_key: vec![1, 2, 3],
         public_jwk: "{}".into(),
-        created_at: Utc::now(),
+        created_at,
         activated_at: None,
         retired_at: None,
     }
 }
 
-#[tokio::test]
-async fn activating_a_key_retires_the_previous_one() {
-    for (name, store, _db) in backends().await {
-        let t1 = chrono::DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
-        let t2 = t1 + TimeDelta::hours(1);
-        store
-            .activate_new_signing_key(&key("k1"), t1)
-            .await
-            .unwrap();
-        store
-            .activate_new_signing_key(&key("k2"), t2)
-            .await
-            .unwrap();
-        let keys = store.signing_keys().await.unwrap();
-        assert_eq!(keys.len(), 2, "{name}");
-        let k1 = keys.iter().find(|k| k.kid == "k1").unwrap();
-        let k2 = keys.iter().find(|k| k.kid == "k2").unwrap();
-        assert_eq!(k1.state, KeyState::Retired, "{name}");
-        assert_eq!(k1.retired_at, Some(t2), "{name}");
-        assert_eq!(k2.state, KeyState::Current, "{name}");
-        assert_eq!(k2.activated_at, Some(t2), "{name}");
-        assert_eq!(k2.sealed_private_key, vec![1, 2, 3], "{name}");
-
-        let err = store
-            .activate_new_signing_key(&key("k2"), t2)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, StoreError::Conflict(_)),
-            "{name}: duplicate kid"
-        );
-        let keys = store.signing_keys().await.unwrap();
-        assert_eq!(
-            keys.iter().filter(|k| k.state == KeyState::Current).count(),
-            1,
-            "{name}: a failed activation rolls back"
-        );
-    }
+/// (kid, state, activated_at, retired_at) of every stored key, by kid.
+async fn key_states(
+    store: &DynStore,
+) -> Vec<(
+    String,
+    KeyState,
+    Option<chrono::DateTime<Utc>>,
+    Option<chrono::DateTime<Utc>>,
+)> {
+    let mut keys: Vec<_> = store
+        .signing_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| (k.kid, k.state, k.activated_at, k.retired_at))
+        .collect();
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    keys
 }
 
 #[tokio::test]
@@ -253,33 +238,6 @@ async fn revocations_are_kept_until_expiry_then_purged() {
             vec![("jti-2".to_owned(), t0 + TimeDelta::hours(3))],
             "{name}"
         );
-    }
-}
-
-#[tokio::test]
-async fn the_next_key_is_promoted_atomically() {
-    for (name, store, _db) in backends().await {
-        let t = chrono::DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
-        assert!(
-            !store.promote_next_signing_key(t).await.unwrap(),
-            "{name}: no next yet"
-        );
-        store.activate_new_signing_key(&key("k1"), t).await.unwrap();
-        let mut next = key("k2");
-        next.state = KeyState::Next;
-        store.insert_next_signing_key(&next).await.unwrap();
-        let mut another = key("k3");
-        another.state = KeyState::Next;
-        let err = store.insert_next_signing_key(&another).await.unwrap_err();
-        assert!(
-            matches!(err, StoreError::Conflict(_)),
-            "{name}: one next at a time"
-        );
-        assert!(store.promote_next_signing_key(t).await.unwrap(), "{name}");
-        let keys = store.signing_keys().await.unwrap();
-        let state = |kid: &str| keys.iter().find(|k| k.kid == kid).unwrap().state;
-        assert_eq!(state("k1"), KeyState::Retired, "{name}");
-        assert_eq!(state("k2"), KeyState::Current, "{name}");
     }
 }
 
@@ -401,5 +359,134 @@ async fn application_secrets_are_swapped_only_from_the_hash_they_replace() {
             .await
             .unwrap();
         assert_eq!(missing, Guarded::Missing, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn signing_keys_are_initialized_once() {
+    for (name, store, _db) in backends().await {
+        let t = chrono::DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
+        let es = SigningAlgorithm::ES256;
+        store
+            .initialize_signing_keys(&key("c1", es, t), &key("n1", es, t), t)
+            .await
+            .unwrap();
+        let first = key_states(&store).await;
+        assert_eq!(
+            first,
+            vec![
+                ("c1".into(), KeyState::Current, Some(t), None),
+                ("n1".into(), KeyState::Next, None, None),
+            ],
+            "{name}"
+        );
+        let stored = store.signing_keys().await.unwrap();
+        assert!(
+            stored
+                .iter()
+                .all(|k| k.sealed_private_key == vec![1, 2, 3] && k.created_at == t),
+            "{name}"
+        );
+
+        let later = t + TimeDelta::minutes(1);
+        store
+            .initialize_signing_keys(&key("c2", es, later), &key("n2", es, later), later)
+            .await
+            .unwrap();
+        assert_eq!(
+            key_states(&store).await,
+            first,
+            "{name}: keys in place are kept, candidates discarded"
+        );
+
+        let ed = SigningAlgorithm::EdDSA;
+        store
+            .initialize_signing_keys(&key("c3", ed, later), &key("n3", ed, later), later)
+            .await
+            .unwrap();
+        assert_eq!(
+            key_states(&store).await,
+            vec![
+                ("c1".into(), KeyState::Current, Some(t), None),
+                ("n3".into(), KeyState::Next, None, None),
+            ],
+            "{name}: a new algorithm replaces the waiting key that never signed, not the current"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rotation_promotes_only_a_next_key_published_long_enough() {
+    for (name, store, _db) in backends().await {
+        let t = chrono::DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
+        let es = SigningAlgorithm::ES256;
+        let lead = TimeDelta::seconds(20);
+        assert_eq!(
+            store
+                .rotate_signing_keys(&key("n0", es, t), t, lead)
+                .await
+                .unwrap(),
+            KeyRotation::TooEarly { retry_at: t + lead },
+            "{name}: with no key waiting, the candidate is published first"
+        );
+        store
+            .initialize_signing_keys(&key("c1", es, t), &key("n1", es, t), t)
+            .await
+            .unwrap();
+        let before = key_states(&store).await;
+        assert_eq!(
+            before,
+            vec![
+                ("c1".into(), KeyState::Current, Some(t), None),
+                ("n0".into(), KeyState::Next, None, None),
+            ],
+            "{name}"
+        );
+
+        let early = t + lead - TimeDelta::milliseconds(1);
+        assert_eq!(
+            store
+                .rotate_signing_keys(&key("n2", es, early), early, lead)
+                .await
+                .unwrap(),
+            KeyRotation::TooEarly { retry_at: t + lead },
+            "{name}"
+        );
+        assert_eq!(
+            key_states(&store).await,
+            before,
+            "{name}: a refused rotation changes nothing"
+        );
+
+        let on_time = t + lead;
+        assert_eq!(
+            store
+                .rotate_signing_keys(&key("n2", es, on_time), on_time, lead)
+                .await
+                .unwrap(),
+            KeyRotation::Rotated {
+                current: "n0".into()
+            },
+            "{name}"
+        );
+        assert_eq!(
+            key_states(&store).await,
+            vec![
+                ("c1".into(), KeyState::Retired, Some(t), Some(on_time)),
+                ("n0".into(), KeyState::Current, Some(on_time), None),
+                ("n2".into(), KeyState::Next, None, None),
+            ],
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .rotate_signing_keys(&key("n3", es, on_time), on_time, lead)
+                .await
+                .unwrap(),
+            KeyRotation::TooEarly {
+                retry_at: on_time + lead
+            },
+            "{name}: the key published by the last rotation waits its turn"
+        );
     }
 }
