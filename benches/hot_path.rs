@@ -118,6 +118,7 @@ async fn key_ring(algorithm: SigningAlgorithm) -> (Arc<KeyRing>, TempDir) {
             algorithm,
             hs256_secret: (algorithm == SigningAlgorithm::HS256).then(|| HS256_SECRET.to_vec()),
             retired_key_visibility: TimeDelta::hours(24),
+            next_key_lead: TimeDelta::zero(),
         },
     )
     .await

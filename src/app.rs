@@ -508,6 +508,7 @@ pub async fn open_key_ring(
             .as_ref()
             .map(|s| s.expose_secret().as_bytes().to_vec()),
         retired_key_visibility: TimeDelta::seconds(i64::try_from(longest)?),
+        next_key_lead: TimeDelta::seconds(i64::try_from(settings.keys.next_key_lead_secs)?),
     };
     KeyRing::open(store, master_key(settings)?, clock, options)
         .await

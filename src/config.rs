@@ -70,6 +70,7 @@ pub struct KeySettings {
     pub master_key: Option<SecretString>,
     pub master_key_file: PathBuf,
     pub hs256_secret: Option<SecretString>,
+    pub next_key_lead_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,6 +282,12 @@ impl Layers {
                     "HS256 needs a secret of at least 32 bytes (256 bits)",
                 ));
             }
+        }
+        if self.keys.next_key_lead_secs > 24 * 3600 {
+            return Err(invalid(
+                "keys.next_key_lead_secs",
+                "must be at most one day",
+            ));
         }
         if self.credentials.argon2_memory_kib < 8 * 1024 || self.credentials.argon2_iterations == 0
         {

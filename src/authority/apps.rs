@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     domain::{AppId, Application, Change, ClientId, NewApplication, ScopeSet},
-    store::DynStore,
+    store::{DynStore, Guarded},
 };
 
 pub const DEFAULT_SCOPES: &str = "all:read all:write";
@@ -108,27 +108,36 @@ impl Applications {
     }
 
     /// Replaces the secret. The previous one keeps working for `grace` (zero ends it at
-    /// once); the new one is returned in plain text this one time.
+    /// once); the new one is returned in plain text this one time. Only the secret columns
+    /// are written, and only if the secret is still the one read: of two concurrent
+    /// rotations one wins and the other gets a conflict, so no answered secret is unusable.
     pub async fn rotate_secret(
         &self,
         id: AppId,
         grace: std::time::Duration,
     ) -> Result<CreatedApplication, AuthorityError> {
-        let mut app = self.get(id).await?;
+        let app = self.get(id).await?;
         let secret = secrets::generate_secret();
+        let new_hash = self.hasher.hash(&secret).await?;
         let now = self.clock.now();
         let too_long = || AuthorityError::invalid("grace_period_secs", "is too long");
         let grace = chrono::TimeDelta::from_std(grace).map_err(|_| too_long())?;
         let grace_ends = now.checked_add_signed(grace).ok_or_else(too_long)?;
-        let previous = std::mem::replace(&mut app.secret_hash, self.hasher.hash(&secret).await?);
-        if grace.is_zero() {
-            app.previous_secret_hash = None;
-            app.previous_secret_expires_at = None;
-        } else {
-            app.previous_secret_hash = Some(previous);
-            app.previous_secret_expires_at = Some(grace_ends);
-        }
-        let app = self.save(app, "app.secret_rotated").await?;
+        let previous_valid_until = (!grace.is_zero()).then_some(grace_ends);
+        let written = self
+            .store
+            .rotate_application_secret(id, &app.secret_hash, &new_hash, previous_valid_until, now)
+            .await?;
+        let app = match written {
+            Guarded::Written(app) => app,
+            Guarded::Stale => {
+                return Err(AuthorityError::Conflict(
+                    "the secret was rotated by another request meanwhile; retry to rotate it again",
+                ));
+            }
+            Guarded::Missing => return Err(AuthorityError::NotFound),
+        };
+        self.announce(&app, "app.secret_rotated").await;
         Ok(CreatedApplication {
             app,
             client_secret: Some(secret),
@@ -220,27 +229,61 @@ impl Applications {
             .ok_or(AuthorityError::NotFound)
     }
 
+    /// Applies `changes` to the settings as they stand when written: if another update lands
+    /// between the read and the write, the changes are applied again on top of it (a few
+    /// times, then a conflict), so neither undoes the other and the default scopes stay
+    /// within the allowed ones.
     pub async fn update(
         &self,
         id: AppId,
         changes: UpdateApplication,
     ) -> Result<Application, AuthorityError> {
-        let mut app = self.get(id).await?;
-        if let Some(name) = changes.name {
-            check_name(&name)?;
-            app.name = name;
+        const ATTEMPTS: usize = 3;
+        if let Some(name) = &changes.name {
+            check_name(name)?;
         }
-        if let Some(raw) = &changes.allowed_scopes {
-            app.allowed_scopes = parse_scopes("allowed_scopes", raw)?;
+        let allowed = changes
+            .allowed_scopes
+            .as_deref()
+            .map(|raw| parse_scopes("allowed_scopes", raw))
+            .transpose()?;
+        let defaults = changes
+            .default_scopes
+            .as_deref()
+            .map(|raw| parse_scopes("default_scopes", raw))
+            .transpose()?;
+        for _ in 0..ATTEMPTS {
+            let expected = self.get(id).await?.settings();
+            let mut new = expected.clone();
+            if let Some(name) = &changes.name {
+                new.name.clone_from(name);
+            }
+            if let Some(allowed) = &allowed {
+                new.allowed_scopes = allowed.clone();
+            }
+            if let Some(defaults) = &defaults {
+                new.default_scopes = defaults.clone();
+            }
+            if let Some(sandbox) = changes.sandbox {
+                new.sandbox = sandbox;
+            }
+            check_defaults_allowed(&new.allowed_scopes, &new.default_scopes)?;
+            match self
+                .store
+                .update_application_settings(id, &expected, &new, self.clock.now())
+                .await?
+            {
+                Guarded::Written(app) => {
+                    self.announce(&app, "app.updated").await;
+                    return Ok(app);
+                }
+                Guarded::Stale => continue,
+                Guarded::Missing => return Err(AuthorityError::NotFound),
+            }
         }
-        if let Some(raw) = &changes.default_scopes {
-            app.default_scopes = parse_scopes("default_scopes", raw)?;
-        }
-        check_defaults_allowed(&app.allowed_scopes, &app.default_scopes)?;
-        if let Some(sandbox) = changes.sandbox {
-            app.sandbox = sandbox;
-        }
-        self.save(app, "app.updated").await
+        Err(AuthorityError::Conflict(
+            "the application kept changing during the update; retry",
+        ))
     }
 
     pub async fn set_disabled(
@@ -273,17 +316,8 @@ impl Applications {
         Ok(())
     }
 
-    async fn save(
-        &self,
-        mut app: Application,
-        event: &'static str,
-    ) -> Result<Application, AuthorityError> {
-        app.updated_at = self.clock.now();
-        if !self.store.update_application(&app).await? {
-            return Err(AuthorityError::NotFound);
-        }
-        self.forget(&app).await;
+    async fn announce(&self, app: &Application, event: &'static str) {
+        self.forget(app).await;
         tracing::info!(event, app_id = %app.id, client_id = %app.client_id);
-        Ok(app)
     }
 }

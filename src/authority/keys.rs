@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use super::{AuthorityError, clock::SharedClock};
 use crate::{
     domain::{KeyState, SigningAlgorithm, SigningKeyRecord},
-    store::{DynStore, StoreError},
+    store::{DynStore, KeyRotation},
 };
 
 /// Seals signing keys at rest with AES-256-GCM; the key id is bound in as associated data
@@ -327,6 +327,9 @@ pub struct KeyRingOptions {
     pub hs256_secret: Option<Vec<u8>>,
     /// How long a retired key stays published: the longest token lifetime.
     pub retired_key_visibility: TimeDelta,
+    /// How long a `next` key is published before a rotation may make it sign: long enough
+    /// for every replica to have reloaded its keys.
+    pub next_key_lead: TimeDelta,
 }
 
 /// Everything one replica derives from the store's keys, swapped as a whole on reload.
@@ -359,26 +362,49 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
-    /// Loads the keys, creating a current key (and a `next` one published ahead of use) for
-    /// the configured algorithm if there is none. Replicas starting together race safely:
-    /// one insert wins and the others read the winner's key.
+    /// Loads the keys. On an empty store it creates a current key and a `next` one published
+    /// ahead of use, in one decision serialized in the database: replicas starting together
+    /// all end up with the same current key. A change of algorithm publishes a `next` key of
+    /// the new one; it signs from the next rotation, once every replica publishes it.
     pub async fn open(
         store: DynStore,
         master: MasterKey,
         clock: SharedClock,
         options: KeyRingOptions,
     ) -> Result<Self, AuthorityError> {
+        let mut candidates = None;
         if options.algorithm != SigningAlgorithm::HS256 {
             let records = store.signing_keys().await?;
-            let has_current = records
-                .iter()
-                .any(|r| r.state == KeyState::Current && r.algorithm == options.algorithm);
-            if !has_current {
-                create_current_key(&store, &master, &clock, options.algorithm).await?;
+            let settled = records.iter().any(|r| r.state == KeyState::Current)
+                && records
+                    .iter()
+                    .any(|r| r.state == KeyState::Next && r.algorithm == options.algorithm);
+            if !settled {
+                let current = new_record(&master, &clock, options.algorithm, KeyState::Current)?;
+                let next = new_record(&master, &clock, options.algorithm, KeyState::Next)?;
+                store
+                    .initialize_signing_keys(&current, &next, clock.now())
+                    .await?;
+                candidates = Some([current, next]);
             }
-            ensure_next_key(&store, &master, &clock, options.algorithm).await?;
         }
         let loaded = load(&store, &master, &clock, &options).await?;
+        for candidate in candidates.iter().flatten() {
+            // Only the candidates the decision kept are stored; another replica's won otherwise.
+            if let Some(kept) = loaded.states.iter().find(|k| k.kid == candidate.kid) {
+                tracing::info!(event = "key.created", kid = %kept.kid, algorithm = %kept.algorithm, state = kept.state.as_str());
+            }
+        }
+        if options.algorithm != SigningAlgorithm::HS256
+            && loaded.current.algorithm != options.algorithm
+        {
+            tracing::info!(
+                configured = %options.algorithm,
+                current = %loaded.current.algorithm,
+                "the current signing key has another algorithm; the next rotation switches to \
+                 the configured one"
+            );
+        }
         Ok(Self {
             store,
             master,
@@ -403,7 +429,9 @@ impl KeyRing {
     }
 
     /// Makes the published `next` key current, retires the current one (it stays in JWKS
-    /// while tokens it signed may live), and publishes a fresh `next` key.
+    /// while tokens it signed may live), and publishes a fresh `next` key. Refused with a
+    /// conflict while the `next` key is younger than the lead time: a replica that has not
+    /// reloaded since it was published would reject the tokens it signs.
     pub async fn rotate(&self) -> Result<KeyInfo, AuthorityError> {
         if self.options.algorithm == SigningAlgorithm::HS256 {
             return Err(AuthorityError::invalid(
@@ -411,36 +439,41 @@ impl KeyRing {
                 "HS256 uses the configured secret; change keys.hs256_secret to rotate it",
             ));
         }
-        let now = self.clock.now();
-        let next_matches = self
-            .store
-            .signing_keys()
-            .await?
-            .iter()
-            .any(|r| r.state == KeyState::Next && r.algorithm == self.options.algorithm);
-        if !(next_matches && self.store.promote_next_signing_key(now).await?) {
-            create_current_key(
-                &self.store,
-                &self.master,
-                &self.clock,
-                self.options.algorithm,
-            )
-            .await?;
-        }
-        ensure_next_key(
-            &self.store,
+        let next = new_record(
             &self.master,
             &self.clock,
             self.options.algorithm,
-        )
-        .await?;
+            KeyState::Next,
+        )?;
+        let outcome = self
+            .store
+            .rotate_signing_keys(&next, self.clock.now(), self.options.next_key_lead)
+            .await?;
+        // Even a refused rotation may have published the candidate, when no key waited.
         self.reload().await?;
-        let current = self.current();
-        tracing::info!(event = "key.rotated", kid = current.kid(), algorithm = %current.algorithm());
-        self.keys()
-            .into_iter()
-            .find(|k| k.kid == current.kid())
-            .ok_or_else(|| AuthorityError::internal("the new current key is not listed"))
+        match outcome {
+            KeyRotation::Rotated { current } => {
+                let info = self
+                    .keys()
+                    .into_iter()
+                    .find(|k| k.kid == current)
+                    .ok_or_else(|| AuthorityError::internal("the new current key is not listed"))?;
+                tracing::info!(event = "key.rotated", kid = %info.kid, algorithm = %info.algorithm, next = %next.kid);
+                Ok(info)
+            }
+            KeyRotation::TooEarly { retry_at } => {
+                tracing::info!(
+                    event = "key.rotation_refused",
+                    retry_at = %retry_at.to_rfc3339(),
+                    "the next signing key is younger than keys.next_key_lead_secs"
+                );
+                Err(AuthorityError::Conflict(
+                    "the next signing key was published less than keys.next_key_lead_secs ago, \
+                     so some replicas may not know it yet; retry once that long has passed since \
+                     its created_at (GET /admin/v1/keys)",
+                ))
+            }
+        }
     }
 
     pub fn current(&self) -> Arc<SigningKey> {
@@ -560,51 +593,6 @@ fn new_record(
         activated_at: (state == KeyState::Current).then_some(now),
         retired_at: None,
     })
-}
-
-/// A fresh key, current at once (first start, or a change of algorithm).
-async fn create_current_key(
-    store: &DynStore,
-    master: &MasterKey,
-    clock: &SharedClock,
-    algorithm: SigningAlgorithm,
-) -> Result<(), AuthorityError> {
-    let record = new_record(master, clock, algorithm, KeyState::Current)?;
-    match store.activate_new_signing_key(&record, clock.now()).await {
-        Ok(()) => {
-            tracing::info!(event = "key.created", kid = %record.kid, %algorithm, state = "current");
-            Ok(())
-        }
-        // Another replica made a key current at the same moment; theirs is as good.
-        Err(StoreError::Conflict(_)) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Publishes a `next` key unless one already waits.
-async fn ensure_next_key(
-    store: &DynStore,
-    master: &MasterKey,
-    clock: &SharedClock,
-    algorithm: SigningAlgorithm,
-) -> Result<(), AuthorityError> {
-    let has_next = store
-        .signing_keys()
-        .await?
-        .iter()
-        .any(|r| r.state == KeyState::Next);
-    if has_next {
-        return Ok(());
-    }
-    let record = new_record(master, clock, algorithm, KeyState::Next)?;
-    match store.insert_next_signing_key(&record).await {
-        Ok(()) => {
-            tracing::info!(event = "key.created", kid = %record.kid, %algorithm, state = "next");
-            Ok(())
-        }
-        Err(StoreError::Conflict(_)) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// The published keys, derived from the sealed private keys rather than read from the

@@ -168,6 +168,7 @@ mod properties {
                 algorithm: SigningAlgorithm::ES256,
                 hs256_secret: None,
                 retired_key_visibility: chrono::TimeDelta::hours(1),
+                next_key_lead: chrono::TimeDelta::zero(),
             };
             let master = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
             Arc::new(

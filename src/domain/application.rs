@@ -23,6 +23,15 @@ pub struct Application {
 }
 
 impl Application {
+    pub fn settings(&self) -> AppSettings {
+        AppSettings {
+            name: self.name.clone(),
+            allowed_scopes: self.allowed_scopes.clone(),
+            default_scopes: self.default_scopes.clone(),
+            sandbox: self.sandbox,
+        }
+    }
+
     /// The rotated-out secret's hash, while its grace period lasts.
     pub fn previous_secret_at(&self, now: DateTime<Utc>) -> Option<&str> {
         match (&self.previous_secret_hash, self.previous_secret_expires_at) {
@@ -30,6 +39,15 @@ impl Application {
             _ => None,
         }
     }
+}
+
+/// What an application update may change; never its secrets or whether it is disabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSettings {
+    pub name: String,
+    pub allowed_scopes: ScopeSet,
+    pub default_scopes: ScopeSet,
+    pub sandbox: bool,
 }
 
 /// What the store needs to insert a new application.

@@ -9,7 +9,7 @@ mod scope;
 mod signing_key;
 mod subject;
 
-pub use application::{Application, NewApplication};
+pub use application::{AppSettings, Application, NewApplication};
 pub use auth_grant::{AuthGrant, GrantId, GrantStatus, Origin, Profile, parse_utc_timestamp};
 pub use change::{Change, ChangeEvent};
 pub use enrollment::{Enrollment, EnrollmentId, OwnerId};

@@ -9,13 +9,13 @@ mod sqlite;
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use tokio::sync::mpsc;
 
 use crate::domain::{
-    AppId, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment, EnrollmentId,
-    GrantId, GrantStatus, NewApplication, OwnerId, Profile, SigningKeyRecord,
+    AppId, AppSettings, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment,
+    EnrollmentId, GrantId, GrantStatus, NewApplication, OwnerId, Profile, SigningKeyRecord,
 };
 
 pub type DynStore = Arc<dyn Store>;
@@ -43,9 +43,27 @@ pub trait Store: Send + Sync + 'static {
         client_id: &ClientId,
     ) -> Result<Option<Application>, StoreError>;
     async fn list_applications(&self) -> Result<Vec<Application>, StoreError>;
-    /// Writes name, scopes, sandbox and secrets (never `disabled`, so an edit cannot undo a
-    /// concurrent disable); false if the app no longer exists.
-    async fn update_application(&self, app: &Application) -> Result<bool, StoreError>;
+    /// Writes `new` (and updated_at) only while the app's settings still equal `expected`, the
+    /// values `new` was derived from, so an edit never undoes one made since it read them.
+    /// Never touches the secrets or `disabled`.
+    async fn update_application_settings(
+        &self,
+        id: AppId,
+        expected: &AppSettings,
+        new: &AppSettings,
+        now: DateTime<Utc>,
+    ) -> Result<Guarded<Application>, StoreError>;
+    /// Makes `new_hash` the secret only while `expected_hash` still is (compare-and-swap: of
+    /// two rotations from one read, exactly one wins). The replaced secret stays valid until
+    /// `previous_valid_until`, or not at all when `None`. Writes only the secret columns.
+    async fn rotate_application_secret(
+        &self,
+        id: AppId,
+        expected_hash: &str,
+        new_hash: &str,
+        previous_valid_until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<Guarded<Application>, StoreError>;
     async fn set_application_disabled(
         &self,
         id: AppId,
@@ -140,18 +158,46 @@ pub trait Store: Send + Sync + 'static {
     async fn subscribe(&self) -> Result<Option<mpsc::Receiver<ChangeEvent>>, StoreError>;
 
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
-    /// Inserts `key` as the current signing key and retires the previous current one, in
-    /// one transaction. Fails with `Conflict` if another writer made a key current first.
-    async fn activate_new_signing_key(
+    /// Run by every replica at start. Makes `current` the current key only if there is none,
+    /// and publishes `next` unless a next key of its algorithm already waits (one of another
+    /// algorithm never signed anything and is replaced). Candidates not needed are discarded.
+    /// Serialized with every other key decision, so replicas starting together agree.
+    async fn initialize_signing_keys(
         &self,
-        key: &SigningKeyRecord,
+        current: &SigningKeyRecord,
+        next: &SigningKeyRecord,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
-    /// Publishes `key` as the next signing key. `Conflict` if there already is one.
-    async fn insert_next_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StoreError>;
-    /// Retires the current key and makes the next one current, in one transaction.
-    /// False (and nothing changed) when there is no next key.
-    async fn promote_next_signing_key(&self, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// Promotes the waiting next key, if it was published at least `min_next_age` before
+    /// `now`, retires the current one and publishes `next` in its place; otherwise changes
+    /// nothing (but publishes `next` if no key waits). Serialized with every other key
+    /// decision, so concurrent rotations never promote a key published a moment ago.
+    async fn rotate_signing_keys(
+        &self,
+        next: &SigningKeyRecord,
+        now: DateTime<Utc>,
+        min_next_age: TimeDelta,
+    ) -> Result<KeyRotation, StoreError>;
+}
+
+/// The outcome of a write guarded by values read before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guarded<T> {
+    Written(T),
+    /// The values changed since they were read; nothing was written.
+    Stale,
+    /// No such record.
+    Missing,
+}
+
+/// What a key rotation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRotation {
+    /// This key is current now.
+    Rotated { current: String },
+    /// Nothing was promoted: no next key has been published long enough. Rotating can
+    /// succeed from `retry_at`.
+    TooEarly { retry_at: DateTime<Utc> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 //! trait bounds below are the list of column types the schema uses.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{
@@ -17,12 +17,13 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{
-    ChangeBus, EnrollmentFilter, GrantFilter, Match, PoolStats, Store, StoreError, Usage, UsageOf,
+    ChangeBus, EnrollmentFilter, GrantFilter, Guarded, KeyRotation, Match, PoolStats, Store,
+    StoreError, Usage, UsageOf,
 };
 use crate::domain::{
-    AppId, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment, EnrollmentId,
-    GrantId, GrantStatus, KeyState, NewApplication, Origin, OwnerId, Profile, ScopeSet,
-    SigningKeyRecord, Subject, SubjectKind,
+    AppId, AppSettings, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment,
+    EnrollmentId, GrantId, GrantStatus, KeyState, NewApplication, Origin, OwnerId, Profile,
+    ScopeSet, SigningKeyRecord, Subject, SubjectKind,
 };
 
 /// A point in time as the store keeps it. Each backend encodes it in its own way
@@ -304,6 +305,7 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     AppRow: for<'r> FromRow<'r, DB::Row>,
     KeyRow: for<'r> FromRow<'r, DB::Row>,
+    LiveKey: for<'r> FromRow<'r, DB::Row>,
     (String, Timestamp): for<'r> FromRow<'r, DB::Row>,
     String: for<'r> Decode<'r, DB>,
     EnrollmentRow: for<'r> FromRow<'r, DB::Row>,
@@ -402,26 +404,61 @@ where
         .collect()
     }
 
-    async fn update_application(&self, app: &Application) -> Result<bool, StoreError> {
-        let updated = sqlx::query_scalar::<DB, Uuid>(
-            "UPDATE applications SET name = $2, secret_hash = $3, allowed_scopes = $4, \
-             default_scopes = $5, sandbox = $6, updated_at = $7, \
-             previous_secret_hash = $8, previous_secret_expires_at = $9 \
-             WHERE id = $1 RETURNING id",
-        )
-        .bind(app.id.0)
-        .bind(app.name.clone())
-        .bind(app.secret_hash.clone())
-        .bind(app.allowed_scopes.to_string())
-        .bind(app.default_scopes.to_string())
-        .bind(app.sandbox)
-        .bind(Timestamp(app.updated_at))
-        .bind(app.previous_secret_hash.clone())
-        .bind(app.previous_secret_expires_at.map(Timestamp))
+    async fn update_application_settings(
+        &self,
+        id: AppId,
+        expected: &AppSettings,
+        new: &AppSettings,
+        now: DateTime<Utc>,
+    ) -> Result<Guarded<Application>, StoreError> {
+        // Scope sets are stored in their canonical rendering, so equal sets compare equal.
+        let row = sqlx::query_as::<DB, AppRow>(sqlx::AssertSqlSafe(format!(
+            "UPDATE applications SET name = $2, allowed_scopes = $3, default_scopes = $4, \
+             sandbox = $5, updated_at = $6 \
+             WHERE id = $1 AND name = $7 AND allowed_scopes = $8 AND default_scopes = $9 \
+             AND sandbox = $10 RETURNING {APP_COLUMNS}"
+        )))
+        .bind(id.0)
+        .bind(new.name.clone())
+        .bind(new.allowed_scopes.to_string())
+        .bind(new.default_scopes.to_string())
+        .bind(new.sandbox)
+        .bind(Timestamp(now))
+        .bind(expected.name.clone())
+        .bind(expected.allowed_scopes.to_string())
+        .bind(expected.default_scopes.to_string())
+        .bind(expected.sandbox)
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;
-        Ok(updated.is_some())
+        self.guarded_application(id, row).await
+    }
+
+    async fn rotate_application_secret(
+        &self,
+        id: AppId,
+        expected_hash: &str,
+        new_hash: &str,
+        previous_valid_until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<Guarded<Application>, StoreError> {
+        // The right-hand sides see the row as it was, so the previous hash kept is exactly
+        // the one the guard matched.
+        let row = sqlx::query_as::<DB, AppRow>(sqlx::AssertSqlSafe(format!(
+            "UPDATE applications SET secret_hash = $3, \
+             previous_secret_hash = CASE WHEN $4 IS NULL THEN NULL ELSE secret_hash END, \
+             previous_secret_expires_at = $4, updated_at = $5 \
+             WHERE id = $1 AND secret_hash = $2 RETURNING {APP_COLUMNS}"
+        )))
+        .bind(id.0)
+        .bind(expected_hash.to_owned())
+        .bind(new_hash.to_owned())
+        .bind(previous_valid_until.map(Timestamp))
+        .bind(Timestamp(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        self.guarded_application(id, row).await
     }
 
     async fn set_application_disabled(
@@ -874,51 +911,6 @@ where
         }
     }
 
-    async fn insert_next_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StoreError> {
-        sqlx::query::<DB>(
-            "INSERT INTO signing_keys (kid, algorithm, state, private_key, public_jwk, \
-             created_at) VALUES ($1, $2, 'next', $3, $4, $5)",
-        )
-        .bind(key.kid.clone())
-        .bind(key.algorithm.as_str().to_owned())
-        .bind(key.sealed_private_key.clone())
-        .bind(key.public_jwk.clone())
-        .bind(Timestamp(key.created_at))
-        .execute(&self.pool)
-        .await
-        .map(drop)
-        .map_err(map_err)
-    }
-
-    async fn promote_next_signing_key(&self, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let next =
-            sqlx::query_scalar::<DB, String>("SELECT kid FROM signing_keys WHERE state = 'next'")
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(map_err)?;
-        let Some(next) = next else {
-            return Ok(false);
-        };
-        sqlx::query::<DB>(
-            "UPDATE signing_keys SET state = 'retired', retired_at = $1 WHERE state = 'current'",
-        )
-        .bind(Timestamp(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        sqlx::query::<DB>(
-            "UPDATE signing_keys SET state = 'current', activated_at = $1 WHERE kid = $2",
-        )
-        .bind(Timestamp(now))
-        .bind(next)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(true)
-    }
-
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
         sqlx::query_as::<DB, KeyRow>(
             "SELECT kid, algorithm, state, private_key, public_jwk, created_at, activated_at, \
@@ -932,12 +924,79 @@ where
         .collect()
     }
 
-    async fn activate_new_signing_key(
+    async fn initialize_signing_keys(
         &self,
-        key: &SigningKeyRecord,
+        current: &SigningKeyRecord,
+        next: &SigningKeyRecord,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
+        take_key_lock::<DB>(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let live = live_keys::<DB>()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if !live.iter().any(|k| k.state == "current") {
+            insert_key::<DB>(current, KeyState::Current, Some(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        match live.iter().find(|k| k.state == "next") {
+            Some(waiting) if waiting.algorithm == next.algorithm.as_str() => {}
+            waiting => {
+                if waiting.is_some() {
+                    sqlx::query::<DB>("DELETE FROM signing_keys WHERE state = 'next'")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                insert_key::<DB>(next, KeyState::Next, None)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+            }
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn rotate_signing_keys(
+        &self,
+        next: &SigningKeyRecord,
+        now: DateTime<Utc>,
+        min_next_age: TimeDelta,
+    ) -> Result<KeyRotation, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        take_key_lock::<DB>(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let live = live_keys::<DB>()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let old_enough = |published: DateTime<Utc>| {
+            published
+                .checked_add_signed(min_next_age)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        };
+        let Some(waiting) = live.into_iter().find(|k| k.state == "next") else {
+            insert_key::<DB>(next, KeyState::Next, None)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            tx.commit().await.map_err(map_err)?;
+            return Ok(KeyRotation::TooEarly {
+                retry_at: old_enough(next.created_at),
+            });
+        };
+        let retry_at = old_enough(waiting.created_at.0);
+        if retry_at > now {
+            return Ok(KeyRotation::TooEarly { retry_at });
+        }
         sqlx::query::<DB>(
             "UPDATE signing_keys SET state = 'retired', retired_at = $1 WHERE state = 'current'",
         )
@@ -946,17 +1005,101 @@ where
         .await
         .map_err(map_err)?;
         sqlx::query::<DB>(
-            "INSERT INTO signing_keys (kid, algorithm, state, private_key, public_jwk, \
-             created_at, activated_at) VALUES ($1, $2, 'current', $3, $4, $5, $5)",
+            "UPDATE signing_keys SET state = 'current', activated_at = $1 WHERE kid = $2",
         )
-        .bind(key.kid.clone())
-        .bind(key.algorithm.as_str().to_owned())
-        .bind(key.sealed_private_key.clone())
-        .bind(key.public_jwk.clone())
         .bind(Timestamp(now))
+        .bind(waiting.kid.clone())
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)
+        insert_key::<DB>(next, KeyState::Next, None)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(KeyRotation::Rotated {
+            current: waiting.kid,
+        })
     }
+}
+
+impl<DB> SqlStore<DB>
+where
+    DB: Database,
+    SqlStore<DB>: Store,
+{
+    /// Tells a guarded update that matched nothing apart: changed since read, or gone.
+    async fn guarded_application<R>(
+        &self,
+        id: AppId,
+        row: Option<R>,
+    ) -> Result<Guarded<Application>, StoreError>
+    where
+        R: TryInto<Application, Error = StoreError>,
+    {
+        match row {
+            Some(row) => Ok(Guarded::Written(row.try_into()?)),
+            None if self.application(id).await?.is_some() => Ok(Guarded::Stale),
+            None => Ok(Guarded::Missing),
+        }
+    }
+}
+
+/// A key that is current or next, as a key decision reads it.
+#[derive(FromRow)]
+struct LiveKey {
+    kid: String,
+    algorithm: String,
+    state: String,
+    created_at: Timestamp,
+}
+
+fn live_keys<'q, DB>() -> sqlx::query::QueryAs<'q, DB, LiveKey, DB::Arguments>
+where
+    DB: Database,
+    LiveKey: for<'r> FromRow<'r, DB::Row>,
+{
+    sqlx::query_as::<DB, LiveKey>(
+        "SELECT kid, algorithm, state, created_at FROM signing_keys \
+         WHERE state IN ('current', 'next')",
+    )
+}
+
+/// The first statement of every key decision: a write, so the transaction holds the lock
+/// (PostgreSQL: this row until commit; SQLite: the one writer slot) before it reads.
+fn take_key_lock<'q, DB>(now: DateTime<Utc>) -> sqlx::query::Query<'q, DB, DB::Arguments>
+where
+    DB: Database,
+    Timestamp: for<'e> Encode<'e, DB> + Type<DB>,
+{
+    sqlx::query::<DB>(
+        "INSERT INTO signing_key_lock (id, taken_at) VALUES (1, $1) \
+         ON CONFLICT (id) DO UPDATE SET taken_at = excluded.taken_at",
+    )
+    .bind(Timestamp(now))
+}
+
+fn insert_key<'q, DB>(
+    key: &SigningKeyRecord,
+    state: KeyState,
+    activated_at: Option<DateTime<Utc>>,
+) -> sqlx::query::Query<'q, DB, DB::Arguments>
+where
+    DB: Database,
+    String: for<'e> Encode<'e, DB> + Type<DB>,
+    Vec<u8>: for<'e> Encode<'e, DB> + Type<DB>,
+    Timestamp: for<'e> Encode<'e, DB> + Type<DB>,
+    Option<Timestamp>: for<'e> Encode<'e, DB> + Type<DB>,
+{
+    sqlx::query::<DB>(
+        "INSERT INTO signing_keys (kid, algorithm, state, private_key, public_jwk, \
+         created_at, activated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(key.kid.clone())
+    .bind(key.algorithm.as_str().to_owned())
+    .bind(state.as_str().to_owned())
+    .bind(key.sealed_private_key.clone())
+    .bind(key.public_jwk.clone())
+    .bind(Timestamp(key.created_at))
+    .bind(activated_at.map(Timestamp))
 }

@@ -288,6 +288,8 @@ pub fn settings_env(db: &TestDatabase, overrides: &[(&str, &str)]) -> Vec<(Strin
             "0",
         ),
         ("PORTCULLIS__RATE_LIMIT__REQUESTS_PER_IP_PER_SECOND", "0"),
+        // Tests rotate keys right after start; the tests of the lead time set their own.
+        ("PORTCULLIS__KEYS__NEXT_KEY_LEAD_SECS", "0"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

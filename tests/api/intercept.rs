@@ -14,16 +14,19 @@ use std::{
 };
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use portcullis::{
     domain::{
-        AppId, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment, EnrollmentId,
-        GrantId, NewApplication, OwnerId, Profile, SigningKeyRecord,
+        AppId, AppSettings, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment,
+        EnrollmentId, GrantId, NewApplication, OwnerId, Profile, SigningKeyRecord,
     },
-    store::{DynStore, EnrollmentFilter, GrantFilter, PoolStats, Store, StoreError, Usage},
+    store::{
+        DynStore, EnrollmentFilter, GrantFilter, Guarded, KeyRotation, PoolStats, Store,
+        StoreError, Usage,
+    },
 };
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Barrier, mpsc, oneshot};
 
 /// How every call behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,11 +51,18 @@ struct Armed {
     release: oneshot::Receiver<()>,
 }
 
+/// Callers still to arrive at a gathering, and the barrier they wait at together.
+struct Gathering {
+    missing: usize,
+    barrier: Arc<Barrier>,
+}
+
 /// What a test holds to steer an [`InterceptStore`].
 #[derive(Default)]
 pub struct Hooks {
     health: AtomicU8,
     armed: Mutex<HashMap<(&'static str, When), Armed>>,
+    gatherings: Mutex<HashMap<(&'static str, When), Gathering>>,
 }
 
 /// A call stopped at a pause point.
@@ -103,7 +113,38 @@ impl Hooks {
         }
     }
 
+    /// Arms a gathering: the next `callers` calls of `method` each stop `when` they reach
+    /// the database until all of them have arrived, then go on together, e.g. so that
+    /// several writers have all read before any of them writes. Callers wait at most 30 s,
+    /// then fail the test.
+    pub fn gather(&self, method: &'static str, when: When, callers: usize) {
+        self.gatherings.lock().unwrap().insert(
+            (method, when),
+            Gathering {
+                missing: callers,
+                barrier: Arc::new(Barrier::new(callers)),
+            },
+        );
+    }
+
     async fn checkpoint(&self, method: &'static str, when: When) {
+        let barrier = {
+            let mut gatherings = self.gatherings.lock().unwrap();
+            let gathering = gatherings.get_mut(&(method, when));
+            let barrier = gathering.map(|g| {
+                g.missing -= 1;
+                (g.missing, g.barrier.clone())
+            });
+            if let Some((0, _)) = barrier {
+                gatherings.remove(&(method, when));
+            }
+            barrier.map(|(_, b)| b)
+        };
+        if let Some(barrier) = barrier {
+            tokio::time::timeout(Duration::from_secs(30), barrier.wait())
+                .await
+                .unwrap_or_else(|_| panic!("not every caller of {method} arrived within 30 s"));
+        }
         let armed = self.armed.lock().unwrap().remove(&(method, when));
         if let Some(armed) = armed {
             let _ = armed.reached.send(());
@@ -133,11 +174,12 @@ impl InterceptStore {
     /// Wraps `inner`; the hooks steer it.
     pub fn wrap(inner: DynStore) -> (DynStore, Arc<Hooks>) {
         let hooks = Arc::new(Hooks::default());
-        let store = Arc::new(Self {
-            inner,
-            hooks: hooks.clone(),
-        });
-        (store, hooks)
+        (Self::wrap_with(inner, hooks.clone()), hooks)
+    }
+
+    /// Wraps `inner` with hooks shared with other stores, e.g. several replicas' stores.
+    pub fn wrap_with(inner: DynStore, hooks: Arc<Hooks>) -> DynStore {
+        Arc::new(Self { inner, hooks })
     }
 
     async fn around<T>(
@@ -185,9 +227,39 @@ impl Store for InterceptStore {
         self.around("list_applications", self.inner.list_applications())
             .await
     }
-    async fn update_application(&self, app: &Application) -> Result<bool, StoreError> {
-        self.around("update_application", self.inner.update_application(app))
-            .await
+    async fn update_application_settings(
+        &self,
+        id: AppId,
+        expected: &AppSettings,
+        new: &AppSettings,
+        now: DateTime<Utc>,
+    ) -> Result<Guarded<Application>, StoreError> {
+        self.around(
+            "update_application_settings",
+            self.inner
+                .update_application_settings(id, expected, new, now),
+        )
+        .await
+    }
+    async fn rotate_application_secret(
+        &self,
+        id: AppId,
+        expected_hash: &str,
+        new_hash: &str,
+        previous_valid_until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<Guarded<Application>, StoreError> {
+        self.around(
+            "rotate_application_secret",
+            self.inner.rotate_application_secret(
+                id,
+                expected_hash,
+                new_hash,
+                previous_valid_until,
+                now,
+            ),
+        )
+        .await
     }
     async fn set_application_disabled(
         &self,
@@ -346,31 +418,30 @@ impl Store for InterceptStore {
     async fn subscribe(&self) -> Result<Option<mpsc::Receiver<ChangeEvent>>, StoreError> {
         self.inner.subscribe().await
     }
-    async fn insert_next_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StoreError> {
-        self.around(
-            "insert_next_signing_key",
-            self.inner.insert_next_signing_key(key),
-        )
-        .await
-    }
-    async fn promote_next_signing_key(&self, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        self.around(
-            "promote_next_signing_key",
-            self.inner.promote_next_signing_key(now),
-        )
-        .await
-    }
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
         self.around("signing_keys", self.inner.signing_keys()).await
     }
-    async fn activate_new_signing_key(
+    async fn initialize_signing_keys(
         &self,
-        key: &SigningKeyRecord,
+        current: &SigningKeyRecord,
+        next: &SigningKeyRecord,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.around(
-            "activate_new_signing_key",
-            self.inner.activate_new_signing_key(key, now),
+            "initialize_signing_keys",
+            self.inner.initialize_signing_keys(current, next, now),
+        )
+        .await
+    }
+    async fn rotate_signing_keys(
+        &self,
+        next: &SigningKeyRecord,
+        now: DateTime<Utc>,
+        min_next_age: TimeDelta,
+    ) -> Result<KeyRotation, StoreError> {
+        self.around(
+            "rotate_signing_keys",
+            self.inner.rotate_signing_keys(next, now, min_next_age),
         )
         .await
     }

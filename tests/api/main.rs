@@ -20,3 +20,4 @@ mod openapi;
 mod pg_proxy;
 mod store_contract;
 mod tokens;
+mod writes;

@@ -9,8 +9,8 @@ use portcullis::{
         SigningKeyRecord, Subject, SubjectKind,
     },
     store::{
-        ConnectOptions, DynStore, EnrollmentFilter, GrantFilter, Match, StoreError, Usage, UsageOf,
-        connect,
+        ConnectOptions, DynStore, EnrollmentFilter, GrantFilter, Guarded, KeyRotation, Match,
+        StoreError, Usage, UsageOf, connect,
     },
 };
 use serde_json::json;
@@ -106,8 +106,17 @@ async fn applications_round_trip() {
         changed.name = "renamed".into();
         changed.default_scopes = ScopeSet::parse("all:write").unwrap();
         changed.updated_at = inserted.updated_at + TimeDelta::milliseconds(1500);
-        assert!(store.update_application(&changed).await.unwrap(), "{name}");
+        let written = store
+            .update_application_settings(
+                new.id,
+                &inserted.settings(),
+                &changed.settings(),
+                changed.updated_at,
+            )
+            .await
+            .unwrap();
         let stored = store.application(new.id).await.unwrap().unwrap();
+        assert_eq!(written, Guarded::Written(stored.clone()), "{name}");
         assert!(
             stored.disabled,
             "{name}: an edit made from a stale copy keeps the disable"
@@ -125,9 +134,16 @@ async fn applications_round_trip() {
             !store.delete_application(new.id).await.unwrap(),
             "{name}: gone already"
         );
-        let mut ghost = changed.clone();
-        ghost.id = AppId::generate();
-        assert!(!store.update_application(&ghost).await.unwrap(), "{name}");
+        let ghost = store
+            .update_application_settings(
+                new.id,
+                &changed.settings(),
+                &changed.settings(),
+                changed.updated_at,
+            )
+            .await
+            .unwrap();
+        assert_eq!(ghost, Guarded::Missing, "{name}");
     }
 }
 
@@ -607,57 +623,38 @@ async fn published_changes_reach_every_subscriber() {
     }
 }
 
-fn key(kid: &str) -> SigningKeyRecord {
+/// A candidate key as the key ring makes one.
+fn key(kid: &str, algorithm: SigningAlgorithm, created_at: DateTime<Utc>) -> SigningKeyRecord {
     SigningKeyRecord {
         kid: kid.into(),
-        algorithm: SigningAlgorithm::ES256,
-        state: KeyState::Current,
+        algorithm,
+        state: KeyState::Next,
         sealed_private_key: vec![1, 2, 3],
         public_jwk: "{}".into(),
-        created_at: Utc::now(),
+        created_at,
         activated_at: None,
         retired_at: None,
     }
 }
 
-#[tokio::test]
-async fn activating_a_key_retires_the_previous_one() {
-    for (name, store, _db) in backends().await {
-        let t1 = DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
-        let t2 = t1 + TimeDelta::hours(1);
-        store
-            .activate_new_signing_key(&key("k1"), t1)
-            .await
-            .unwrap();
-        store
-            .activate_new_signing_key(&key("k2"), t2)
-            .await
-            .unwrap();
-        let keys = store.signing_keys().await.unwrap();
-        assert_eq!(keys.len(), 2, "{name}");
-        let k1 = keys.iter().find(|k| k.kid == "k1").unwrap();
-        let k2 = keys.iter().find(|k| k.kid == "k2").unwrap();
-        assert_eq!(k1.state, KeyState::Retired, "{name}");
-        assert_eq!(k1.retired_at, Some(t2), "{name}");
-        assert_eq!(k2.state, KeyState::Current, "{name}");
-        assert_eq!(k2.activated_at, Some(t2), "{name}");
-        assert_eq!(k2.sealed_private_key, vec![1, 2, 3], "{name}");
-
-        let err = store
-            .activate_new_signing_key(&key("k2"), t2)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, StoreError::Conflict(_)),
-            "{name}: duplicate kid"
-        );
-        let keys = store.signing_keys().await.unwrap();
-        assert_eq!(
-            keys.iter().filter(|k| k.state == KeyState::Current).count(),
-            1,
-            "{name}: a failed activation rolls back"
-        );
-    }
+/// (kid, state, activated_at, retired_at) of every stored key, by kid.
+async fn key_states(
+    store: &DynStore,
+) -> Vec<(
+    String,
+    KeyState,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+)> {
+    let mut keys: Vec<_> = store
+        .signing_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| (k.kid, k.state, k.activated_at, k.retired_at))
+        .collect();
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    keys
 }
 
 #[tokio::test]
@@ -708,28 +705,251 @@ async fn revocations_are_kept_until_expiry_then_purged() {
 }
 
 #[tokio::test]
-async fn the_next_key_is_promoted_atomically() {
+async fn application_settings_are_written_only_from_the_values_read() {
+    for (name, store, _db) in backends().await {
+        let app = store
+            .insert_application(&new_app("pcc_settings"))
+            .await
+            .unwrap();
+        let read = app.settings();
+        let t1 = app.updated_at + TimeDelta::seconds(1);
+        let mut renamed = read.clone();
+        renamed.name = "renamed".into();
+        let Guarded::Written(stored) = store
+            .update_application_settings(app.id, &read, &renamed, t1)
+            .await
+            .unwrap()
+        else {
+            panic!("{name}: the settings read are still there")
+        };
+        assert_eq!(stored.settings(), renamed, "{name}");
+        assert_eq!(stored.updated_at, t1, "{name}");
+        assert_eq!(
+            (stored.secret_hash.as_str(), stored.disabled),
+            (app.secret_hash.as_str(), app.disabled),
+            "{name}: settings updates never touch the secret or the disable"
+        );
+
+        let mut narrowed = read.clone();
+        narrowed.allowed_scopes = ScopeSet::parse("all:read").unwrap();
+        let stale = store
+            .update_application_settings(app.id, &read, &narrowed, t1)
+            .await
+            .unwrap();
+        assert_eq!(
+            stale,
+            Guarded::Stale,
+            "{name}: written from settings that changed since"
+        );
+        assert_eq!(
+            store.application(app.id).await.unwrap().unwrap(),
+            stored,
+            "{name}: a stale update writes nothing"
+        );
+
+        let missing = store
+            .update_application_settings(AppId::generate(), &read, &narrowed, t1)
+            .await
+            .unwrap();
+        assert_eq!(missing, Guarded::Missing, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn application_secrets_are_swapped_only_from_the_hash_they_replace() {
+    for (name, store, _db) in backends().await {
+        let app = store
+            .insert_application(&new_app("pcc_secret"))
+            .await
+            .unwrap();
+        let t1 = app.updated_at + TimeDelta::seconds(1);
+        let grace_ends = t1 + TimeDelta::hours(1);
+        let Guarded::Written(rotated) = store
+            .rotate_application_secret(app.id, &app.secret_hash, "hash-1", Some(grace_ends), t1)
+            .await
+            .unwrap()
+        else {
+            panic!("{name}: the secret read is still current")
+        };
+        assert_eq!(rotated.secret_hash, "hash-1", "{name}");
+        assert_eq!(
+            rotated.previous_secret_hash.as_deref(),
+            Some(app.secret_hash.as_str()),
+            "{name}: the replaced secret is kept for its grace"
+        );
+        assert_eq!(
+            rotated.previous_secret_expires_at,
+            Some(grace_ends),
+            "{name}"
+        );
+        assert_eq!(rotated.updated_at, t1, "{name}");
+        assert_eq!(
+            rotated.settings(),
+            app.settings(),
+            "{name}: only the secret columns change"
+        );
+
+        let lost = store
+            .rotate_application_secret(app.id, &app.secret_hash, "hash-2", Some(grace_ends), t1)
+            .await
+            .unwrap();
+        assert_eq!(lost, Guarded::Stale, "{name}: the secret changed since");
+        assert_eq!(
+            store.application(app.id).await.unwrap().unwrap(),
+            rotated,
+            "{name}: the losing rotation wrote nothing"
+        );
+
+        let Guarded::Written(no_grace) = store
+            .rotate_application_secret(app.id, "hash-1", "hash-3", None, t1)
+            .await
+            .unwrap()
+        else {
+            panic!("{name}: hash-1 is current")
+        };
+        assert_eq!(
+            (
+                no_grace.secret_hash.as_str(),
+                no_grace.previous_secret_hash,
+                no_grace.previous_secret_expires_at
+            ),
+            ("hash-3", None, None),
+            "{name}: no grace keeps no previous secret"
+        );
+
+        let missing = store
+            .rotate_application_secret(AppId::generate(), "hash-3", "hash-4", None, t1)
+            .await
+            .unwrap();
+        assert_eq!(missing, Guarded::Missing, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn signing_keys_are_initialized_once() {
     for (name, store, _db) in backends().await {
         let t = DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
-        assert!(
-            !store.promote_next_signing_key(t).await.unwrap(),
-            "{name}: no next yet"
+        let es = SigningAlgorithm::ES256;
+        store
+            .initialize_signing_keys(&key("c1", es, t), &key("n1", es, t), t)
+            .await
+            .unwrap();
+        let first = key_states(&store).await;
+        assert_eq!(
+            first,
+            vec![
+                ("c1".into(), KeyState::Current, Some(t), None),
+                ("n1".into(), KeyState::Next, None, None),
+            ],
+            "{name}"
         );
-        store.activate_new_signing_key(&key("k1"), t).await.unwrap();
-        let mut next = key("k2");
-        next.state = KeyState::Next;
-        store.insert_next_signing_key(&next).await.unwrap();
-        let mut another = key("k3");
-        another.state = KeyState::Next;
-        let err = store.insert_next_signing_key(&another).await.unwrap_err();
+        let stored = store.signing_keys().await.unwrap();
         assert!(
-            matches!(err, StoreError::Conflict(_)),
-            "{name}: one next at a time"
+            stored
+                .iter()
+                .all(|k| k.sealed_private_key == vec![1, 2, 3] && k.created_at == t),
+            "{name}"
         );
-        assert!(store.promote_next_signing_key(t).await.unwrap(), "{name}");
-        let keys = store.signing_keys().await.unwrap();
-        let state = |kid: &str| keys.iter().find(|k| k.kid == kid).unwrap().state;
-        assert_eq!(state("k1"), KeyState::Retired, "{name}");
-        assert_eq!(state("k2"), KeyState::Current, "{name}");
+
+        let later = t + TimeDelta::minutes(1);
+        store
+            .initialize_signing_keys(&key("c2", es, later), &key("n2", es, later), later)
+            .await
+            .unwrap();
+        assert_eq!(
+            key_states(&store).await,
+            first,
+            "{name}: keys in place are kept, candidates discarded"
+        );
+
+        let ed = SigningAlgorithm::EdDSA;
+        store
+            .initialize_signing_keys(&key("c3", ed, later), &key("n3", ed, later), later)
+            .await
+            .unwrap();
+        assert_eq!(
+            key_states(&store).await,
+            vec![
+                ("c1".into(), KeyState::Current, Some(t), None),
+                ("n3".into(), KeyState::Next, None, None),
+            ],
+            "{name}: a new algorithm replaces the waiting key that never signed, not the current"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rotation_promotes_only_a_next_key_published_long_enough() {
+    for (name, store, _db) in backends().await {
+        let t = DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
+        let es = SigningAlgorithm::ES256;
+        let lead = TimeDelta::seconds(20);
+        assert_eq!(
+            store
+                .rotate_signing_keys(&key("n0", es, t), t, lead)
+                .await
+                .unwrap(),
+            KeyRotation::TooEarly { retry_at: t + lead },
+            "{name}: with no key waiting, the candidate is published first"
+        );
+        store
+            .initialize_signing_keys(&key("c1", es, t), &key("n1", es, t), t)
+            .await
+            .unwrap();
+        let before = key_states(&store).await;
+        assert_eq!(
+            before,
+            vec![
+                ("c1".into(), KeyState::Current, Some(t), None),
+                ("n0".into(), KeyState::Next, None, None),
+            ],
+            "{name}"
+        );
+
+        let early = t + lead - TimeDelta::milliseconds(1);
+        assert_eq!(
+            store
+                .rotate_signing_keys(&key("n2", es, early), early, lead)
+                .await
+                .unwrap(),
+            KeyRotation::TooEarly { retry_at: t + lead },
+            "{name}"
+        );
+        assert_eq!(
+            key_states(&store).await,
+            before,
+            "{name}: a refused rotation changes nothing"
+        );
+
+        let on_time = t + lead;
+        assert_eq!(
+            store
+                .rotate_signing_keys(&key("n2", es, on_time), on_time, lead)
+                .await
+                .unwrap(),
+            KeyRotation::Rotated {
+                current: "n0".into()
+            },
+            "{name}"
+        );
+        assert_eq!(
+            key_states(&store).await,
+            vec![
+                ("c1".into(), KeyState::Retired, Some(t), Some(on_time)),
+                ("n0".into(), KeyState::Current, Some(on_time), None),
+                ("n2".into(), KeyState::Next, None, None),
+            ],
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .rotate_signing_keys(&key("n3", es, on_time), on_time, lead)
+                .await
+                .unwrap(),
+            KeyRotation::TooEarly {
+                retry_at: on_time + lead
+            },
+            "{name}: the key published by the last rotation waits its turn"
+        );
     }
 }
