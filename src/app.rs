@@ -318,7 +318,7 @@ impl Blueprint {
         caches.changes.attach_keys(keys.clone());
         caches
             .revocations
-            .reload(&store, clock.now())
+            .load_all(&store, clock.now())
             .await
             .context("loading revocations")?;
         let usage = Arc::new(UsageTracker::default());

@@ -86,18 +86,28 @@ impl ChangeHub {
     }
 
     /// Forgets everything cached and reloads what is held in full; used when change notices
-    /// may have been lost, and periodically as a backstop.
+    /// may have been lost.
     pub async fn resync(&self) {
+        let now = self.clock.now();
         self.credentials.invalidate_all();
         self.status.invalidate_all();
-        self.reload().await;
-    }
-
-    /// Reloads the revocation list and the keys from the store.
-    pub async fn reload(&self) {
-        if let Err(e) = self.revocations.reload(&self.store, self.clock.now()).await {
+        if let Err(e) = self.revocations.load_all(&self.store, now).await {
             tracing::warn!(error = %e, "could not reload revocations");
         }
+        self.reload_keys().await;
+    }
+
+    /// The periodic backstop for missed notices: reads the revocations recorded since the
+    /// last read and reloads the keys.
+    pub async fn reload(&self) {
+        let now = self.clock.now();
+        if let Err(e) = self.revocations.load_recent(&self.store, now).await {
+            tracing::warn!(error = %e, "could not reload revocations");
+        }
+        self.reload_keys().await;
+    }
+
+    async fn reload_keys(&self) {
         if let Some(keys) = self.keys.get()
             && let Err(e) = keys.reload().await
         {

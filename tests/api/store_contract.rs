@@ -241,6 +241,49 @@ async fn revocations_are_kept_until_expiry_then_purged() {
 }
 
 #[tokio::test]
+async fn revocations_since_reads_by_when_they_were_recorded() {
+    for (name, store, _db) in backends().await {
+        let t0 = chrono::DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
+        let revoke = |jti: &'static str, expires_in: TimeDelta, at: TimeDelta| {
+            let store = store.clone();
+            async move {
+                store
+                    .revoke_token(jti, t0 + expires_in, t0 + at)
+                    .await
+                    .unwrap()
+            }
+        };
+        revoke("early", TimeDelta::hours(1), TimeDelta::zero()).await;
+        revoke("at-the-point", TimeDelta::hours(1), TimeDelta::minutes(5)).await;
+        revoke("later", TimeDelta::hours(2), TimeDelta::minutes(9)).await;
+        revoke("expired", TimeDelta::minutes(8), TimeDelta::minutes(7)).await;
+
+        let since = t0 + TimeDelta::minutes(5);
+        let mut recent = store
+            .revocations_since(since, t0 + TimeDelta::minutes(10))
+            .await
+            .unwrap();
+        recent.sort();
+        assert_eq!(
+            recent,
+            vec![
+                ("at-the-point".to_owned(), t0 + TimeDelta::hours(1)),
+                ("later".to_owned(), t0 + TimeDelta::hours(2)),
+            ],
+            "{name}: recorded at or after the point, token not yet expired"
+        );
+        assert!(
+            store
+                .revocations_since(t0 + TimeDelta::minutes(10), t0)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}: nothing recorded since"
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_next_key_is_promoted_atomically() {
     for (name, store, _db) in backends().await {
         let t = chrono::DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
