@@ -44,6 +44,9 @@ use crate::{
 /// purged, usage written, keys and revocations reloaded (a backstop for missed notices).
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(10);
 
+/// How often keys and revocations are reloaded while the change feed cannot be trusted.
+const RELOAD_WHILE_DEGRADED: Duration = Duration::from_secs(1);
+
 pub struct Server {
     blueprint: Blueprint,
     public: TcpListener,
@@ -258,13 +261,20 @@ impl Server {
             let authority = core.authority;
             let maintenance = tokio::spawn({
                 let authority = authority.clone();
+                let feed = authority.changes.feed_health();
                 async move {
-                    let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
-                    tick.tick().await;
+                    let mut tick = tokio::time::interval(RELOAD_WHILE_DEGRADED);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    let mut maintained = tokio::time::Instant::now();
                     loop {
                         tick.tick().await;
-                        authority.credentials.forget_idle();
-                        authority.maintain().await;
+                        if maintained.elapsed() >= MAINTENANCE_EVERY {
+                            maintained = tokio::time::Instant::now();
+                            authority.credentials.forget_idle();
+                            authority.maintain().await;
+                        } else if feed.is_degraded() {
+                            authority.changes.reload().await;
+                        }
                     }
                 }
             });
@@ -386,6 +396,9 @@ impl Blueprint {
             .subscribe()
             .await
             .context("subscribing to changes from other replicas")?;
+        if changes.is_some() {
+            crate::telemetry::metrics::change_feed_up();
+        }
 
         let state = AppState {
             authority: authority.clone(),
@@ -468,6 +481,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<DynStore> {
         url: settings.database.url.clone(),
         max_connections: settings.database.max_connections,
         acquire_timeout: Duration::from_millis(settings.database.acquire_timeout_ms),
+        feed_heartbeat: Duration::from_millis(settings.database.feed_heartbeat_ms),
     })
     .await
     .context("opening database.url")?;

@@ -1,8 +1,12 @@
 //! One place that applies changes to what this replica remembers, and tells the others.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{
+    Arc, OnceLock,
+    atomic::{AtomicBool, AtomicU64, Ordering},
+};
 
 use super::{
+    AuthorityError,
     clock::SharedClock,
     credentials::CredentialCache,
     keys::KeyRing,
@@ -14,6 +18,30 @@ use crate::{
     store::DynStore,
 };
 
+/// Whether this replica can trust its change feed. Cheap to hold and to read, so caches can
+/// shorten what they remember while it cannot.
+#[derive(Debug, Default)]
+pub struct FeedHealth {
+    /// The feed is down or silent.
+    lost: AtomicBool,
+    /// What the feed may have missed is not reloaded yet: set when it is lost, cleared by
+    /// the first resync that succeeds once it is back.
+    behind: AtomicBool,
+    interruptions: AtomicU64,
+}
+
+impl FeedHealth {
+    /// True while changes made on other replicas may go unheard here.
+    pub fn is_degraded(&self) -> bool {
+        self.lost.load(Ordering::Acquire) || self.behind.load(Ordering::Acquire)
+    }
+
+    /// How many times the feed has been lost since start.
+    pub fn interruptions(&self) -> u64 {
+        self.interruptions.load(Ordering::Relaxed)
+    }
+}
+
 pub struct ChangeHub {
     store: DynStore,
     clock: SharedClock,
@@ -22,6 +50,7 @@ pub struct ChangeHub {
     revocations: Arc<RevocationList>,
     /// Set once the key ring exists; the CLI runs without one.
     keys: OnceLock<Arc<KeyRing>>,
+    health: Arc<FeedHealth>,
 }
 
 impl ChangeHub {
@@ -39,6 +68,7 @@ impl ChangeHub {
             status,
             revocations,
             keys: OnceLock::new(),
+            health: Arc::default(),
         }
     }
 
@@ -58,8 +88,31 @@ impl ChangeHub {
     pub async fn handle(&self, event: ChangeEvent) {
         match event {
             ChangeEvent::Changed(change) => self.apply(&change).await,
-            ChangeEvent::Missed => self.resync().await,
+            ChangeEvent::Lost => {
+                self.health.lost.store(true, Ordering::Release);
+                self.health.behind.store(true, Ordering::Release);
+                self.health.interruptions.fetch_add(1, Ordering::Relaxed);
+                crate::telemetry::metrics::change_feed_lost();
+                self.resync().await;
+            }
+            ChangeEvent::Resumed => {
+                crate::telemetry::metrics::change_feed_up();
+                self.health.lost.store(false, Ordering::Release);
+                // Degraded until what was missed while lost has been reloaded.
+                if self.resync().await {
+                    self.health.behind.store(false, Ordering::Release);
+                }
+            }
         }
+    }
+
+    /// Whether changes made on other replicas may go unheard here right now.
+    pub fn feed_degraded(&self) -> bool {
+        self.health.is_degraded()
+    }
+
+    pub fn feed_health(&self) -> Arc<FeedHealth> {
+        self.health.clone()
     }
 
     async fn apply(&self, change: &Change) {
@@ -85,33 +138,63 @@ impl ChangeHub {
         }
     }
 
-    /// Forgets everything cached and reloads what is held in full; used when change notices
-    /// may have been lost.
-    pub async fn resync(&self) {
+    /// Reloads what is held in full (all revocations, the keys), then forgets everything
+    /// cached; used when change notices may have been lost. If the store cannot be read,
+    /// the caches are kept: serving warm requests through a database outage is worth more
+    /// than forgetting, and their lifetimes still bound them. True if the reload succeeded.
+    pub async fn resync(&self) -> bool {
         let now = self.clock.now();
-        self.credentials.invalidate_all();
-        self.status.invalidate_all();
-        if let Err(e) = self.revocations.load_all(&self.store, now).await {
-            tracing::warn!(error = %e, "could not reload revocations");
+        let revocations = self.revocations.load_all(&self.store, now).await;
+        let keys = self.reload_keys().await;
+        if let Err(e) = &revocations {
+            self.report("could not reload revocations", e);
         }
-        self.reload_keys().await;
+        let reloaded = revocations.is_ok() && keys;
+        if reloaded {
+            self.credentials.invalidate_all();
+            self.status.invalidate_all();
+        }
+        reloaded
     }
 
     /// The periodic backstop for missed notices: reads the revocations recorded since the
-    /// last read and reloads the keys.
+    /// last read and reloads the keys. If the resync owed since the feed came back has not
+    /// succeeded yet, it is tried again instead.
     pub async fn reload(&self) {
+        let health = &self.health;
+        if health.behind.load(Ordering::Acquire) && !health.lost.load(Ordering::Acquire) {
+            if self.resync().await {
+                health.behind.store(false, Ordering::Release);
+            }
+            return;
+        }
         let now = self.clock.now();
         if let Err(e) = self.revocations.load_recent(&self.store, now).await {
-            tracing::warn!(error = %e, "could not reload revocations");
+            self.report("could not reload revocations", &e);
         }
         self.reload_keys().await;
     }
 
-    async fn reload_keys(&self) {
-        if let Some(keys) = self.keys.get()
-            && let Err(e) = keys.reload().await
-        {
-            tracing::warn!(error = %e, "could not reload signing keys");
+    async fn reload_keys(&self) -> bool {
+        let Some(keys) = self.keys.get() else {
+            return true;
+        };
+        match keys.reload().await {
+            Ok(_) => true,
+            Err(e) => {
+                self.report("could not reload signing keys", &e);
+                false
+            }
+        }
+    }
+
+    /// A failed reload is worth a warning, except while the feed is lost: that outage has
+    /// been reported once already, and degraded reloads retry every second.
+    fn report(&self, what: &str, e: &AuthorityError) {
+        if self.health.lost.load(Ordering::Acquire) {
+            tracing::debug!(error = %e, "{what}");
+        } else {
+            tracing::warn!(error = %e, "{what}");
         }
     }
 }

@@ -105,6 +105,7 @@ mod tests {
             url: "sqlite::memory:".into(),
             max_connections: 1,
             acquire_timeout: Duration::from_secs(5),
+            feed_heartbeat: Duration::from_secs(2),
         })
         .await
         .unwrap();

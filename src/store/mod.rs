@@ -219,6 +219,8 @@ pub struct ConnectOptions {
     pub url: String,
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// How often a change feed proves it is alive (PostgreSQL).
+    pub feed_heartbeat: Duration,
 }
 
 /// Opens the store named by the URL scheme (`sqlite:` or `postgres:`), without migrating.

@@ -408,12 +408,12 @@ async fn a_status_check_that_cannot_be_made_never_mints_a_token() {
 async fn an_exhausted_pool_gives_fast_503s_while_liveness_answers() {
     let admin_url = postgres_url();
     let db = Arc::new(TestDatabase::postgres(&admin_url).await);
-    // Three connections: one is the change feed's, two get stuck behind a table lock.
+    // Two connections, both stuck behind a table lock (the change feed has its own).
     let app = TestApp::spawn_on(
         db.clone(),
         Spawn {
             overrides: &[
-                ("PORTCULLIS__DATABASE__MAX_CONNECTIONS", "3"),
+                ("PORTCULLIS__DATABASE__MAX_CONNECTIONS", "2"),
                 ("PORTCULLIS__DATABASE__ACQUIRE_TIMEOUT_MS", "300"),
             ],
             ..Spawn::default()

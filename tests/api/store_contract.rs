@@ -24,6 +24,7 @@ async fn backends() -> Vec<(&'static str, DynStore, TestDatabase)> {
             url: db.url.clone(),
             max_connections: 4,
             acquire_timeout: std::time::Duration::from_secs(5),
+            feed_heartbeat: std::time::Duration::from_secs(2),
         })
         .await
         .expect("store connects");
@@ -200,6 +201,7 @@ async fn an_unreachable_database_is_unavailable_not_internal() {
         url: "postgres://postgres@127.0.0.1:1/none?connect_timeout=1".into(),
         max_connections: 1,
         acquire_timeout: std::time::Duration::from_millis(500),
+        feed_heartbeat: std::time::Duration::from_secs(2),
     })
     .await
     .expect("connecting is lazy");
