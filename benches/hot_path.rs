@@ -60,6 +60,7 @@ async fn temp_store() -> (DynStore, TempDir) {
         url: format!("sqlite://{}", dir.path().join("bench.db").display()),
         max_connections: 4,
         acquire_timeout: Duration::from_secs(5),
+        feed_heartbeat: Duration::from_secs(2),
     })
     .await
     .expect("a SQLite store");

@@ -45,6 +45,9 @@ use crate::{
 /// purged, usage written, keys and revocations reloaded (a backstop for missed notices).
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(10);
 
+/// How often keys and revocations are reloaded while the change feed cannot be trusted.
+const RELOAD_WHILE_DEGRADED: Duration = Duration::from_secs(1);
+
 pub struct Server {
     blueprint: Blueprint,
     public: TcpListener,
@@ -64,13 +67,12 @@ pub struct Caches {
     pub changes: Arc<ChangeHub>,
 }
 
-/// How long a cached record may be served while the change feed is not trusted: changes
-/// other replicas make are then seen within this, not within the full cache lifetimes.
-const DEGRADED_CACHE_TTL: Duration = Duration::from_secs(2);
-
 impl Caches {
     pub fn new(settings: &Settings, store: DynStore, clock: SharedClock) -> Self {
-        let generations = Arc::new(Generations::new(DEGRADED_CACHE_TTL, clock.clone()));
+        let generations = Arc::new(Generations::new(
+            Duration::from_millis(settings.database.feed_lost_cache_ttl_ms),
+            clock.clone(),
+        ));
         let credentials = Arc::new(CredentialCache::new(
             generations.clone(),
             Duration::from_secs(settings.credentials.cache_ttl_secs),
@@ -268,13 +270,20 @@ impl Server {
             let authority = core.authority;
             let maintenance = tokio::spawn({
                 let authority = authority.clone();
+                let feed = authority.changes.feed_health();
                 async move {
-                    let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
-                    tick.tick().await;
+                    let mut tick = tokio::time::interval(RELOAD_WHILE_DEGRADED);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    let mut maintained = tokio::time::Instant::now();
                     loop {
                         tick.tick().await;
-                        authority.credentials.forget_idle();
-                        authority.maintain().await;
+                        if maintained.elapsed() >= MAINTENANCE_EVERY {
+                            maintained = tokio::time::Instant::now();
+                            authority.credentials.forget_idle();
+                            authority.maintain().await;
+                        } else if feed.is_degraded() {
+                            authority.changes.reload().await;
+                        }
                     }
                 }
             });
@@ -328,7 +337,7 @@ impl Blueprint {
         caches.changes.attach_keys(keys.clone());
         caches
             .revocations
-            .reload(&store, clock.now())
+            .load_all(&store, clock.now())
             .await
             .context("loading revocations")?;
         let usage = Arc::new(UsageTracker::default());
@@ -396,6 +405,9 @@ impl Blueprint {
             .subscribe()
             .await
             .context("subscribing to changes from other replicas")?;
+        if changes.is_some() {
+            crate::telemetry::metrics::change_feed_up();
+        }
 
         let state = AppState {
             authority: authority.clone(),
@@ -478,6 +490,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<DynStore> {
         url: settings.database.url.clone(),
         max_connections: settings.database.max_connections,
         acquire_timeout: Duration::from_millis(settings.database.acquire_timeout_ms),
+        feed_heartbeat: Duration::from_millis(settings.database.feed_heartbeat_ms),
     })
     .await
     .context("opening database.url")?;

@@ -49,6 +49,8 @@ pub struct DatabaseSettings {
     pub url: String,
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
+    pub feed_heartbeat_ms: u64,
+    pub feed_lost_cache_ttl_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -235,6 +237,9 @@ impl Layers {
                 "database.acquire_timeout_ms",
                 "must be below server.request_timeout_ms so an outage answers 503 in time",
             ));
+        }
+        if self.database.feed_heartbeat_ms == 0 {
+            return Err(invalid("database.feed_heartbeat_ms", "must be positive"));
         }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be positive"));

@@ -42,6 +42,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
             url: "sqlite::memory:".into(),
             max_connections: 1,
             acquire_timeout: Duration::from_secs(5),
+            feed_heartbeat: Duration::from_secs(2),
         })
         .await
         .expect("an in-memory store");

@@ -1,15 +1,68 @@
 //! One place that applies changes to what this replica remembers, and tells the others.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{
+    Arc, OnceLock,
+    atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+};
 
 use super::{
-    clock::SharedClock, credentials::CredentialCache, fresh::Generations, keys::KeyRing,
-    records::Records, revocations::RevocationList,
+    AuthorityError, clock::SharedClock, credentials::CredentialCache, fresh::Generations,
+    keys::KeyRing, records::Records, revocations::RevocationList,
 };
+use chrono::{DateTime, Utc};
+
 use crate::{
     domain::{AppId, Change, ChangeEvent, EnrollmentId, GrantId},
     store::DynStore,
 };
+
+/// Whether this replica can trust its change feed. Cheap to hold and to read, so caches can
+/// shorten what they remember while it cannot.
+#[derive(Debug, Default)]
+pub struct FeedHealth {
+    /// The feed is down or silent.
+    lost: AtomicBool,
+    /// When it was last lost (unix milliseconds).
+    lost_at_ms: AtomicI64,
+    /// What the feed may have missed is not reloaded yet: set when it is lost, cleared by
+    /// the first resync that succeeds once it is back.
+    behind: AtomicBool,
+    interruptions: AtomicU64,
+}
+
+impl FeedHealth {
+    /// True while changes made on other replicas may go unheard here.
+    pub fn is_degraded(&self) -> bool {
+        self.lost.load(Ordering::Acquire) || self.behind.load(Ordering::Acquire)
+    }
+
+    /// Since when changes may have gone unheard, while they may.
+    pub fn degraded_since(&self) -> Option<DateTime<Utc>> {
+        if self.is_degraded() {
+            DateTime::from_timestamp_millis(self.lost_at_ms.load(Ordering::Acquire))
+        } else {
+            None
+        }
+    }
+
+    /// How many times the feed has been lost since start.
+    pub fn interruptions(&self) -> u64 {
+        self.interruptions.load(Ordering::Relaxed)
+    }
+
+    fn mark_lost(&self, at: DateTime<Utc>) {
+        self.lost_at_ms
+            .store(at.timestamp_millis(), Ordering::Release);
+        self.lost.store(true, Ordering::Release);
+        self.behind.store(true, Ordering::Release);
+        self.interruptions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn lose_at(&self, at: DateTime<Utc>) {
+        self.mark_lost(at);
+    }
+}
 
 pub struct ChangeHub {
     store: DynStore,
@@ -20,6 +73,7 @@ pub struct ChangeHub {
     revocations: Arc<RevocationList>,
     /// Set once the key ring exists; the CLI runs without one.
     keys: OnceLock<Arc<KeyRing>>,
+    health: Arc<FeedHealth>,
 }
 
 impl ChangeHub {
@@ -34,11 +88,12 @@ impl ChangeHub {
         Self {
             store,
             clock,
-            generations,
             credentials,
             records,
             revocations,
             keys: OnceLock::new(),
+            health: generations.feed_health(),
+            generations,
         }
     }
 
@@ -58,8 +113,29 @@ impl ChangeHub {
     pub async fn handle(&self, event: ChangeEvent) {
         match event {
             ChangeEvent::Changed(change) => self.apply(&change).await,
-            ChangeEvent::Missed => self.resync().await,
+            ChangeEvent::Lost => {
+                self.health.mark_lost(self.clock.now());
+                crate::telemetry::metrics::change_feed_lost();
+                self.resync().await;
+            }
+            ChangeEvent::Resumed => {
+                crate::telemetry::metrics::change_feed_up();
+                self.health.lost.store(false, Ordering::Release);
+                // Degraded until what was missed while lost has been reloaded.
+                if self.resync().await {
+                    self.health.behind.store(false, Ordering::Release);
+                }
+            }
         }
+    }
+
+    /// Whether changes made on other replicas may go unheard here right now.
+    pub fn feed_degraded(&self) -> bool {
+        self.health.is_degraded()
+    }
+
+    pub fn feed_health(&self) -> Arc<FeedHealth> {
+        self.health.clone()
     }
 
     async fn apply(&self, change: &Change) {
@@ -81,23 +157,63 @@ impl ChangeHub {
         }
     }
 
-    /// Forgets everything cached and reloads what is held in full; used when change notices
-    /// may have been lost, and periodically as a backstop.
-    pub async fn resync(&self) {
-        self.generations.bump_all();
-        self.credentials.invalidate_all();
-        self.reload().await;
+    /// Reloads what is held in full (all revocations, the keys), then forgets everything
+    /// cached; used when change notices may have been lost. If the store cannot be read,
+    /// the caches are kept: serving warm requests through a database outage is worth more
+    /// than forgetting, and their lifetimes still bound them. True if the reload succeeded.
+    pub async fn resync(&self) -> bool {
+        let now = self.clock.now();
+        let revocations = self.revocations.load_all(&self.store, now).await;
+        let keys = self.reload_keys().await;
+        if let Err(e) = &revocations {
+            self.report("could not reload revocations", e);
+        }
+        let reloaded = revocations.is_ok() && keys;
+        if reloaded {
+            self.generations.bump_all();
+            self.credentials.invalidate_all();
+        }
+        reloaded
     }
 
-    /// Reloads the revocation list and the keys from the store.
+    /// The periodic backstop for missed notices: reads the revocations recorded since the
+    /// last read and reloads the keys. If the resync owed since the feed came back has not
+    /// succeeded yet, it is tried again instead.
     pub async fn reload(&self) {
-        if let Err(e) = self.revocations.reload(&self.store, self.clock.now()).await {
-            tracing::warn!(error = %e, "could not reload revocations");
+        let health = &self.health;
+        if health.behind.load(Ordering::Acquire) && !health.lost.load(Ordering::Acquire) {
+            if self.resync().await {
+                health.behind.store(false, Ordering::Release);
+            }
+            return;
         }
-        if let Some(keys) = self.keys.get()
-            && let Err(e) = keys.reload().await
-        {
-            tracing::warn!(error = %e, "could not reload signing keys");
+        let now = self.clock.now();
+        if let Err(e) = self.revocations.load_recent(&self.store, now).await {
+            self.report("could not reload revocations", &e);
+        }
+        self.reload_keys().await;
+    }
+
+    async fn reload_keys(&self) -> bool {
+        let Some(keys) = self.keys.get() else {
+            return true;
+        };
+        match keys.reload().await {
+            Ok(_) => true,
+            Err(e) => {
+                self.report("could not reload signing keys", &e);
+                false
+            }
+        }
+    }
+
+    /// A failed reload is worth a warning, except while the feed is lost: that outage has
+    /// been reported once already, and degraded reloads retry every second.
+    fn report(&self, what: &str, e: &AuthorityError) {
+        if self.health.lost.load(Ordering::Acquire) {
+            tracing::debug!(error = %e, "{what}");
+        } else {
+            tracing::warn!(error = %e, "{what}");
         }
     }
 }

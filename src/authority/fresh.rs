@@ -17,7 +17,7 @@ use std::{
     hash::{BuildHasher, Hash, RandomState},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -25,7 +25,7 @@ use std::{
 use chrono::{DateTime, TimeDelta, Utc};
 use moka::sync::Cache;
 
-use super::clock::SharedClock;
+use super::{changes::FeedHealth, clock::SharedClock};
 use crate::domain::{AppId, EnrollmentId, GrantId};
 
 /// What a change is about, for its generation.
@@ -48,7 +48,7 @@ pub struct Generations {
     epoch: AtomicU64,
     stripes: Box<[AtomicU64]>,
     hasher: RandomState,
-    feed_degraded: AtomicBool,
+    feed: Arc<FeedHealth>,
     degraded_ttl: TimeDelta,
     clock: SharedClock,
 }
@@ -61,7 +61,7 @@ impl Generations {
             epoch: AtomicU64::new(0),
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             hasher: RandomState::new(),
-            feed_degraded: AtomicBool::new(false),
+            feed: Arc::default(),
             degraded_ttl: TimeDelta::from_std(degraded_ttl).unwrap_or(TimeDelta::MAX),
             clock,
         }
@@ -89,12 +89,9 @@ impl Generations {
         self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
-    pub fn set_feed_degraded(&self, degraded: bool) {
-        self.feed_degraded.store(degraded, Ordering::SeqCst);
-    }
-
-    pub fn feed_degraded(&self) -> bool {
-        self.feed_degraded.load(Ordering::SeqCst)
+    /// Whether this replica trusts its change feed; the change hub keeps it.
+    pub fn feed_health(&self) -> Arc<FeedHealth> {
+        self.feed.clone()
     }
 
     /// A stamp for a value about to be read, with the moment it is read.
@@ -103,9 +100,17 @@ impl Generations {
     }
 
     /// Whether a value read at `stamp`, at `born`, may still be served for `subject`.
+    /// While the feed is lost, a value is trusted for `degraded_ttl` after it was read or the
+    /// feed was lost, whichever is later: no longer can it be stale by more than the time it
+    /// took to notice the loss plus that.
     pub fn is_fresh(&self, subject: Subject<'_>, stamp: Stamp, born: DateTime<Utc>) -> bool {
-        stamp >= self.stamp(subject)
-            && !(self.feed_degraded() && self.clock.now() - born > self.degraded_ttl)
+        if stamp < self.stamp(subject) {
+            return false;
+        }
+        match self.feed.degraded_since() {
+            None => true,
+            Some(since) => self.clock.now() - born.max(since) <= self.degraded_ttl,
+        }
     }
 }
 
@@ -209,7 +214,7 @@ where
 mod tests {
     use super::*;
 
-    use crate::authority::clock::FixedClock;
+    use crate::authority::clock::{Clock, FixedClock};
 
     fn cache(
         ttl_secs: u64,
@@ -302,7 +307,13 @@ mod tests {
             "old",
             "the feed is trusted"
         );
-        generations.set_feed_degraded(true);
+        generations.feed.lose_at(clock.now());
+        assert_eq!(
+            *load(&cache, "new").await.unwrap(),
+            "old",
+            "trusted a little longer once the feed is lost"
+        );
+        clock.advance(TimeDelta::seconds(3));
         assert_eq!(
             *load(&cache, "newer").await.unwrap(),
             "newer",

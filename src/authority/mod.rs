@@ -393,7 +393,11 @@ impl Authority {
     /// Periodic housekeeping: forget expired revocations and write batched usage.
     pub async fn maintain(&self) {
         let now = self.clock.now();
-        match self.store.purge_expired_revocations(now).await {
+        match self
+            .store
+            .purge_expired_revocations(revocations::horizon(now))
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::debug!(purged = n, "expired revocations purged"),
             Err(e) => tracing::warn!(error = %e, "could not purge expired revocations"),

@@ -160,6 +160,7 @@ mod properties {
                 url: "sqlite::memory:".into(),
                 max_connections: 1,
                 acquire_timeout: Duration::from_secs(5),
+                feed_heartbeat: Duration::from_secs(2),
             })
             .await
             .unwrap();

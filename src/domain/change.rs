@@ -28,10 +28,12 @@ pub enum Change {
     Keys,
 }
 
-/// What a change feed delivers: a change, or word that some may have been missed (the
-/// connection dropped), after which everything remembered must be reloaded.
+/// What a change feed delivers: a change, or word about the feed itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChangeEvent {
     Changed(Change),
-    Missed,
+    /// The feed is down or silent: changes made elsewhere may go unheard until it resumes.
+    Lost,
+    /// The feed is listening again; changes made while it was lost were missed.
+    Resumed,
 }

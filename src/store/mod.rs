@@ -145,6 +145,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         now: DateTime<Utc>,
     ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError>;
+    /// Revocations recorded (`revoked_at`) at or after `since` whose token has not expired
+    /// by `now`: (jti, expires_at).
+    async fn revocations_since(
+        &self,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError>;
     /// Forgets revocations of tokens that have expired; returns how many.
     async fn purge_expired_revocations(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
 
@@ -260,6 +267,8 @@ pub struct ConnectOptions {
     pub url: String,
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// How often a change feed proves it is alive (PostgreSQL).
+    pub feed_heartbeat: Duration,
 }
 
 /// Opens the store named by the URL scheme (`sqlite:` or `postgres:`), without migrating.

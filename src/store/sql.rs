@@ -862,6 +862,22 @@ where
         Ok(rows.into_iter().map(|(jti, at)| (jti, at.0)).collect())
     }
 
+    async fn revocations_since(
+        &self,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        let rows = sqlx::query_as::<DB, (String, Timestamp)>(
+            "SELECT jti, expires_at FROM revoked_tokens WHERE revoked_at >= $1 AND expires_at > $2",
+        )
+        .bind(Timestamp(since))
+        .bind(Timestamp(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(rows.into_iter().map(|(jti, at)| (jti, at.0)).collect())
+    }
+
     async fn purge_expired_revocations(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let purged = sqlx::query_scalar::<DB, String>(
             "DELETE FROM revoked_tokens WHERE expires_at <= $1 RETURNING jti",

@@ -63,6 +63,14 @@ fn describe() {
         "Requests refused with 429, by the allowance that ran out"
     );
     describe_gauge!(
+        "portcullis_change_feed_up",
+        "1 while the change feed from other replicas is heard (PostgreSQL), 0 while it is lost"
+    );
+    describe_counter!(
+        "portcullis_change_feed_interruptions_total",
+        "Times the change feed closed, failed or went silent (missed heartbeats)"
+    );
+    describe_gauge!(
         "portcullis_argon2_queue_depth",
         "argon2 jobs waiting for a worker thread"
     );
@@ -90,6 +98,17 @@ pub fn auth_failed(kind: &'static str) {
 
 pub fn rate_limited(limit: Limit) {
     counter!("portcullis_rate_limited_total", "limit" => limit.as_str()).increment(1);
+}
+
+/// The change feed listens (again).
+pub fn change_feed_up() {
+    gauge!("portcullis_change_feed_up").set(1.0);
+}
+
+/// The change feed closed, failed or went silent.
+pub fn change_feed_lost() {
+    gauge!("portcullis_change_feed_up").set(0.0);
+    counter!("portcullis_change_feed_interruptions_total").increment(1);
 }
 
 /// Gauges read at scrape time.

@@ -14,7 +14,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use portcullis::{app::Server, authority::clock::SystemClock};
+use portcullis::{
+    app::Server,
+    authority::clock::{FixedClock, SystemClock},
+};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -172,8 +175,13 @@ struct Outcome {
 #[tokio::test]
 #[ignore = "needs PostgreSQL: TEST_DATABASE_URL=… cargo test -- --include-ignored"]
 async fn postgres_restart_under_load_gives_fast_503s_then_recovers_with_no_partial_writes() {
-    let (app, proxy, db) =
-        behind_proxy(&[("PORTCULLIS__GRANTS__MAX_ACTIVE_PER_PROFILE", "100000")]).await;
+    // The outage (~2.8 s) also cuts the change feed; warm requests are served from memory
+    // for as long as the replica trusts it after the loss, set above the outage here.
+    let (app, proxy, db) = behind_proxy(&[
+        ("PORTCULLIS__GRANTS__MAX_ACTIVE_PER_PROFILE", "100000"),
+        ("PORTCULLIS__DATABASE__FEED_LOST_CACHE_TTL_MS", "10000"),
+    ])
+    .await;
     let client = app.default_app().await;
     let profile = app
         .owner_token("load-profile", "authGrants:read authGrants:write all:read")
@@ -408,12 +416,12 @@ async fn a_status_check_that_cannot_be_made_never_mints_a_token() {
 async fn an_exhausted_pool_gives_fast_503s_while_liveness_answers() {
     let admin_url = postgres_url();
     let db = Arc::new(TestDatabase::postgres(&admin_url).await);
-    // Three connections: one is the change feed's, two get stuck behind a table lock.
+    // Two connections, both stuck behind a table lock (the change feed has its own).
     let app = TestApp::spawn_on(
         db.clone(),
         Spawn {
             overrides: &[
-                ("PORTCULLIS__DATABASE__MAX_CONNECTIONS", "3"),
+                ("PORTCULLIS__DATABASE__MAX_CONNECTIONS", "2"),
                 ("PORTCULLIS__DATABASE__ACQUIRE_TIMEOUT_MS", "300"),
             ],
             ..Spawn::default()
@@ -648,4 +656,65 @@ async fn start_binary(
         }
     }
     panic!("no free ports after five tries");
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: TEST_DATABASE_URL=… cargo test -- --include-ignored"]
+async fn a_replica_that_cannot_hear_of_changes_stops_trusting_its_memory() {
+    let clock = FixedClock::new(chrono::Utc::now());
+    let admin_url = postgres_url();
+    let db = Arc::new(TestDatabase::postgres(&admin_url).await);
+    let proxy = PgProxy::start(host_port(&admin_url), true).await;
+    let url = proxy.url_for(&db.url);
+    let app = TestApp::spawn_on(
+        db.clone(),
+        Spawn {
+            overrides: &[
+                ("PORTCULLIS__DATABASE__URL", url.as_str()),
+                ("PORTCULLIS__DATABASE__ACQUIRE_TIMEOUT_MS", "300"),
+                ("PORTCULLIS__DATABASE__FEED_LOST_CACHE_TTL_MS", "2000"),
+            ],
+            clock: Some(clock.clone()),
+            ..Spawn::default()
+        },
+    )
+    .await;
+    let client = app.default_app().await;
+    let token = || app.oauth_basic(&client, "grant_type=client_credentials");
+    assert_eq!(token().await.status(), 200, "warm");
+
+    // The database goes away: the feed with it, and nothing can tell this replica of a
+    // change another replica might still make.
+    let feed = app.authority.changes.feed_health();
+    proxy.down();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while feed.degraded_since().is_none() {
+        assert!(Instant::now() < deadline, "the lost feed was never noticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        token().await.status(),
+        200,
+        "memory is trusted a little longer"
+    );
+    clock.advance(chrono::TimeDelta::milliseconds(2500));
+    let refused = token().await;
+    assert_eq!(
+        refused.status(),
+        503,
+        "past database.feed_lost_cache_ttl_ms it refuses rather than guess"
+    );
+
+    proxy.up();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if token().await.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recovery once the database is back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

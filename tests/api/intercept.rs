@@ -401,6 +401,17 @@ impl Store for InterceptStore {
         self.around("active_revocations", self.inner.active_revocations(now))
             .await
     }
+    async fn revocations_since(
+        &self,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        self.around(
+            "revocations_since",
+            self.inner.revocations_since(since, now),
+        )
+        .await
+    }
     async fn purge_expired_revocations(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         self.around(
             "purge_expired_revocations",

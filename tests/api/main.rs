@@ -7,6 +7,7 @@ mod edges;
 mod endorsed;
 mod enrollments;
 mod faults;
+mod feed;
 mod grants;
 mod helpers;
 #[allow(dead_code)] // the race tests arrive with their fixes

@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 
 use crate::helpers::{ADMIN_TOKEN, Spawn, TestApp, TestClient};
 
-async fn scrape(app: &TestApp) -> String {
+pub async fn scrape(app: &TestApp) -> String {
     let response = app
         .http
         .get(format!("{}/metrics", app.admin))
@@ -25,7 +25,7 @@ async fn scrape(app: &TestApp) -> String {
 }
 
 /// The value of the sample whose name and labels contain every one of `parts`, or 0.
-fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+pub fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.starts_with(name) && labels.iter().all(|p| l.contains(p)))

@@ -30,6 +30,7 @@ async fn backends() -> Vec<(&'static str, DynStore, TestDatabase)> {
             url: db.url.clone(),
             max_connections: 4,
             acquire_timeout: std::time::Duration::from_secs(5),
+            feed_heartbeat: std::time::Duration::from_secs(2),
         })
         .await
         .expect("store connects");
@@ -602,6 +603,7 @@ async fn published_changes_reach_every_subscriber() {
             url: db.url.clone(),
             max_connections: 2,
             acquire_timeout: std::time::Duration::from_secs(5),
+            feed_heartbeat: std::time::Duration::from_secs(2),
         })
         .await
         .unwrap();
@@ -664,6 +666,7 @@ async fn an_unreachable_database_is_unavailable_not_internal() {
         url: "postgres://postgres@127.0.0.1:1/none?connect_timeout=1".into(),
         max_connections: 1,
         acquire_timeout: std::time::Duration::from_millis(500),
+        feed_heartbeat: std::time::Duration::from_secs(2),
     })
     .await
     .expect("connecting is lazy");
@@ -700,6 +703,49 @@ async fn revocations_are_kept_until_expiry_then_purged() {
             active,
             vec![("jti-2".to_owned(), t0 + TimeDelta::hours(3))],
             "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn revocations_since_reads_by_when_they_were_recorded() {
+    for (name, store, _db) in backends().await {
+        let t0 = DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
+        let revoke = |jti: &'static str, expires_in: TimeDelta, at: TimeDelta| {
+            let store = store.clone();
+            async move {
+                store
+                    .revoke_token(jti, t0 + expires_in, t0 + at)
+                    .await
+                    .unwrap()
+            }
+        };
+        revoke("early", TimeDelta::hours(1), TimeDelta::zero()).await;
+        revoke("at-the-point", TimeDelta::hours(1), TimeDelta::minutes(5)).await;
+        revoke("later", TimeDelta::hours(2), TimeDelta::minutes(9)).await;
+        revoke("expired", TimeDelta::minutes(8), TimeDelta::minutes(7)).await;
+
+        let since = t0 + TimeDelta::minutes(5);
+        let mut recent = store
+            .revocations_since(since, t0 + TimeDelta::minutes(10))
+            .await
+            .unwrap();
+        recent.sort();
+        assert_eq!(
+            recent,
+            vec![
+                ("at-the-point".to_owned(), t0 + TimeDelta::hours(1)),
+                ("later".to_owned(), t0 + TimeDelta::hours(2)),
+            ],
+            "{name}: recorded at or after the point, token not yet expired"
+        );
+        assert!(
+            store
+                .revocations_since(t0 + TimeDelta::minutes(10), t0)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}: nothing recorded since"
         );
     }
 }
