@@ -19,21 +19,11 @@ use tokio::{
 
 use crate::{
     authority::{
-        Authority, AuthorityError, Lifetimes, Parts,
-        apps::Applications,
-        changes::ChangeHub,
+        Authority, AuthorityError, Lifetimes, Options,
         clock::SharedClock,
-        credentials::{ClientAuthenticator, CredentialCache, VerificationLimits},
-        enrollments::Enrollments,
-        fresh::Generations,
-        grants::Grants,
-        keys::{KeyRing, KeyRingOptions, MasterKey},
-        records::Records,
-        revocations::RevocationList,
+        credentials::VerificationLimits,
+        keys::{KeyRingOptions, MasterKey},
         secrets::{HashParams, SecretHasher},
-        tokens::TokenMinter,
-        usage::UsageTracker,
-        verify::TokenVerifier,
     },
     config::Settings,
     domain::ChangeEvent,
@@ -56,50 +46,6 @@ pub struct Server {
     /// answers, readiness says "starting") and keeps trying in the background, so a
     /// database that comes up after us causes no crash loop.
     core: Option<Core>,
-}
-
-/// What every replica remembers, and the hub that keeps it current. The CLI builds the
-/// same, so its changes reach running servers (through the store's change feed).
-pub struct Caches {
-    pub credentials: Arc<CredentialCache>,
-    pub records: Arc<Records>,
-    pub revocations: Arc<RevocationList>,
-    pub changes: Arc<ChangeHub>,
-}
-
-impl Caches {
-    pub fn new(settings: &Settings, store: DynStore, clock: SharedClock) -> Self {
-        let generations = Arc::new(Generations::new(
-            Duration::from_millis(settings.database.feed_lost_cache_ttl_ms),
-            clock.clone(),
-        ));
-        let credentials = Arc::new(CredentialCache::new(
-            generations.clone(),
-            Duration::from_secs(settings.credentials.cache_ttl_secs),
-            settings.credentials.cache_capacity,
-        ));
-        let records = Arc::new(Records::new(
-            store.clone(),
-            generations.clone(),
-            Duration::from_secs(settings.tokens.status_cache_ttl_secs),
-            settings.credentials.cache_capacity,
-        ));
-        let revocations = Arc::new(RevocationList::default());
-        let changes = Arc::new(ChangeHub::new(
-            store,
-            clock,
-            generations,
-            credentials.clone(),
-            records.clone(),
-            revocations.clone(),
-        ));
-        Self {
-            credentials,
-            records,
-            revocations,
-            changes,
-        }
-    }
 }
 
 /// What the core is built from; kept so it can be built later if the store is down at start.
@@ -270,7 +216,7 @@ impl Server {
             let authority = core.authority;
             let maintenance = tokio::spawn({
                 let authority = authority.clone();
-                let feed = authority.changes.feed_health();
+                let feed = authority.feed_health();
                 async move {
                     let mut tick = tokio::time::interval(RELOAD_WHILE_DEGRADED);
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -279,10 +225,9 @@ impl Server {
                         tick.tick().await;
                         if maintained.elapsed() >= MAINTENANCE_EVERY {
                             maintained = tokio::time::Instant::now();
-                            authority.credentials.forget_idle();
                             authority.maintain().await;
                         } else if feed.is_degraded() {
-                            authority.changes.reload().await;
+                            authority.catch_up().await;
                         }
                     }
                 }
@@ -291,7 +236,7 @@ impl Server {
                 let authority = authority.clone();
                 tokio::spawn(async move {
                     while let Some(event) = feed.recv().await {
-                        authority.changes.handle(event).await;
+                        authority.handle_change(event).await;
                     }
                 })
             });
@@ -324,90 +269,14 @@ impl Blueprint {
 
     async fn assemble(&self, store: DynStore) -> anyhow::Result<Core> {
         let settings = &self.settings;
-        let clock = self.clock.clone();
-        let hasher = self.hasher.clone();
-        let caches = Caches::new(settings, store.clone(), clock.clone());
-        let lifetimes = Lifetimes {
-            oauth: Duration::from_secs(settings.tokens.oauth_lifetime_secs),
-            endorsed: Duration::from_secs(settings.tokens.endorsed_lifetime_secs),
-            enrollment: Duration::from_secs(settings.tokens.enrollment_lifetime_secs),
-            grant_token_max: Duration::from_secs(settings.tokens.grant_token_max_lifetime_secs),
-        };
-        let keys = Arc::new(open_key_ring(settings, store.clone(), clock.clone()).await?);
-        caches.changes.attach_keys(keys.clone());
-        caches
-            .revocations
-            .load_all(&store, clock.now())
-            .await
-            .context("loading revocations")?;
-        let usage = Arc::new(UsageTracker::default());
-
-        let issuer = settings.issuer();
-        let authority = Arc::new(Authority::new(Parts {
-            apps: Applications::new(
-                store.clone(),
-                hasher.clone(),
-                caches.changes.clone(),
-                clock.clone(),
-            ),
-            enrollments: Enrollments::new(
-                store.clone(),
-                caches.records.clone(),
-                caches.changes.clone(),
-                clock.clone(),
-            ),
-            grants: Grants::new(
-                store.clone(),
-                caches.records.clone(),
-                caches.changes.clone(),
-                clock.clone(),
-                lifetimes.grant_token_max,
-                lifetimes.oauth,
-                settings.grants.max_active_per_profile,
-            ),
-            credentials: ClientAuthenticator::new(
-                store.clone(),
-                hasher,
-                caches.credentials.clone(),
-                VerificationLimits {
-                    per_client_per_minute: settings.rate_limit.verifications_per_client_per_minute,
-                    per_ip_per_minute: settings.rate_limit.verifications_per_ip_per_minute,
-                    requests_per_client_per_second: settings
-                        .rate_limit
-                        .requests_per_client_per_second,
-                    requests_per_ip_per_second: settings.rate_limit.requests_per_ip_per_second,
-                },
-                usage.clone(),
-                clock.clone(),
-            ),
-            tokens: TokenMinter::new(
-                issuer.clone(),
-                settings.tokens.audience.clone(),
-                keys.clone(),
-                clock.clone(),
-            ),
-            verifier: TokenVerifier::new(
-                issuer.clone(),
-                settings.tokens.audience.clone(),
-                keys.clone(),
-                clock.clone(),
-            ),
-            changes: caches.changes.clone(),
-            revocations: caches.revocations,
-            usage,
-            keys,
-            clock,
-            records: caches.records,
-            lifetimes,
-            store: store.clone(),
-        }));
-        let changes = store
-            .subscribe()
+        let authority = Arc::new(
+            build_authority(settings, store, self.clock.clone(), self.hasher.clone()).await?,
+        );
+        let changes = authority
+            .subscribe_changes()
             .await
             .context("subscribing to changes from other replicas")?;
-        if changes.is_some() {
-            crate::telemetry::metrics::change_feed_up();
-        }
+        let issuer = settings.issuer();
 
         let state = AppState {
             authority: authority.clone(),
@@ -498,34 +367,61 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<DynStore> {
     Ok(store)
 }
 
-/// The signing keys, created on first use.
-pub async fn open_key_ring(
+/// The core, built from the settings over an already-migrated store: the same for the
+/// server and for every CLI command.
+pub async fn build_authority(
     settings: &Settings,
     store: DynStore,
     clock: SharedClock,
-) -> anyhow::Result<KeyRing> {
+    hasher: Arc<SecretHasher>,
+) -> anyhow::Result<Authority> {
+    let tokens = &settings.tokens;
     let longest = [
-        settings.tokens.oauth_lifetime_secs,
-        settings.tokens.endorsed_lifetime_secs,
-        settings.tokens.enrollment_lifetime_secs,
-        settings.tokens.grant_token_max_lifetime_secs,
+        tokens.oauth_lifetime_secs,
+        tokens.endorsed_lifetime_secs,
+        tokens.enrollment_lifetime_secs,
+        tokens.grant_token_max_lifetime_secs,
     ]
     .into_iter()
     .max()
     .unwrap_or_default();
-    let options = KeyRingOptions {
-        algorithm: settings.tokens.algorithm,
-        hs256_secret: settings
-            .keys
-            .hs256_secret
-            .as_ref()
-            .map(|s| s.expose_secret().as_bytes().to_vec()),
-        retired_key_visibility: TimeDelta::seconds(i64::try_from(longest)?),
-        next_key_lead: TimeDelta::seconds(i64::try_from(settings.keys.next_key_lead_secs)?),
+    let limits = &settings.rate_limit;
+    let options = Options {
+        issuer: settings.issuer(),
+        audience: tokens.audience.clone(),
+        lifetimes: Lifetimes {
+            oauth: Duration::from_secs(tokens.oauth_lifetime_secs),
+            endorsed: Duration::from_secs(tokens.endorsed_lifetime_secs),
+            enrollment: Duration::from_secs(tokens.enrollment_lifetime_secs),
+            grant_token_max: Duration::from_secs(tokens.grant_token_max_lifetime_secs),
+        },
+        master_key: master_key(settings)?,
+        keys: KeyRingOptions {
+            algorithm: tokens.algorithm,
+            hs256_secret: settings
+                .keys
+                .hs256_secret
+                .as_ref()
+                .map(|s| s.expose_secret().as_bytes().to_vec()),
+            retired_key_visibility: TimeDelta::seconds(i64::try_from(longest)?),
+            next_key_lead: TimeDelta::seconds(i64::try_from(settings.keys.next_key_lead_secs)?),
+        },
+        hasher,
+        limits: VerificationLimits {
+            per_client_per_minute: limits.verifications_per_client_per_minute,
+            per_ip_per_minute: limits.verifications_per_ip_per_minute,
+            requests_per_client_per_second: limits.requests_per_client_per_second,
+            requests_per_ip_per_second: limits.requests_per_ip_per_second,
+        },
+        credential_cache_ttl: Duration::from_secs(settings.credentials.cache_ttl_secs),
+        record_cache_ttl: Duration::from_secs(tokens.status_cache_ttl_secs),
+        cache_capacity: settings.credentials.cache_capacity,
+        feed_lost_cache_ttl: Duration::from_millis(settings.database.feed_lost_cache_ttl_ms),
+        max_active_grants_per_profile: settings.grants.max_active_per_profile,
     };
-    KeyRing::open(store, master_key(settings)?, clock, options)
+    Authority::build(store, clock, options)
         .await
-        .context("loading signing keys")
+        .context("building the core (signing keys, revocations)")
 }
 
 pub fn secret_hasher(settings: &Settings) -> anyhow::Result<SecretHasher> {

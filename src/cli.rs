@@ -10,14 +10,15 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use crate::{
-    app::{self, Caches, Server},
+    app::{self, Server},
     authority::{
-        apps::{Applications, CreateApplication, CreatedApplication, UpdateApplication},
+        Authority,
+        apps::{CreateApplication, CreatedApplication, UpdateApplication},
         clock::{SharedClock, SystemClock},
-        enrollments::{CreateEnrollment, Enrollments},
+        enrollments::CreateEnrollment,
     },
     config::Settings,
-    domain::{AppId, Application, Change, Enrollment, EnrollmentId, OwnerId},
+    domain::{AppId, Application, Enrollment, EnrollmentId, OwnerId},
     store::EnrollmentFilter,
     telemetry,
 };
@@ -182,6 +183,15 @@ enum Output {
     Env,
 }
 
+/// The same core the server runs, for one command. Changes it makes are announced through
+/// the store, so running servers hear of them (at once with PostgreSQL; with SQLite, when
+/// their caches expire).
+async fn open_core(settings: &Settings, clock: SharedClock) -> anyhow::Result<Authority> {
+    let store = app::open_store(settings).await?;
+    let hasher = Arc::new(app::secret_hasher(settings)?);
+    app::build_authority(settings, store, clock, hasher).await
+}
+
 /// Parses arguments, loads settings and runs the command.
 pub async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -228,15 +238,12 @@ async fn run_keys(
     settings: &Settings,
     clock: SharedClock,
 ) -> anyhow::Result<()> {
-    let store = app::open_store(settings).await?;
-    let keys = app::open_key_ring(settings, store.clone(), clock.clone()).await?;
+    let core = open_core(settings, clock).await?;
     if matches!(command, KeysCommand::Rotate) {
-        let current = keys.rotate().await?;
-        let caches = Caches::new(settings, store, clock);
-        caches.changes.announce(Change::Keys).await;
+        let current = core.rotate_keys().await?;
         println!("rotated: {} is now current", current.kid);
     }
-    for key in keys.keys() {
+    for key in core.signing_keys() {
         println!(
             "{}  {:<7}  {:<7}  created {}",
             key.kid,
@@ -253,9 +260,7 @@ async fn run_enrollments(
     settings: &Settings,
     clock: SharedClock,
 ) -> anyhow::Result<()> {
-    let store = app::open_store(settings).await?;
-    let caches = Caches::new(settings, store.clone(), clock.clone());
-    let enrollments = Enrollments::new(store, caches.records, caches.changes, clock);
+    let core = open_core(settings, clock).await?;
     let enrollment_id = |raw: &str| {
         EnrollmentId::parse(raw)
             .with_context(|| format!("'{raw}' is not an enrollment id (a UUID)"))
@@ -273,8 +278,8 @@ async fn run_enrollments(
                 .map(|raw| serde_json::from_str(&raw))
                 .transpose()
                 .context("--data must be JSON")?;
-            let created = enrollments
-                .create(CreateEnrollment {
+            let created = core
+                .create_enrollment(CreateEnrollment {
                     app_id: Some(parse_id(&app_id)?),
                     owner_id,
                     id,
@@ -296,7 +301,7 @@ async fn run_enrollments(
                     .map(|o| OwnerId::parse(o).context("--owner-id"))
                     .transpose()?,
             };
-            let list = enrollments.list(&filter).await?;
+            let list = core.enrollments(&filter).await?;
             match output.output {
                 Output::Json => println!(
                     "{}",
@@ -316,19 +321,21 @@ async fn run_enrollments(
             }
         }
         EnrollmentsCommand::Show { id, output } => {
-            let e = enrollments.get(enrollment_id(&id)?).await?;
+            let e = core.enrollment(enrollment_id(&id)?).await?;
             print_enrollment(&e, output.output);
         }
         EnrollmentsCommand::Disable { id } => {
-            enrollments.set_disabled(enrollment_id(&id)?, true).await?;
+            core.set_enrollment_disabled(enrollment_id(&id)?, true)
+                .await?;
             println!("disabled {id}");
         }
         EnrollmentsCommand::Enable { id } => {
-            enrollments.set_disabled(enrollment_id(&id)?, false).await?;
+            core.set_enrollment_disabled(enrollment_id(&id)?, false)
+                .await?;
             println!("enabled {id}");
         }
         EnrollmentsCommand::Delete { id } => {
-            enrollments.delete(enrollment_id(&id)?).await?;
+            core.delete_enrollment(enrollment_id(&id)?).await?;
             println!("deleted {id}");
         }
     }
@@ -379,26 +386,15 @@ async fn run_apps(
     settings: &Settings,
     clock: SharedClock,
 ) -> anyhow::Result<()> {
-    let store = app::open_store(settings).await?;
-    // Nothing is cached in a one-shot command; a running server picks up changes when its
-    // own cache entries expire (credentials.cache_ttl_secs).
-    // Changes are announced through the store, so running servers hear of them (at once
-    // with PostgreSQL; with SQLite, when their caches expire).
-    let caches = Caches::new(settings, store.clone(), clock.clone());
-    let apps = Applications::new(
-        store,
-        Arc::new(app::secret_hasher(settings)?),
-        caches.changes,
-        clock,
-    );
+    let core = open_core(settings, clock).await?;
     match command {
         AppsCommand::Create(args) => {
             let import = match args.client_id {
                 Some(id) => Some((id, read_secret_from_stdin()?)),
                 None => None,
             };
-            let created = apps
-                .create(CreateApplication {
+            let created = core
+                .create_app(CreateApplication {
                     name: args.name,
                     allowed_scopes: args.allowed_scopes,
                     default_scopes: args.default_scopes,
@@ -409,7 +405,7 @@ async fn run_apps(
             print_created(&created, args.output.output);
         }
         AppsCommand::List(output) => {
-            let list = apps.list().await?;
+            let list = core.apps().await?;
             match output.output {
                 Output::Json => {
                     println!("{}", json!(list.iter().map(app_json).collect::<Vec<_>>()))
@@ -428,7 +424,7 @@ async fn run_apps(
             }
         }
         AppsCommand::Show { id, output } => {
-            let app = apps.get(parse_id(&id)?).await?;
+            let app = core.app(parse_id(&id)?).await?;
             print_app(&app, output.output);
         }
         AppsCommand::Update {
@@ -438,8 +434,8 @@ async fn run_apps(
             default_scopes,
             sandbox,
         } => {
-            let app = apps
-                .update(
+            let app = core
+                .update_app(
                     parse_id(&id)?,
                     UpdateApplication {
                         name,
@@ -452,15 +448,15 @@ async fn run_apps(
             print_app(&app, Output::Text);
         }
         AppsCommand::Disable { id } => {
-            apps.set_disabled(parse_id(&id)?, true).await?;
+            core.set_app_disabled(parse_id(&id)?, true).await?;
             println!("disabled {id}");
         }
         AppsCommand::Enable { id } => {
-            apps.set_disabled(parse_id(&id)?, false).await?;
+            core.set_app_disabled(parse_id(&id)?, false).await?;
             println!("enabled {id}");
         }
         AppsCommand::Delete { id } => {
-            apps.delete(parse_id(&id)?).await?;
+            core.delete_app(parse_id(&id)?).await?;
             println!("deleted {id}");
         }
         AppsCommand::RotateSecret {
@@ -469,8 +465,8 @@ async fn run_apps(
             output,
         } => {
             let grace = grace_secs.unwrap_or(settings.credentials.secret_grace_secs);
-            let rotated = apps
-                .rotate_secret(parse_id(&id)?, Duration::from_secs(grace))
+            let rotated = core
+                .rotate_app_secret(parse_id(&id)?, Duration::from_secs(grace))
                 .await?;
             print_created(&rotated, output.output);
         }

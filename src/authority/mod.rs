@@ -13,6 +13,7 @@ pub mod fresh;
 pub mod grants;
 pub mod keys;
 pub mod lineage;
+mod operations;
 pub mod records;
 pub mod revocations;
 pub mod secrets;
@@ -38,13 +39,15 @@ use crate::{
 use apps::Applications;
 use changes::ChangeHub;
 use clock::SharedClock;
-use credentials::{ClientAuthenticator, VerifiedClient};
+use credentials::{ClientAuthenticator, CredentialCache, VerificationLimits, VerifiedClient};
 use enrollments::{CreateEnrollment, Enrollments, parse_enrollment_id, parse_owner};
+use fresh::Generations;
 use grants::Grants;
-use keys::KeyRing;
+use keys::{KeyRing, KeyRingOptions, MasterKey};
 use lineage::{Judge, Standing};
 use records::Records;
 use revocations::RevocationList;
+use secrets::SecretHasher;
 use tokens::{Claims, IssuedToken, TokenMinter, TokenSpec};
 use usage::UsageTracker;
 use verify::TokenVerifier;
@@ -161,58 +164,138 @@ pub struct MintRequest {
 /// `client_id` of tokens the operator mints for owners: no OAuth client asked for them.
 pub const ADMIN_CLIENT_ID: &str = "portcullis-admin";
 
-pub struct Parts {
-    pub apps: Applications,
-    pub enrollments: Enrollments,
-    pub grants: Grants,
-    pub changes: Arc<ChangeHub>,
-    pub revocations: Arc<RevocationList>,
-    pub usage: Arc<UsageTracker>,
-    pub keys: Arc<KeyRing>,
-    pub clock: SharedClock,
-    pub credentials: ClientAuthenticator,
-    pub tokens: TokenMinter,
-    pub verifier: TokenVerifier,
-    pub records: Arc<Records>,
+/// Everything the core is built from. The caller reads it from wherever settings live; the
+/// core reads no files and no environment.
+pub struct Options {
+    pub issuer: String,
+    pub audience: String,
     pub lifetimes: Lifetimes,
-    pub store: DynStore,
+    pub master_key: MasterKey,
+    pub keys: KeyRingOptions,
+    pub hasher: Arc<SecretHasher>,
+    pub limits: VerificationLimits,
+    /// How long a verified secret skips argon2 (zero: never).
+    pub credential_cache_ttl: Duration,
+    /// How long apps, enrollments and grants are remembered (zero: never).
+    pub record_cache_ttl: Duration,
+    pub cache_capacity: u64,
+    /// While the change feed is lost, how long anything remembered is still trusted.
+    pub feed_lost_cache_ttl: Duration,
+    pub max_active_grants_per_profile: u32,
 }
 
+/// The core's one front door: each use case is one method here, and the parts behind it
+/// are its own. The server and the CLI build it the same way, with [`Authority::build`].
 pub struct Authority {
-    pub apps: Applications,
-    pub enrollments: Enrollments,
-    pub grants: Grants,
-    pub changes: Arc<ChangeHub>,
-    pub keys: Arc<KeyRing>,
+    apps: Applications,
+    enrollments: Enrollments,
+    grants: Grants,
+    changes: Arc<ChangeHub>,
+    keys: Arc<KeyRing>,
     revocations: Arc<RevocationList>,
     usage: Arc<UsageTracker>,
     clock: SharedClock,
-    pub credentials: ClientAuthenticator,
-    pub tokens: TokenMinter,
-    pub verifier: TokenVerifier,
-    pub lifetimes: Lifetimes,
+    credentials: ClientAuthenticator,
+    tokens: TokenMinter,
+    verifier: TokenVerifier,
+    lifetimes: Lifetimes,
     records: Arc<Records>,
     store: DynStore,
 }
 
 impl Authority {
-    pub fn new(parts: Parts) -> Self {
-        Self {
-            apps: parts.apps,
-            enrollments: parts.enrollments,
-            grants: parts.grants,
-            changes: parts.changes,
-            keys: parts.keys,
-            revocations: parts.revocations,
-            usage: parts.usage,
-            clock: parts.clock,
-            credentials: parts.credentials,
-            tokens: parts.tokens,
-            verifier: parts.verifier,
-            lifetimes: parts.lifetimes,
-            records: parts.records,
-            store: parts.store,
-        }
+    /// Opens the signing keys (creating them on first use), loads the revocations and wires
+    /// the caches to the change hub, over an already-migrated store.
+    pub async fn build(
+        store: DynStore,
+        clock: SharedClock,
+        options: Options,
+    ) -> Result<Self, AuthorityError> {
+        let generations = Arc::new(Generations::new(options.feed_lost_cache_ttl, clock.clone()));
+        let credential_cache = Arc::new(CredentialCache::new(
+            generations.clone(),
+            options.credential_cache_ttl,
+            options.cache_capacity,
+        ));
+        let records = Arc::new(Records::new(
+            store.clone(),
+            generations.clone(),
+            options.record_cache_ttl,
+            options.cache_capacity,
+        ));
+        let revocations = Arc::new(RevocationList::default());
+        let changes = Arc::new(ChangeHub::new(
+            store.clone(),
+            clock.clone(),
+            generations,
+            credential_cache.clone(),
+            records.clone(),
+            revocations.clone(),
+        ));
+        let keys = Arc::new(
+            KeyRing::open(
+                store.clone(),
+                options.master_key,
+                clock.clone(),
+                options.keys,
+            )
+            .await?,
+        );
+        changes.attach_keys(keys.clone());
+        revocations.load_all(&store, clock.now()).await?;
+        let usage = Arc::new(UsageTracker::default());
+        let lifetimes = options.lifetimes;
+        Ok(Self {
+            apps: Applications::new(
+                store.clone(),
+                options.hasher.clone(),
+                changes.clone(),
+                clock.clone(),
+            ),
+            enrollments: Enrollments::new(
+                store.clone(),
+                records.clone(),
+                changes.clone(),
+                clock.clone(),
+            ),
+            grants: Grants::new(
+                store.clone(),
+                records.clone(),
+                changes.clone(),
+                clock.clone(),
+                lifetimes.grant_token_max,
+                lifetimes.oauth,
+                options.max_active_grants_per_profile,
+            ),
+            credentials: ClientAuthenticator::new(
+                store.clone(),
+                options.hasher,
+                credential_cache,
+                options.limits,
+                usage.clone(),
+                clock.clone(),
+            ),
+            tokens: TokenMinter::new(
+                options.issuer.clone(),
+                options.audience.clone(),
+                keys.clone(),
+                clock.clone(),
+            ),
+            verifier: TokenVerifier::new(
+                options.issuer,
+                options.audience,
+                keys.clone(),
+                clock.clone(),
+            ),
+            changes,
+            revocations,
+            usage,
+            keys,
+            clock,
+            lifetimes,
+            records,
+            store,
+        })
     }
 
     /// The client_credentials grant: the app itself is the subject. An absent or empty
@@ -376,36 +459,6 @@ impl Authority {
             source_ip = %caller.source_ip
         );
         Ok(())
-    }
-
-    /// Rotates the signing keys and tells every replica to reload them.
-    pub async fn rotate_keys(&self) -> Result<keys::KeyInfo, AuthorityError> {
-        let current = self.keys.rotate().await?;
-        self.changes.announce(Change::Keys).await;
-        Ok(current)
-    }
-
-    /// Writes the `last_used_at` times gathered since the last flush.
-    pub async fn flush_usage(&self) -> Result<usize, AuthorityError> {
-        self.usage.flush(&self.store).await
-    }
-
-    /// Periodic housekeeping: forget expired revocations and write batched usage.
-    pub async fn maintain(&self) {
-        let now = self.clock.now();
-        match self
-            .store
-            .purge_expired_revocations(revocations::horizon(now))
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(purged = n, "expired revocations purged"),
-            Err(e) => tracing::warn!(error = %e, "could not purge expired revocations"),
-        }
-        if let Err(e) = self.usage.flush(&self.store).await {
-            tracing::warn!(error = %e, "could not record usage");
-        }
-        self.changes.reload().await;
     }
 
     /// The Access dialect's authorize: the app proves itself, then names the enrollment by
@@ -640,21 +693,5 @@ impl Authority {
             jti = %token.jti
         );
         Ok(token)
-    }
-
-    /// State-describing gauges for a metrics scrape.
-    pub fn metrics_snapshot(&self) -> crate::telemetry::metrics::Snapshot {
-        let pool = self.store.pool_stats();
-        crate::telemetry::metrics::Snapshot {
-            argon2_queue_depth: self.credentials.hash_queue_depth(),
-            pool_size: pool.size,
-            pool_idle: pool.idle,
-            pool_max: pool.max,
-        }
-    }
-
-    /// Whether the store answers; readiness follows this.
-    pub async fn store_ready(&self) -> bool {
-        self.store.ping().await.is_ok()
     }
 }

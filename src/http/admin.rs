@@ -196,8 +196,7 @@ async fn create_app(
     };
     let created = state
         .authority
-        .apps
-        .create(CreateApplication {
+        .create_app(CreateApplication {
             name: request.name,
             allowed_scopes: request.allowed_scopes,
             default_scopes: request.default_scopes,
@@ -211,7 +210,7 @@ async fn create_app(
 }
 
 async fn list_apps(State(state): State<AppState>) -> Result<Json<Vec<AppResponse>>, Problem> {
-    let apps = state.authority.apps.list().await?;
+    let apps = state.authority.apps().await?;
     Ok(Json(apps.into_iter().map(AppResponse::from).collect()))
 }
 
@@ -219,7 +218,7 @@ async fn show_app(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<AppResponse>, Problem> {
-    let app = state.authority.apps.get(parse_id(&id)?).await?;
+    let app = state.authority.app(parse_id(&id)?).await?;
     Ok(Json(app.into()))
 }
 
@@ -230,8 +229,7 @@ async fn update_app(
 ) -> Result<Json<AppResponse>, Problem> {
     let app = state
         .authority
-        .apps
-        .update(
+        .update_app(
             parse_id(&id)?,
             UpdateApplication {
                 name: request.name,
@@ -248,7 +246,7 @@ async fn delete_app(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
-    state.authority.apps.delete(parse_id(&id)?).await?;
+    state.authority.delete_app(parse_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -258,8 +256,7 @@ async fn disable_app(
 ) -> Result<Json<AppResponse>, Problem> {
     let app = state
         .authority
-        .apps
-        .set_disabled(parse_id(&id)?, true)
+        .set_app_disabled(parse_id(&id)?, true)
         .await?;
     Ok(Json(app.into()))
 }
@@ -270,8 +267,7 @@ async fn enable_app(
 ) -> Result<Json<AppResponse>, Problem> {
     let app = state
         .authority
-        .apps
-        .set_disabled(parse_id(&id)?, false)
+        .set_app_disabled(parse_id(&id)?, false)
         .await?;
     Ok(Json(app.into()))
 }
@@ -330,8 +326,7 @@ async fn create_enrollment(
 ) -> Result<(StatusCode, Json<EnrollmentResponse>), Problem> {
     let created = state
         .authority
-        .enrollments
-        .create(CreateEnrollment {
+        .create_enrollment(CreateEnrollment {
             app_id: Some(request.app_id),
             owner_id: request.owner_id,
             id: request.id,
@@ -358,7 +353,7 @@ async fn list_enrollments(
             .map_err(|_| Problem::new(StatusCode::BAD_REQUEST, "app_id must be a UUID"))?,
         owner_id: query.owner_id.map(|raw| parse_owner(&raw)).transpose()?,
     };
-    let list = state.authority.enrollments.list(&filter).await?;
+    let list = state.authority.enrollments(&filter).await?;
     Ok(Json(
         list.into_iter().map(EnrollmentResponse::from).collect(),
     ))
@@ -368,11 +363,7 @@ async fn show_enrollment(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<EnrollmentResponse>, Problem> {
-    let e = state
-        .authority
-        .enrollments
-        .get(parse_enrollment(&id)?)
-        .await?;
+    let e = state.authority.enrollment(parse_enrollment(&id)?).await?;
     Ok(Json(e.into()))
 }
 
@@ -382,8 +373,7 @@ async fn delete_enrollment(
 ) -> Result<StatusCode, Problem> {
     state
         .authority
-        .enrollments
-        .delete(parse_enrollment(&id)?)
+        .delete_enrollment(parse_enrollment(&id)?)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -394,8 +384,7 @@ async fn disable_enrollment(
 ) -> Result<Json<EnrollmentResponse>, Problem> {
     let e = state
         .authority
-        .enrollments
-        .set_disabled(parse_enrollment(&id)?, true)
+        .set_enrollment_disabled(parse_enrollment(&id)?, true)
         .await?;
     Ok(Json(e.into()))
 }
@@ -406,8 +395,7 @@ async fn enable_enrollment(
 ) -> Result<Json<EnrollmentResponse>, Problem> {
     let e = state
         .authority
-        .enrollments
-        .set_disabled(parse_enrollment(&id)?, false)
+        .set_enrollment_disabled(parse_enrollment(&id)?, false)
         .await?;
     Ok(Json(e.into()))
 }
@@ -483,8 +471,7 @@ async fn rotate_secret(
         .unwrap_or(state.secret_grace.as_secs());
     let rotated = state
         .authority
-        .apps
-        .rotate_secret(parse_id(&id)?, Duration::from_secs(grace))
+        .rotate_app_secret(parse_id(&id)?, Duration::from_secs(grace))
         .await?;
     let mut body = AppResponse::from(rotated.app);
     body.client_secret = rotated.client_secret.map(|s| s.expose_secret().to_owned());
@@ -518,8 +505,7 @@ async fn list_keys(State(state): State<AppState>) -> Json<Vec<KeyResponse>> {
     Json(
         state
             .authority
-            .keys
-            .keys()
+            .signing_keys()
             .into_iter()
             .map(KeyResponse::from)
             .collect(),

@@ -236,8 +236,7 @@ pub async fn create(
     let request: CreateAuthGrantRequest = read_body(&headers, body)?;
     let id = state
         .authority
-        .grants
-        .create(
+        .create_grant(
             &principal,
             CreateGrant {
                 name: request.name,
@@ -257,7 +256,7 @@ pub async fn show(
 ) -> Result<Json<AuthGrantResponse>, LearnCardError> {
     let principal = principal(&state, &headers).await?;
     let id = grant_id(id)?;
-    let grant = state.authority.grants.get(&principal, &id).await?;
+    let grant = state.authority.grant(&principal, &id).await?;
     Ok(Json(AuthGrant::clone(&grant).into()))
 }
 
@@ -275,8 +274,7 @@ pub async fn list(
         .unwrap_or_default();
     let grants = state
         .authority
-        .grants
-        .list(
+        .list_grants(
             &principal,
             ListGrants {
                 limit: request.limit,
@@ -309,8 +307,7 @@ pub async fn update(
     // Anything else in `updates` (scope, status, …) cannot be changed and is ignored.
     let changed = state
         .authority
-        .grants
-        .update(&principal, &id, text("name")?, text("description")?)
+        .update_grant(&principal, &id, text("name")?, text("description")?)
         .await?;
     Ok(Json(changed))
 }
@@ -322,7 +319,7 @@ pub async fn revoke(
 ) -> Result<Json<bool>, LearnCardError> {
     let principal = principal(&state, &headers).await?;
     let id = grant_id(id)?;
-    state.authority.grants.revoke(&principal, &id).await?;
+    state.authority.revoke_grant(&principal, &id).await?;
     Ok(Json(true))
 }
 
@@ -333,7 +330,7 @@ pub async fn delete(
 ) -> Result<Json<bool>, LearnCardError> {
     let principal = principal(&state, &headers).await?;
     let id = grant_id(id)?;
-    state.authority.grants.delete(&principal, &id).await?;
+    state.authority.delete_grant(&principal, &id).await?;
     Ok(Json(true))
 }
 
@@ -344,11 +341,7 @@ pub async fn api_token(
 ) -> Result<impl IntoResponse, LearnCardError> {
     let principal = principal(&state, &headers).await?;
     let id = grant_id(id)?;
-    let token = state
-        .authority
-        .grants
-        .api_token(&principal, &id, &state.authority.tokens)
-        .await?;
+    let token = state.authority.grant_api_token(&principal, &id).await?;
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
         Json(token.access_token),

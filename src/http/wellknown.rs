@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 use super::AppState;
 
 pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
-    let keys = state.authority.keys.jwks();
+    let keys = state.authority.jwks();
     (
         // Short enough that a key published as `next` reaches caches before it signs.
         [(header::CACHE_CONTROL, "public, max-age=300")],

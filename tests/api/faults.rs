@@ -685,7 +685,7 @@ async fn a_replica_that_cannot_hear_of_changes_stops_trusting_its_memory() {
 
     // The database goes away: the feed with it, and nothing can tell this replica of a
     // change another replica might still make.
-    let feed = app.authority.changes.feed_health();
+    let feed = app.authority.feed_health();
     proxy.down();
     let deadline = Instant::now() + Duration::from_secs(10);
     while feed.degraded_since().is_none() {

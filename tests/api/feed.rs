@@ -187,7 +187,7 @@ async fn changes_reach_b_through(outage: Outage, heartbeat_ms: u64, bound: Durat
             .status(),
         200
     );
-    let feed = b.authority.changes.feed_health();
+    let feed = b.authority.feed_health();
     let interruptions = feed.interruptions();
 
     // From here, A's notices never reach B's listener; a cut drops them with it.
