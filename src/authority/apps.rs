@@ -5,7 +5,7 @@ use std::sync::Arc;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{
-    AuthorityError,
+    AuthorityError, Conflict,
     changes::ChangeHub,
     clock::SharedClock,
     secrets::{self, SecretHasher},
@@ -131,9 +131,7 @@ impl Applications {
         let app = match written {
             Guarded::Written(app) => app,
             Guarded::Stale => {
-                return Err(AuthorityError::Conflict(
-                    "the secret was rotated by another request meanwhile; retry to rotate it again",
-                ));
+                return Err(Conflict::SecretRotatedMeanwhile.into());
             }
             Guarded::Missing => return Err(AuthorityError::NotFound),
         };
@@ -201,9 +199,7 @@ impl Applications {
             })
             .await
             .map_err(|e| match AuthorityError::from(e) {
-                AuthorityError::Conflict(_) => {
-                    AuthorityError::Conflict("an application with this client_id already exists")
-                }
+                AuthorityError::Conflict(_) => Conflict::ClientIdTaken.into(),
                 other => other,
             })?;
         tracing::info!(
@@ -281,9 +277,7 @@ impl Applications {
                 Guarded::Missing => return Err(AuthorityError::NotFound),
             }
         }
-        Err(AuthorityError::Conflict(
-            "the application kept changing during the update; retry",
-        ))
+        Err(Conflict::AppKeptChanging.into())
     }
 
     pub async fn set_disabled(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{AuthorityError, changes::ChangeHub, clock::SharedClock, records::Records};
+use super::{AuthorityError, Conflict, changes::ChangeHub, clock::SharedClock, records::Records};
 use crate::{
     domain::{AppId, Change, Enrollment, EnrollmentId, OwnerId, ScopeSet},
     store::{DynStore, EnrollmentFilter, StoreError},
@@ -135,9 +135,7 @@ impl Enrollments {
 
         if let Some(existing) = self.store.enrollment_for_owner(app_id, &owner_id).await? {
             return match id {
-                Some(id) if id != existing.id => Err(AuthorityError::Conflict(
-                    "this owner is already enrolled with this application under another id",
-                )),
+                Some(id) if id != existing.id => Err(Conflict::OwnerEnrolledUnderAnotherId.into()),
                 _ => Ok(Created::Existing(existing)),
             };
         }
@@ -174,9 +172,7 @@ impl Enrollments {
                     Some(existing) if existing.id == enrollment.id => {
                         Ok(Created::Existing(existing))
                     }
-                    _ => Err(AuthorityError::Conflict(
-                        "this enrollment id is already taken",
-                    )),
+                    _ => Err(Conflict::EnrollmentIdTaken.into()),
                 }
             }
             Err(e) => Err(e.into()),

@@ -1,6 +1,50 @@
 use std::time::Duration;
 
+use chrono::{DateTime, SecondsFormat, Utc};
+
 use crate::{domain::InvalidScope, store::StoreError};
+
+/// Why a caller the core knows may not do what it asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the enrollment is disabled")]
+    EnrollmentDisabled,
+    #[error("the id or owner_id does not match the bearer token's enrollment")]
+    NotTheTokensEnrollment,
+    #[error("the owner_id does not match the enrollment")]
+    NotTheEnrollmentsOwner,
+    #[error("the bearer token does not speak for this owner")]
+    NotTheTokensOwner,
+    /// A child grant could outlive its parent's revocation or expiry.
+    #[error("tokens derived from an auth grant cannot create auth grants")]
+    GrantFromGrant,
+    #[error("this profile holds the maximum number of active auth grants; revoke one first")]
+    GrantCapReached,
+}
+
+/// What stands in the way of a write: another record, or another writer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    #[error("an application with this client_id already exists")]
+    ClientIdTaken,
+    #[error("this owner is already enrolled with this application under another id")]
+    OwnerEnrolledUnderAnotherId,
+    #[error("this enrollment id is already taken")]
+    EnrollmentIdTaken,
+    #[error("the secret was rotated by another request meanwhile; retry to rotate it again")]
+    SecretRotatedMeanwhile,
+    #[error("the application kept changing during the update; retry")]
+    AppKeptChanging,
+    /// Some replicas may not publish the next key yet, so it may not sign.
+    #[error(
+        "the next signing key was published too recently for every replica to know it \
+         (keys.next_key_lead_secs); retry after {}",
+        .retry_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+    )]
+    NextKeyTooNew { retry_at: DateTime<Utc> },
+    #[error("a record with that key already exists")]
+    Duplicate,
+}
 
 /// Everything the core can answer, in domain words. Each HTTP dialect maps these to its
 /// own status codes and envelopes; the core knows no status codes.
@@ -14,9 +58,9 @@ pub enum AuthorityError {
     /// A bearer token that is missing, malformed, forged, expired or no longer active.
     #[error("invalid or expired token")]
     InvalidToken,
-    /// The caller is known but may not do this (a disabled enrollment, a mismatched id).
-    #[error("{0}")]
-    Forbidden(&'static str),
+    /// The caller is known but may not do this.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     #[error("This operation requires {0} scope")]
     InsufficientScope(String),
     #[error("the auth grant must be revoked before it can be deleted")]
@@ -36,8 +80,8 @@ pub enum AuthorityError {
     },
     #[error("not found")]
     NotFound,
-    #[error("{0}")]
-    Conflict(&'static str),
+    #[error(transparent)]
+    Conflict(#[from] Conflict),
     #[error("the store is unavailable")]
     Unavailable,
     #[error("internal error")]
@@ -67,7 +111,7 @@ impl AuthorityError {
                 retry_after: *retry_after,
             },
             Self::InvalidToken => Self::InvalidToken,
-            Self::Forbidden(why) => Self::Forbidden(why),
+            Self::Refused(why) => Self::Refused(*why),
             Self::InsufficientScope(s) => Self::InsufficientScope(s.clone()),
             Self::GrantActive => Self::GrantActive,
             Self::GrantInactive => Self::GrantInactive,
@@ -79,7 +123,7 @@ impl AuthorityError {
                 message: message.clone(),
             },
             Self::NotFound => Self::NotFound,
-            Self::Conflict(what) => Self::Conflict(what),
+            Self::Conflict(what) => Self::Conflict(what.clone()),
             Self::Unavailable => Self::Unavailable,
             Self::Internal(source) => Self::Internal(source.to_string().into()),
         }
@@ -89,7 +133,7 @@ impl AuthorityError {
 impl From<StoreError> for AuthorityError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(what) => Self::Conflict(what),
+            StoreError::Conflict(_) => Self::Conflict(Conflict::Duplicate),
             StoreError::Unrepresentable => {
                 Self::invalid("input", "must not contain NUL characters")
             }

@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{
-    AuthorityError, Principal,
+    AuthorityError, Principal, Refusal,
     changes::ChangeHub,
     clock::SharedClock,
     lineage::Judge,
@@ -105,10 +105,7 @@ impl Grants {
         request: CreateGrant,
     ) -> Result<GrantId, AuthorityError> {
         principal.require(WRITE)?;
-        // A child grant could outlive its parent's revocation or expiry.
-        let origin = principal.origin.ok_or(AuthorityError::Forbidden(
-            "tokens derived from an auth grant cannot create auth grants",
-        ))?;
+        let origin = principal.origin.ok_or(Refusal::GrantFromGrant)?;
         let name = request.name.unwrap_or_default();
         let description = request.description.unwrap_or_default();
         check_text("name", &name, AuthGrant::NAME_MAX_LEN)?;
@@ -161,9 +158,7 @@ impl Grants {
             .insert_grant(&grant, self.max_active_per_profile)
             .await?
         {
-            return Err(AuthorityError::Forbidden(
-                "this profile holds the maximum number of active auth grants; revoke one first",
-            ));
+            return Err(Refusal::GrantCapReached.into());
         }
         tracing::info!(
             event = "grant.created",

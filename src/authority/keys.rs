@@ -23,7 +23,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use super::{AuthorityError, clock::SharedClock};
+use super::{AuthorityError, Conflict, clock::SharedClock};
 use crate::{
     domain::{KeyState, SigningAlgorithm, SigningKeyRecord},
     store::{DynStore, KeyRotation},
@@ -467,11 +467,7 @@ impl KeyRing {
                     retry_at = %retry_at.to_rfc3339(),
                     "the next signing key is younger than keys.next_key_lead_secs"
                 );
-                Err(AuthorityError::Conflict(
-                    "the next signing key was published less than keys.next_key_lead_secs ago, \
-                     so some replicas may not know it yet; retry once that long has passed since \
-                     its created_at (GET /admin/v1/keys)",
-                ))
+                Err(Conflict::NextKeyTooNew { retry_at }.into())
             }
         }
     }

@@ -23,7 +23,7 @@ pub mod verify;
 
 use std::{net::IpAddr, time::Duration};
 
-pub use error::AuthorityError;
+pub use error::{AuthorityError, Conflict, Refusal};
 
 use std::sync::Arc;
 
@@ -489,9 +489,7 @@ impl Authority {
                 let mismatch = wanted_id.is_some_and(|id| id != found.id)
                     || wanted_owner.as_ref().is_some_and(|o| *o != found.owner_id);
                 if mismatch {
-                    return Err(AuthorityError::Forbidden(
-                        "the id or owner_id does not match the bearer token's enrollment",
-                    ));
+                    return Err(Refusal::NotTheTokensEnrollment.into());
                 }
                 found
             }
@@ -499,9 +497,7 @@ impl Authority {
                 (Some(id), owner) => {
                     let found = self.enrollments.get_for_app(client.app_id, id).await?;
                     if owner.as_ref().is_some_and(|o| *o != found.owner_id) {
-                        return Err(AuthorityError::Forbidden(
-                            "the owner_id does not match the enrollment",
-                        ));
+                        return Err(Refusal::NotTheEnrollmentsOwner.into());
                     }
                     found
                 }
@@ -515,7 +511,7 @@ impl Authority {
             },
         };
         if enrollment.disabled {
-            return Err(AuthorityError::Forbidden("the enrollment is disabled"));
+            return Err(Refusal::EnrollmentDisabled.into());
         }
         let token = self.mint_enrollment_token(&client, &enrollment)?;
         self.usage
@@ -628,9 +624,7 @@ impl Authority {
             return Err(AuthorityError::InvalidToken);
         }
         if owner.claims.sub != owner_id {
-            return Err(AuthorityError::Forbidden(
-                "the bearer token does not speak for this owner",
-            ));
+            return Err(Refusal::NotTheTokensOwner.into());
         }
         let created = self
             .enrollments

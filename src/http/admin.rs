@@ -561,7 +561,7 @@ impl From<AuthorityError> for Problem {
             AuthorityError::InvalidClient | AuthorityError::InvalidToken => {
                 Self::new(StatusCode::UNAUTHORIZED, e.to_string())
             }
-            AuthorityError::Forbidden(_)
+            AuthorityError::Refused(_)
             | AuthorityError::InsufficientScope(_)
             | AuthorityError::GrantActive
             | AuthorityError::GrantInactive => Self::new(StatusCode::FORBIDDEN, e.to_string()),
@@ -573,7 +573,7 @@ impl From<AuthorityError> for Problem {
             | AuthorityError::ScopeNotGranted(_)
             | AuthorityError::Invalid { .. } => Self::new(StatusCode::BAD_REQUEST, e.to_string()),
             AuthorityError::NotFound => Self::new(StatusCode::NOT_FOUND, "no such resource"),
-            AuthorityError::Conflict(what) => Self::new(StatusCode::CONFLICT, what),
+            AuthorityError::Conflict(what) => Self::new(StatusCode::CONFLICT, what.to_string()),
             AuthorityError::Unavailable => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable")
             }

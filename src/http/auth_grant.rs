@@ -418,7 +418,7 @@ impl From<AuthorityError> for LearnCardError {
                 "FORBIDDEN",
                 format!("cannot grant '{scope}': the caller's token does not hold it"),
             ),
-            e @ AuthorityError::Forbidden(_) => {
+            e @ AuthorityError::Refused(_) => {
                 Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", e.to_string())
             }
             AuthorityError::Invalid { field, message } => Self {
@@ -431,7 +431,9 @@ impl From<AuthorityError> for LearnCardError {
             AuthorityError::NotFound => {
                 Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", "Auth grant not found")
             }
-            AuthorityError::Conflict(what) => Self::new(StatusCode::CONFLICT, "CONFLICT", what),
+            AuthorityError::Conflict(what) => {
+                Self::new(StatusCode::CONFLICT, "CONFLICT", what.to_string())
+            }
             AuthorityError::RateLimited { retry_after } => Self {
                 retry_after: Some(retry_after_secs(retry_after)),
                 ..Self::new(

@@ -184,7 +184,7 @@ impl From<AuthorityError> for EndorsedError {
             e @ AuthorityError::InvalidToken => {
                 Self::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", e.to_string())
             }
-            e @ (AuthorityError::Forbidden(_)
+            e @ (AuthorityError::Refused(_)
             | AuthorityError::InsufficientScope(_)
             | AuthorityError::GrantActive
             | AuthorityError::GrantInactive) => {
@@ -208,7 +208,9 @@ impl From<AuthorityError> for EndorsedError {
                 Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", e.to_string())
             }
             AuthorityError::NotFound => Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", "not found"),
-            AuthorityError::Conflict(what) => Self::new(StatusCode::CONFLICT, "CONFLICT", what),
+            AuthorityError::Conflict(what) => {
+                Self::new(StatusCode::CONFLICT, "CONFLICT", what.to_string())
+            }
             AuthorityError::Unavailable => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "SERVICE_UNAVAILABLE",

@@ -312,7 +312,7 @@ impl From<AuthorityError> for AccessError {
                 bearer_challenge: true,
                 ..Self::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
             },
-            e @ (AuthorityError::Forbidden(_)
+            e @ (AuthorityError::Refused(_)
             | AuthorityError::InsufficientScope(_)
             | AuthorityError::ScopeNotGranted(_)
             | AuthorityError::GrantActive
@@ -334,7 +334,9 @@ impl From<AuthorityError> for AccessError {
             AuthorityError::NotFound => {
                 Self::new(StatusCode::NOT_FOUND, "not_found", "enrollment not found")
             }
-            AuthorityError::Conflict(what) => Self::new(StatusCode::CONFLICT, "conflict", what),
+            AuthorityError::Conflict(what) => {
+                Self::new(StatusCode::CONFLICT, "conflict", what.to_string())
+            }
             AuthorityError::Unavailable => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

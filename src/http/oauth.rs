@@ -405,7 +405,7 @@ impl From<AuthorityError> for OAuthError {
             e @ AuthorityError::InsufficientScope(_) => {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string())
             }
-            e @ (AuthorityError::Forbidden(_)
+            e @ (AuthorityError::Refused(_)
             | AuthorityError::GrantActive
             | AuthorityError::GrantInactive) => {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_grant", e.to_string())
@@ -431,7 +431,7 @@ impl From<AuthorityError> for OAuthError {
             }
             e @ AuthorityError::Invalid { .. } => Self::invalid_request(e.to_string()),
             AuthorityError::NotFound => Self::invalid_request("not found"),
-            AuthorityError::Conflict(what) => Self::invalid_request(what),
+            AuthorityError::Conflict(what) => Self::invalid_request(what.to_string()),
             AuthorityError::Unavailable => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily_unavailable",
