@@ -5,7 +5,7 @@ use std::sync::Arc;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{
-    AuthorityError, Conflict,
+    AuthorityError, Conflict, Rule,
     changes::ChangeHub,
     clock::SharedClock,
     secrets::{self, SecretHasher},
@@ -53,21 +53,21 @@ pub struct Applications {
 }
 
 fn parse_scopes(field: &'static str, raw: &str) -> Result<ScopeSet, AuthorityError> {
-    ScopeSet::parse(raw).map_err(|e| AuthorityError::invalid(field, e.to_string()))
+    ScopeSet::parse(raw).map_err(|e| AuthorityError::invalid(field, Rule::Scope(e)))
 }
 
 fn check_name(name: &str) -> Result<(), AuthorityError> {
     if name.trim().is_empty() || name.chars().count() > NAME_MAX_LEN {
         return Err(AuthorityError::invalid(
             "name",
-            format!("must be 1 to {NAME_MAX_LEN} characters"),
+            Rule::Length {
+                min: 1,
+                max: NAME_MAX_LEN,
+            },
         ));
     }
     if name.chars().any(char::is_control) {
-        return Err(AuthorityError::invalid(
-            "name",
-            "must not contain control characters",
-        ));
+        return Err(AuthorityError::invalid("name", Rule::ControlCharacters));
     }
     Ok(())
 }
@@ -76,7 +76,7 @@ fn check_defaults_allowed(allowed: &ScopeSet, defaults: &ScopeSet) -> Result<(),
     match allowed.first_uncovered(defaults) {
         Some(scope) => Err(AuthorityError::invalid(
             "default_scopes",
-            format!("'{scope}' is not covered by the allowed scopes"),
+            Rule::BeyondAllowedScopes(scope.to_string()),
         )),
         None => Ok(()),
     }
@@ -120,7 +120,7 @@ impl Applications {
         let secret = secrets::generate_secret();
         let new_hash = self.hasher.hash(&secret).await?;
         let now = self.clock.now();
-        let too_long = || AuthorityError::invalid("grace_period_secs", "is too long");
+        let too_long = || AuthorityError::invalid("grace_period_secs", Rule::TooLong);
         let grace = chrono::TimeDelta::from_std(grace).map_err(|_| too_long())?;
         let grace_ends = now.checked_add_signed(grace).ok_or_else(too_long)?;
         let previous_valid_until = (!grace.is_zero()).then_some(grace_ends);
@@ -163,17 +163,14 @@ impl Applications {
                 let client_id = ClientId::parse(&client_id).map_err(|_| {
                     AuthorityError::invalid(
                         "client_id",
-                        format!(
-                            "must be 1 to {} printable ASCII characters",
-                            ClientId::MAX_LEN
-                        ),
+                        Rule::PrintableAscii {
+                            min: 1,
+                            max: ClientId::MAX_LEN,
+                        },
                     )
                 })?;
                 if client_id.as_str() == super::ADMIN_CLIENT_ID {
-                    return Err(AuthorityError::invalid(
-                        "client_id",
-                        "is reserved for tokens the admin API mints",
-                    ));
+                    return Err(AuthorityError::invalid("client_id", Rule::Reserved));
                 }
                 secrets::check_secret_shape(secret.expose_secret())?;
                 (client_id, secret, true)

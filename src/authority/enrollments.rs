@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{AuthorityError, Conflict, changes::ChangeHub, clock::SharedClock, records::Records};
+use super::{
+    AuthorityError, Conflict, Rule, changes::ChangeHub, clock::SharedClock, records::Records,
+};
 use crate::{
     domain::{AppId, Change, Enrollment, EnrollmentId, OwnerId, ScopeSet},
     store::{DynStore, EnrollmentFilter, StoreError},
@@ -49,16 +51,16 @@ pub fn parse_owner(raw: &str) -> Result<OwnerId, AuthorityError> {
     OwnerId::parse(raw).map_err(|_| {
         AuthorityError::invalid(
             "owner_id",
-            format!(
-                "must be 1 to {} printable ASCII characters",
-                OwnerId::MAX_LEN
-            ),
+            Rule::PrintableAscii {
+                min: 1,
+                max: OwnerId::MAX_LEN,
+            },
         )
     })
 }
 
 pub fn parse_enrollment_id(raw: &str) -> Result<EnrollmentId, AuthorityError> {
-    EnrollmentId::parse(raw).map_err(|_| AuthorityError::invalid("id", "must be a UUID"))
+    EnrollmentId::parse(raw).map_err(|_| AuthorityError::invalid("id", Rule::NotAUuid))
 }
 
 pub fn check_data(data: &Value) -> Result<(), AuthorityError> {
@@ -66,16 +68,15 @@ pub fn check_data(data: &Value) -> Result<(), AuthorityError> {
     if size > Enrollment::DATA_MAX_BYTES {
         return Err(AuthorityError::invalid(
             "data",
-            format!("may be at most {} bytes", Enrollment::DATA_MAX_BYTES),
+            Rule::MaxBytes {
+                max: Enrollment::DATA_MAX_BYTES,
+            },
         ));
     }
     // PostgreSQL's jsonb cannot hold NUL and SQLite can: refuse it everywhere, so both
     // stores give the same answer.
     if holds_nul(data) {
-        return Err(AuthorityError::invalid(
-            "data",
-            "must not contain NUL characters",
-        ));
+        return Err(AuthorityError::invalid("data", Rule::Nul));
     }
     Ok(())
 }
@@ -109,7 +110,7 @@ impl Enrollments {
     pub async fn create(&self, request: CreateEnrollment) -> Result<Created, AuthorityError> {
         let app_id = request
             .app_id
-            .ok_or_else(|| AuthorityError::invalid("app_id", "is required"))?;
+            .ok_or_else(|| AuthorityError::invalid("app_id", Rule::Required))?;
         let owner_id = parse_owner(&request.owner_id)?;
         let id = request.id.as_deref().map(parse_enrollment_id).transpose()?;
         let data = request
@@ -120,16 +121,16 @@ impl Enrollments {
             .store
             .application(app_id)
             .await?
-            .ok_or_else(|| AuthorityError::invalid("app_id", "no such application"))?;
+            .ok_or_else(|| AuthorityError::invalid("app_id", Rule::NoSuchApp))?;
         let scopes = match &request.scopes {
             Some(raw) => ScopeSet::parse(raw)
-                .map_err(|e| AuthorityError::invalid("scopes", e.to_string()))?,
+                .map_err(|e| AuthorityError::invalid("scopes", Rule::Scope(e)))?,
             None => app.default_scopes.clone(),
         };
         if let Some(scope) = app.allowed_scopes.first_uncovered(&scopes) {
             return Err(AuthorityError::invalid(
                 "scopes",
-                format!("'{scope}' is not allowed for this application"),
+                Rule::NotAllowedForApp(scope.to_string()),
             ));
         }
 

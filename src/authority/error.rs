@@ -4,6 +4,75 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::{domain::InvalidScope, store::StoreError};
 
+/// A field of a request that cannot be accepted, and the rule it breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {rule}")]
+pub struct Invalid {
+    pub field: &'static str,
+    pub rule: Rule,
+}
+
+/// The rules input is held to; each renders as the message the caller reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rule {
+    #[error("is required")]
+    Required,
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be a string")]
+    NotAString,
+    #[error("must be a UUID")]
+    NotAUuid,
+    #[error("must be {0}")]
+    OneOf(&'static str),
+    #[error("must be {min} to {max} characters")]
+    Length { min: usize, max: usize },
+    #[error("may be at most {max} characters")]
+    MaxChars { max: usize },
+    #[error("may be at most {max} bytes")]
+    MaxBytes { max: usize },
+    #[error("must be {min} to {max} printable ASCII characters")]
+    PrintableAscii { min: usize, max: usize },
+    #[error("must not contain control characters")]
+    ControlCharacters,
+    #[error("must not contain NUL characters")]
+    Nul,
+    #[error("must be between {min} and {max}{unit}")]
+    Range {
+        min: u64,
+        max: u64,
+        unit: &'static str,
+    },
+    #[error("is too long")]
+    TooLong,
+    #[error("$in takes at most {max} values")]
+    TooManyValues { max: usize },
+    #[error(transparent)]
+    Scope(#[from] InvalidScope),
+    #[error("'{0}' is not covered by the allowed scopes")]
+    BeyondAllowedScopes(String),
+    #[error("'{0}' is not allowed for this application")]
+    NotAllowedForApp(String),
+    #[error("is reserved for tokens the admin API mints")]
+    Reserved,
+    #[error("no such application")]
+    NoSuchApp,
+    #[error("no such enabled application")]
+    NoSuchEnabledApp,
+    #[error("not a client_id")]
+    NotAClientId,
+    #[error("must be an RFC 3339 UTC timestamp such as 2030-01-31T00:00:00Z")]
+    NotUtcTimestamp,
+    #[error("must be in the future")]
+    NotInTheFuture,
+    #[error("must be a createdAt value")]
+    NotACursor,
+    #[error("one of id, owner_id or a bearer token is required")]
+    NoEnrollmentNamed,
+    #[error("HS256 uses the configured secret; change keys.hs256_secret to rotate it")]
+    Hs256NotRotatable,
+}
+
 /// Why a caller the core knows may not do what it asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -73,11 +142,8 @@ pub enum AuthorityError {
     MalformedScope(#[from] InvalidScope),
     #[error("scope '{0}' is not granted to this client")]
     ScopeNotGranted(String),
-    #[error("{field}: {message}")]
-    Invalid {
-        field: &'static str,
-        message: String,
-    },
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
     #[error("not found")]
     NotFound,
     #[error(transparent)]
@@ -89,11 +155,8 @@ pub enum AuthorityError {
 }
 
 impl AuthorityError {
-    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        Self::Invalid {
-            field,
-            message: message.into(),
-        }
+    pub fn invalid(field: &'static str, rule: Rule) -> Self {
+        Self::Invalid(Invalid { field, rule })
     }
 
     pub fn internal(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
@@ -118,10 +181,7 @@ impl AuthorityError {
             Self::UnsupportedGrantType => Self::UnsupportedGrantType,
             Self::MalformedScope(e) => Self::MalformedScope(e.clone()),
             Self::ScopeNotGranted(s) => Self::ScopeNotGranted(s.clone()),
-            Self::Invalid { field, message } => Self::Invalid {
-                field,
-                message: message.clone(),
-            },
+            Self::Invalid(invalid) => Self::Invalid(invalid.clone()),
             Self::NotFound => Self::NotFound,
             Self::Conflict(what) => Self::Conflict(what.clone()),
             Self::Unavailable => Self::Unavailable,
@@ -134,9 +194,7 @@ impl From<StoreError> for AuthorityError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(_) => Self::Conflict(Conflict::Duplicate),
-            StoreError::Unrepresentable => {
-                Self::invalid("input", "must not contain NUL characters")
-            }
+            StoreError::Unrepresentable => Self::invalid("input", Rule::Nul),
             StoreError::Unavailable(source) => {
                 tracing::warn!(error = %source, "store unavailable");
                 Self::Unavailable

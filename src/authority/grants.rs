@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{
-    AuthorityError, Principal, Refusal,
+    AuthorityError, Principal, Refusal, Rule,
     changes::ChangeHub,
     clock::SharedClock,
     lineage::Judge,
@@ -56,19 +56,13 @@ pub struct Grants {
 
 fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), AuthorityError> {
     if value.chars().count() > max {
-        return Err(AuthorityError::invalid(
-            field,
-            format!("may be at most {max} characters"),
-        ));
+        return Err(AuthorityError::invalid(field, Rule::MaxChars { max }));
     }
     if value
         .chars()
         .any(|c| c.is_control() && c != '\n' && c != '\t')
     {
-        return Err(AuthorityError::invalid(
-            field,
-            "must not contain control characters",
-        ));
+        return Err(AuthorityError::invalid(field, Rule::ControlCharacters));
     }
     Ok(())
 }
@@ -111,9 +105,9 @@ impl Grants {
         check_text("name", &name, AuthGrant::NAME_MAX_LEN)?;
         check_text("description", &description, AuthGrant::DESCRIPTION_MAX_LEN)?;
         let scope = ScopeSet::parse(request.scope.as_deref().unwrap_or(DEFAULT_SCOPE))
-            .map_err(|e| AuthorityError::invalid("scope", e.to_string()))?;
+            .map_err(|e| AuthorityError::invalid("scope", Rule::Scope(e)))?;
         if scope.is_empty() {
-            return Err(AuthorityError::invalid("scope", "must not be empty"));
+            return Err(AuthorityError::invalid("scope", Rule::Empty));
         }
         // A grant can never carry more than the token that creates it.
         if let Some(missing) = principal.scope.first_uncovered(&scope) {
@@ -123,17 +117,10 @@ impl Grants {
         let expires_at = match request.expires_at.flatten() {
             None => None,
             Some(raw) => {
-                let at = parse_utc_timestamp(&raw).ok_or_else(|| {
-                    AuthorityError::invalid(
-                        "expiresAt",
-                        "must be an RFC 3339 UTC timestamp such as 2030-01-31T00:00:00Z",
-                    )
-                })?;
+                let at = parse_utc_timestamp(&raw)
+                    .ok_or_else(|| AuthorityError::invalid("expiresAt", Rule::NotUtcTimestamp))?;
                 if at <= now {
-                    return Err(AuthorityError::invalid(
-                        "expiresAt",
-                        "must be in the future",
-                    ));
+                    return Err(AuthorityError::invalid("expiresAt", Rule::NotInTheFuture));
                 }
                 Some(at)
             }
@@ -201,7 +188,11 @@ impl Grants {
         if !(1..=LIST_MAX_LIMIT).contains(&limit) {
             return Err(AuthorityError::invalid(
                 "limit",
-                format!("must be between 1 and {LIST_MAX_LIMIT}"),
+                Rule::Range {
+                    min: 1,
+                    max: u64::from(LIST_MAX_LIMIT),
+                    unit: "",
+                },
             ));
         }
         let before = request
@@ -210,7 +201,7 @@ impl Grants {
             .map(|raw| {
                 DateTime::parse_from_rfc3339(raw)
                     .map(|t| t.with_timezone(&Utc))
-                    .map_err(|_| AuthorityError::invalid("cursor", "must be a createdAt value"))
+                    .map_err(|_| AuthorityError::invalid("cursor", Rule::NotACursor))
             })
             .transpose()?;
         Ok(self

@@ -23,7 +23,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use super::{AuthorityError, Conflict, clock::SharedClock};
+use super::{AuthorityError, Conflict, Rule, clock::SharedClock};
 use crate::{
     domain::{KeyState, SigningAlgorithm, SigningKeyRecord},
     store::{DynStore, KeyRotation},
@@ -436,7 +436,7 @@ impl KeyRing {
         if self.options.algorithm == SigningAlgorithm::HS256 {
             return Err(AuthorityError::invalid(
                 "algorithm",
-                "HS256 uses the configured secret; change keys.hs256_secret to rotate it",
+                Rule::Hs256NotRotatable,
             ));
         }
         let next = new_record(

@@ -23,7 +23,7 @@ pub mod verify;
 
 use std::{net::IpAddr, time::Duration};
 
-pub use error::{AuthorityError, Conflict, Refusal};
+pub use error::{AuthorityError, Conflict, Invalid, Refusal, Rule};
 
 use std::sync::Arc;
 
@@ -503,10 +503,7 @@ impl Authority {
                 }
                 (None, Some(owner)) => self.enrollments.get_for_owner(client.app_id, owner).await?,
                 (None, None) => {
-                    return Err(AuthorityError::invalid(
-                        "id",
-                        "one of id, owner_id or a bearer token is required",
-                    ));
+                    return Err(AuthorityError::invalid("id", Rule::NoEnrollmentNamed));
                 }
             },
         };
@@ -646,25 +643,35 @@ impl Authority {
         if lifetime.is_zero() || lifetime > longest {
             return Err(AuthorityError::invalid(
                 "expires_in",
-                format!("must be between 1 and {} seconds", longest.as_secs()),
+                Rule::Range {
+                    min: 1,
+                    max: longest.as_secs(),
+                    unit: " seconds",
+                },
             ));
         }
         let client_id = match request.subject.kind {
             SubjectKind::Owner => {
                 parse_owner(&request.subject.id).map_err(|_| {
-                    AuthorityError::invalid("sub", "must be 1 to 255 printable ASCII characters")
+                    AuthorityError::invalid(
+                        "sub",
+                        Rule::PrintableAscii {
+                            min: 1,
+                            max: crate::domain::OwnerId::MAX_LEN,
+                        },
+                    )
                 })?;
                 ADMIN_CLIENT_ID.to_owned()
             }
             SubjectKind::App => {
                 let client_id = ClientId::parse(&request.subject.id)
-                    .map_err(|_| AuthorityError::invalid("sub", "not a client_id"))?;
+                    .map_err(|_| AuthorityError::invalid("sub", Rule::NotAClientId))?;
                 let app = self
                     .store
                     .application_by_client_id(&client_id)
                     .await?
                     .filter(|app| !app.disabled)
-                    .ok_or_else(|| AuthorityError::invalid("sub", "no such enabled application"))?;
+                    .ok_or_else(|| AuthorityError::invalid("sub", Rule::NoSuchEnabledApp))?;
                 if let Some(scope) = app.allowed_scopes.first_uncovered(&request.scope) {
                     return Err(AuthorityError::ScopeNotGranted(scope.to_string()));
                 }

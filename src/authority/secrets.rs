@@ -12,7 +12,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::oneshot;
 
-use super::AuthorityError;
+use super::{AuthorityError, Rule};
 use crate::domain::ClientId;
 
 /// Prefixes let leak scanners recognise Portcullis credentials.
@@ -49,7 +49,10 @@ pub fn check_secret_shape(secret: &str) -> Result<(), AuthorityError> {
     } else {
         Err(AuthorityError::invalid(
             "client_secret",
-            format!("must be {SECRET_MIN_LEN} to {SECRET_MAX_LEN} printable ASCII characters"),
+            Rule::PrintableAscii {
+                min: SECRET_MIN_LEN,
+                max: SECRET_MAX_LEN,
+            },
         ))
     }
 }

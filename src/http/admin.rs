@@ -571,7 +571,7 @@ impl From<AuthorityError> for Problem {
             AuthorityError::UnsupportedGrantType
             | AuthorityError::MalformedScope(_)
             | AuthorityError::ScopeNotGranted(_)
-            | AuthorityError::Invalid { .. } => Self::new(StatusCode::BAD_REQUEST, e.to_string()),
+            | AuthorityError::Invalid(_) => Self::new(StatusCode::BAD_REQUEST, e.to_string()),
             AuthorityError::NotFound => Self::new(StatusCode::NOT_FOUND, "no such resource"),
             AuthorityError::Conflict(what) => Self::new(StatusCode::CONFLICT, what.to_string()),
             AuthorityError::Unavailable => {

@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     authority::{
-        AuthorityError, Principal,
+        AuthorityError, Invalid, Principal, Rule,
         grants::{CreateGrant, ListGrants},
     },
     domain::{AuthGrant, GrantId, GrantStatus},
@@ -103,7 +103,7 @@ impl TextMatch {
             Self::AnyOf { values } if values.len() <= MAX_IN_VALUES => Ok(Match::AnyOf(values)),
             Self::AnyOf { .. } => Err(AuthorityError::invalid(
                 field,
-                format!("$in takes at most {MAX_IN_VALUES} values"),
+                Rule::TooManyValues { max: MAX_IN_VALUES },
             )),
         }
     }
@@ -126,7 +126,7 @@ impl GrantQuery {
             .status
             .map(|raw| {
                 GrantStatus::parse(&raw).ok_or_else(|| {
-                    AuthorityError::invalid("query.status", "must be active or revoked")
+                    AuthorityError::invalid("query.status", Rule::OneOf("active or revoked"))
                 })
             })
             .transpose()?;
@@ -301,7 +301,7 @@ pub async fn update(
         match request.updates.get(field) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(AuthorityError::invalid(field, "must be a string").into()),
+            Some(_) => Err(AuthorityError::invalid(field, Rule::NotAString).into()),
         }
     };
     // Anything else in `updates` (scope, status, …) cannot be changed and is ignored.
@@ -421,9 +421,9 @@ impl From<AuthorityError> for LearnCardError {
             e @ AuthorityError::Refused(_) => {
                 Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", e.to_string())
             }
-            AuthorityError::Invalid { field, message } => Self {
-                issues: vec![json!({ "message": message, "path": [field] })],
-                ..Self::bad_request(format!("{field}: {message}"))
+            AuthorityError::Invalid(Invalid { field, rule }) => Self {
+                issues: vec![json!({ "message": rule.to_string(), "path": [field] })],
+                ..Self::bad_request(format!("{field}: {rule}"))
             },
             e @ (AuthorityError::MalformedScope(_) | AuthorityError::UnsupportedGrantType) => {
                 Self::bad_request(e.to_string())

@@ -201,7 +201,7 @@ impl From<AuthorityError> for EndorsedError {
             AuthorityError::UnsupportedGrantType => {
                 Self::bad_request("grant_type must be client_credentials")
             }
-            e @ (AuthorityError::MalformedScope(_) | AuthorityError::Invalid { .. }) => {
+            e @ (AuthorityError::MalformedScope(_) | AuthorityError::Invalid(_)) => {
                 Self::bad_request(e.to_string())
             }
             e @ AuthorityError::ScopeNotGranted(_) => {

@@ -21,7 +21,7 @@ use super::{
     log_internal, retry_after_secs,
 };
 use crate::{
-    authority::{AuthorityError, ClientCredentials, EnrollmentQuery, Principal},
+    authority::{AuthorityError, ClientCredentials, EnrollmentQuery, Invalid, Principal},
     domain::Enrollment,
 };
 
@@ -327,7 +327,9 @@ impl From<AuthorityError> for AccessError {
                     "too many requests; retry later",
                 )
             },
-            AuthorityError::Invalid { field, message } => Self::validation(field, message),
+            AuthorityError::Invalid(Invalid { field, rule }) => {
+                Self::validation(field, rule.to_string())
+            }
             e @ (AuthorityError::UnsupportedGrantType | AuthorityError::MalformedScope(_)) => {
                 Self::bad_request(e.to_string())
             }

@@ -429,7 +429,7 @@ impl From<AuthorityError> for OAuthError {
             e @ AuthorityError::ScopeNotGranted(_) => {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string())
             }
-            e @ AuthorityError::Invalid { .. } => Self::invalid_request(e.to_string()),
+            e @ AuthorityError::Invalid(_) => Self::invalid_request(e.to_string()),
             AuthorityError::NotFound => Self::invalid_request("not found"),
             AuthorityError::Conflict(what) => Self::invalid_request(what.to_string()),
             AuthorityError::Unavailable => Self::new(
