@@ -8,7 +8,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use reqwest::Response;
 use serde_json::{Value, json};
 use sqlx::Connection;
 
@@ -28,27 +27,8 @@ async fn app_token(app: &TestApp, client: &TestClient) -> String {
     body["access_token"].as_str().unwrap().to_owned()
 }
 
-async fn revoke(app: &TestApp, caller: &TestClient, token: &str) -> Response {
-    app.http
-        .post(format!("{}/oauth2/revoke", app.base))
-        .basic_auth(&caller.client_id, Some(&caller.secret))
-        .form(&[("token", token), ("token_type_hint", "access_token")])
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn is_active(app: &TestApp, caller: &TestClient, token: &str) -> bool {
-    let response = app
-        .http
-        .post(format!("{}/oauth2/introspect", app.base))
-        .basic_auth(&caller.client_id, Some(&caller.secret))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json::<Value>().await.unwrap()["active"] == true
+    app.introspection(caller, token).await["active"] == true
 }
 
 /// The status of a bearer-protected route called with `token`.
@@ -78,7 +58,7 @@ async fn revocation_survives_a_concurrent_reload() {
     });
     read.reached().await;
     // ...when the token is revoked; only then is the reload's result applied.
-    assert_eq!(revoke(&app, &client, &token).await.status(), 200);
+    assert_eq!(app.revoke(&client, &token).await.status(), 200);
     read.release();
     reload.await.unwrap();
 
@@ -193,7 +173,7 @@ async fn changes_reach_b_through(outage: Outage, heartbeat_ms: u64, bound: Durat
     // From here, A's notices never reach B's listener; a cut drops them with it.
     let listening = listening_connection(&db, &proxy).await;
     proxy.stall(listening);
-    assert_eq!(revoke(&a, &caller, &revoked).await.status(), 200);
+    assert_eq!(a.revoke(&caller, &revoked).await.status(), 200);
     let disabled = a
         .admin_post(&format!("/admin/v1/apps/{}/disable", doomed.id), json!({}))
         .await;
@@ -242,7 +222,7 @@ async fn changes_reach_b_through(outage: Outage, heartbeat_ms: u64, bound: Durat
     }
     let next = app_token(&a, &caller).await;
     assert_eq!(bearer_status(&b, &next).await, 200);
-    assert_eq!(revoke(&a, &caller, &next).await.status(), 200);
+    assert_eq!(a.revoke(&caller, &next).await.status(), 200);
     time_until(
         "B hearing a revocation",
         Duration::from_millis(900),

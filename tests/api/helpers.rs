@@ -446,6 +446,35 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// RFC 7662 introspection of `token`, authenticated as `caller`.
+    pub async fn introspect(&self, caller: &TestClient, token: &str) -> Response {
+        self.http
+            .post(format!("{}/oauth2/introspect", self.base))
+            .basic_auth(&caller.client_id, Some(&caller.secret))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The introspection response's body, which must be a 200.
+    pub async fn introspection(&self, caller: &TestClient, token: &str) -> Value {
+        let response = self.introspect(caller, token).await;
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// RFC 7009 revocation of `token`, authenticated as `caller`.
+    pub async fn revoke(&self, caller: &TestClient, token: &str) -> Response {
+        self.http
+            .post(format!("{}/oauth2/revoke", self.base))
+            .basic_auth(&caller.client_id, Some(&caller.secret))
+            .form(&[("token", token), ("token_type_hint", "access_token")])
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn default_app(&self) -> TestClient {
         self.create_app(json!({ "name": "test app" })).await
     }

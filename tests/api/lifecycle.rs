@@ -12,32 +12,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::{ADMIN_TOKEN, Spawn, TestApp, TestClient, postgres_url, verify_token};
 
-async fn introspect(app: &TestApp, caller: &TestClient, token: &str) -> Response {
-    app.http
-        .post(format!("{}/oauth2/introspect", app.base))
-        .basic_auth(&caller.client_id, Some(&caller.secret))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn introspect_json(app: &TestApp, caller: &TestClient, token: &str) -> Value {
-    let response = introspect(app, caller, token).await;
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
-}
-
-async fn revoke(app: &TestApp, caller: &TestClient, token: &str) -> Response {
-    app.http
-        .post(format!("{}/oauth2/revoke", app.base))
-        .basic_auth(&caller.client_id, Some(&caller.secret))
-        .form(&[("token", token), ("token_type_hint", "access_token")])
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn app_token(app: &TestApp, client: &TestClient) -> String {
     let body: Value = app
         .oauth_basic(client, "grant_type=client_credentials")
@@ -67,7 +41,7 @@ async fn introspection_describes_active_tokens() {
     let resource_server = app.default_app().await;
     let client = app.default_app().await;
     let token = app_token(&app, &client).await;
-    let body = introspect_json(&app, &resource_server, &token).await;
+    let body = app.introspection(&resource_server, &token).await;
     assert_eq!(body["active"], true);
     assert_eq!(body["client_id"], client.client_id);
     assert_eq!(body["sub"], client.client_id);
@@ -95,7 +69,7 @@ async fn introspection_answers_only_active_false_for_everything_else() {
     let foreign = app_token(&other_server, &foreign_client).await;
 
     let revoked = app_token(&app, &caller).await;
-    assert_eq!(revoke(&app, &caller, &revoked).await.status(), 200);
+    assert_eq!(app.revoke(&caller, &revoked).await.status(), 200);
 
     let disabled_app = app.default_app().await;
     let disabled_app_token = app_token(&app, &disabled_app).await;
@@ -123,15 +97,11 @@ async fn introspection_answers_only_active_false_for_everything_else() {
         (disabled_app_token.as_str(), "its app is disabled"),
         (deleted_app_token.as_str(), "its app is deleted"),
     ] {
-        assert_eq!(
-            introspect_json(&app, &caller, token).await,
-            inactive(),
-            "{why}"
-        );
+        assert_eq!(app.introspection(&caller, token).await, inactive(), "{why}");
     }
     clock.advance(TimeDelta::hours(2));
     assert_eq!(
-        introspect_json(&app, &caller, &expiring).await,
+        app.introspection(&caller, &expiring).await,
         inactive(),
         "expired"
     );
@@ -162,7 +132,7 @@ async fn introspection_follows_grants_and_enrollments() {
         .await
         .unwrap();
     let enrollment_token = authorized["token"].as_str().unwrap();
-    let body = introspect_json(&app, &caller, enrollment_token).await;
+    let body = app.introspection(&caller, enrollment_token).await;
     assert_eq!(body["enrollment_id"], enrollment["id"]);
     assert_eq!(body["sub_kind"], "owner");
     app.admin_post(
@@ -174,7 +144,7 @@ async fn introspection_follows_grants_and_enrollments() {
     )
     .await;
     assert_eq!(
-        introspect_json(&app, &caller, enrollment_token).await,
+        app.introspection(&caller, enrollment_token).await,
         inactive()
     );
 
@@ -202,7 +172,7 @@ async fn introspection_follows_grants_and_enrollments() {
         .await
         .unwrap();
     let grant_token = grant_token.as_str().unwrap();
-    let body = introspect_json(&app, &caller, grant_token).await;
+    let body = app.introspection(&caller, grant_token).await;
     assert_eq!(body["grant_id"], grant_id);
     app.http
         .post(format!("{}/auth-grant/{grant_id}/revoke", app.base))
@@ -210,10 +180,7 @@ async fn introspection_follows_grants_and_enrollments() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        introspect_json(&app, &caller, grant_token).await,
-        inactive()
-    );
+    assert_eq!(app.introspection(&caller, grant_token).await, inactive());
 }
 
 #[tokio::test]
@@ -250,7 +217,7 @@ async fn introspection_and_revocation_require_client_authentication() {
             .await;
         assert_eq!(anonymous.status(), 401, "{path} without credentials");
     }
-    assert_eq!(introspect_json(&app, &client, &token).await["active"], true);
+    assert_eq!(app.introspection(&client, &token).await["active"], true);
 }
 
 #[tokio::test]
@@ -261,21 +228,21 @@ async fn an_app_revokes_its_own_tokens_but_not_another_apps() {
     let my_token = app_token(&app, &mine).await;
     let their_token = app_token(&app, &theirs).await;
 
-    assert_eq!(revoke(&app, &mine, &their_token).await.status(), 200);
+    assert_eq!(app.revoke(&mine, &their_token).await.status(), 200);
     assert_eq!(
-        introspect_json(&app, &theirs, &their_token).await["active"],
+        app.introspection(&theirs, &their_token).await["active"],
         true,
         "another app's token is left alone"
     );
-    assert_eq!(revoke(&app, &mine, &my_token).await.status(), 200);
-    assert_eq!(introspect_json(&app, &mine, &my_token).await, inactive());
+    assert_eq!(app.revoke(&mine, &my_token).await.status(), 200);
+    assert_eq!(app.introspection(&mine, &my_token).await, inactive());
     assert_eq!(
-        revoke(&app, &mine, &my_token).await.status(),
+        app.revoke(&mine, &my_token).await.status(),
         200,
         "already revoked"
     );
     assert_eq!(
-        revoke(&app, &mine, "no-such-token").await.status(),
+        app.revoke(&mine, "no-such-token").await.status(),
         200,
         "unknown tokens are fine too"
     );
@@ -360,10 +327,7 @@ async fn key_rotation_publishes_ahead_and_keeps_old_tokens_valid_until_they_expi
     assert_eq!(header.kid.as_deref(), Some(next[0].as_str()));
     verify_token(&app, &old_token).await;
     let caller = app.default_app().await;
-    assert_eq!(
-        introspect_json(&app, &caller, &old_token).await["active"],
-        true
-    );
+    assert_eq!(app.introspection(&caller, &old_token).await["active"], true);
     let kids = jwks_kids().await;
     assert_eq!(kids.len(), 3, "retired, current and a new next: {kids:?}");
     assert!(kids.contains(&first[0]));
@@ -498,7 +462,7 @@ async fn a_change_on_one_replica_is_seen_by_another_at_once() {
     assert_eq!(protected(&b, token.clone()).await, 200);
     assert_eq!(b.endorsed_json(client.json(None)).await.status(), 200);
 
-    assert_eq!(revoke(&a, &client, &token).await.status(), 200);
+    assert_eq!(a.revoke(&client, &token).await.status(), 200);
     eventually("B refusing the token A revoked", || {
         let token = token.clone();
         let b = &b;

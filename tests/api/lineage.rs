@@ -125,19 +125,6 @@ async fn exchange(app: &TestApp, subject_token: &str, scope: Option<&str>) -> Re
         .unwrap()
 }
 
-async fn introspect(app: &TestApp, caller: &TestClient, token: &str) -> Value {
-    let response = app
-        .http
-        .post(format!("{}/oauth2/introspect", app.base))
-        .basic_auth(&caller.client_id, Some(&caller.secret))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
-}
-
 async fn client_credentials(app: &TestApp, client: &TestClient) -> Response {
     app.endorsed_json(client.json(None)).await
 }
@@ -176,7 +163,7 @@ async fn grant_dies_with_its_enrollment() {
         "nor can it mint itself a new one"
     );
     assert_eq!(
-        introspect(&app, &client, &grant_token).await["active"],
+        app.introspection(&client, &grant_token).await["active"],
         false
     );
 
@@ -198,7 +185,7 @@ async fn grant_dies_with_its_enrollment() {
     assert_eq!(list_grants(&app, &grant_token).await.status(), 401);
     assert_eq!(exchange(&app, &grant_token, None).await.status(), 400);
     assert_eq!(
-        introspect(&app, &client, &grant_token).await["active"],
+        app.introspection(&client, &grant_token).await["active"],
         false
     );
 
@@ -270,7 +257,7 @@ async fn apps_enrolled_for_one_owner_never_see_each_others_grants() {
 
     // A's grant tokens carry A's client_id and stay A's.
     let a_grant_token = api_token_string(&app, &a.token, &a_grant).await;
-    let seen = introspect(&app, &a_client, &a_grant_token).await;
+    let seen = app.introspection(&a_client, &a_grant_token).await;
     assert_eq!(seen["active"], true);
     assert_eq!(seen["client_id"], a_client.client_id);
     let listed: Value = list_grants(&app, &a_grant_token)
@@ -331,20 +318,20 @@ async fn narrowing_app_scopes_narrows_every_derived_token() {
     assert_eq!(exchanged["scope"], "authGrants:read orders:read");
 
     let fresh = api_token_string(&app, &owner.token, &grant).await;
-    let seen = introspect(&app, &client, &fresh).await;
+    let seen = app.introspection(&client, &fresh).await;
     assert_eq!(seen["active"], true);
     assert_eq!(
         seen["scope"], "authGrants:read orders:read",
         "a new API token carries no more"
     );
-    let old = introspect(&app, &client, &grant_token).await;
+    let old = app.introspection(&client, &grant_token).await;
     assert_eq!(
         old["scope"], "authGrants:read orders:read",
         "an old one acts with no more"
     );
 
     // The app's own and the enrollment's tokens narrow too.
-    let enrollment = introspect(&app, &client, &owner.token).await;
+    let enrollment = app.introspection(&client, &owner.token).await;
     assert_eq!(enrollment["active"], true);
     assert!(!enrollment["scope"].as_str().unwrap().contains("payouts"));
 }
@@ -393,7 +380,7 @@ async fn recreated_enrollment_id_revives_nothing() {
         "the old token names owner-a"
     );
     assert_eq!(
-        introspect(&app, &client, &first.token).await["active"],
+        app.introspection(&client, &first.token).await["active"],
         false
     );
     let renewal = app
