@@ -145,6 +145,7 @@ fn bench_mint_and_verify(c: &mut Criterion) {
         enrollment_id: None,
         grant_id: None,
         grant_type: "client_credentials",
+        parent_jti: None,
     };
 
     let mut mint = c.benchmark_group("mint");

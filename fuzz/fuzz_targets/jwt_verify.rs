@@ -51,6 +51,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
             algorithm: SigningAlgorithm::ES256,
             hs256_secret: None,
             retired_key_visibility: TimeDelta::hours(1),
+            next_key_lead: TimeDelta::zero(),
         };
         let master = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
         Arc::new(
@@ -71,6 +72,8 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
             lifetime: Duration::from_secs(300),
             enrollment_id: None,
             grant_id: None,
+            grant_type: "client_credentials",
+            parent_jti: None,
         })
         .unwrap()
         .access_token;

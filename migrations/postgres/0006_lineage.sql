@@ -5,14 +5,18 @@ ALTER TABLE auth_grants ADD COLUMN app_id UUID REFERENCES applications (id) ON D
 ALTER TABLE auth_grants
     ADD COLUMN enrollment_id UUID REFERENCES enrollments (id) ON DELETE CASCADE;
 
+-- Only a record that existed when the grant was made can be where it came from: an app or
+-- enrollment created later under the same client_id or owner is another one.
 UPDATE auth_grants SET app_id =
-    (SELECT a.id FROM applications a WHERE a.client_id = auth_grants.client_id);
+    (SELECT a.id FROM applications a
+     WHERE a.client_id = auth_grants.client_id AND a.created_at <= auth_grants.created_at);
 UPDATE auth_grants SET enrollment_id =
     (SELECT e.id FROM enrollments e
-     WHERE e.app_id = auth_grants.app_id AND e.owner_id = auth_grants.profile_id)
+     WHERE e.app_id = auth_grants.app_id AND e.owner_id = auth_grants.profile_id
+       AND e.created_at <= auth_grants.created_at)
 WHERE profile_kind = 'owner';
--- Grants whose app or enrollment is already gone stood for nothing (they were refused at
--- use); with lineage recorded they would look like the operator's own.
+-- Grants whose app or enrollment is gone are dropped: with lineage recorded they would
+-- look like the operator's own, and what they came from no longer stands.
 DELETE FROM auth_grants
 WHERE (app_id IS NULL AND client_id <> 'portcullis-admin')
    OR (profile_kind = 'owner' AND app_id IS NOT NULL AND enrollment_id IS NULL);

@@ -24,16 +24,22 @@ pub struct FeedHealth {
     lost: AtomicBool,
     /// When it was last lost (unix milliseconds).
     lost_at_ms: AtomicI64,
-    /// What the feed may have missed is not reloaded yet: set when it is lost, cleared by
-    /// the first resync that succeeds once it is back.
-    behind: AtomicBool,
+    /// How many times the feed has been lost since start.
     interruptions: AtomicU64,
+    /// The last loss whose missed changes a resync has since covered: one that began after
+    /// the feed was listening again. Behind while below `interruptions`. A counter, not a
+    /// flag, so that a resync finishing after a newer loss cannot mark that one covered.
+    caught_up: AtomicU64,
 }
 
 impl FeedHealth {
     /// True while changes made on other replicas may go unheard here.
     pub fn is_degraded(&self) -> bool {
-        self.lost.load(Ordering::Acquire) || self.behind.load(Ordering::Acquire)
+        self.lost.load(Ordering::Acquire) || self.is_behind()
+    }
+
+    fn is_behind(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire) < self.interruptions.load(Ordering::Acquire)
     }
 
     /// Since when changes may have gone unheard, while they may.
@@ -47,15 +53,14 @@ impl FeedHealth {
 
     /// How many times the feed has been lost since start.
     pub fn interruptions(&self) -> u64 {
-        self.interruptions.load(Ordering::Relaxed)
+        self.interruptions.load(Ordering::Acquire)
     }
 
     fn mark_lost(&self, at: DateTime<Utc>) {
         self.lost_at_ms
             .store(at.timestamp_millis(), Ordering::Release);
         self.lost.store(true, Ordering::Release);
-        self.behind.store(true, Ordering::Release);
-        self.interruptions.fetch_add(1, Ordering::Relaxed);
+        self.interruptions.fetch_add(1, Ordering::AcqRel);
     }
 
     #[cfg(test)]
@@ -122,9 +127,7 @@ impl ChangeHub {
                 crate::telemetry::metrics::change_feed_up();
                 self.health.lost.store(false, Ordering::Release);
                 // Degraded until what was missed while lost has been reloaded.
-                if self.resync().await {
-                    self.health.behind.store(false, Ordering::Release);
-                }
+                self.catch_up().await;
             }
         }
     }
@@ -181,10 +184,8 @@ impl ChangeHub {
     /// succeeded yet, it is tried again instead.
     pub async fn reload(&self) {
         let health = &self.health;
-        if health.behind.load(Ordering::Acquire) && !health.lost.load(Ordering::Acquire) {
-            if self.resync().await {
-                health.behind.store(false, Ordering::Release);
-            }
+        if health.is_behind() && !health.lost.load(Ordering::Acquire) {
+            self.catch_up().await;
             return;
         }
         let now = self.clock.now();
@@ -192,6 +193,14 @@ impl ChangeHub {
             self.report("could not reload revocations", &e);
         }
         self.reload_keys().await;
+    }
+
+    /// Resyncs, and if that worked, marks covered every loss counted before it began.
+    async fn catch_up(&self) {
+        let covers = self.health.interruptions();
+        if self.resync().await {
+            self.health.caught_up.fetch_max(covers, Ordering::AcqRel);
+        }
     }
 
     async fn reload_keys(&self) -> bool {
@@ -215,5 +224,35 @@ impl ChangeHub {
         } else {
             tracing::warn!(error = %e, "{what}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resync_that_began_before_a_new_loss_does_not_cover_it() {
+        let health = FeedHealth::default();
+        let t = Utc::now();
+        health.mark_lost(t);
+        health.lost.store(false, Ordering::Release);
+        assert!(
+            health.is_degraded(),
+            "behind until a resync covers the loss"
+        );
+        // A resync starts, covering the losses counted so far …
+        let covers = health.interruptions();
+        // … the feed is lost again and back before it finishes …
+        health.mark_lost(t);
+        health.lost.store(false, Ordering::Release);
+        // … and it succeeds: the newer loss is still owed its own resync.
+        health.caught_up.fetch_max(covers, Ordering::AcqRel);
+        assert!(health.is_degraded());
+        health
+            .caught_up
+            .fetch_max(health.interruptions(), Ordering::AcqRel);
+        assert!(!health.is_degraded());
+        assert_eq!(health.degraded_since(), None);
     }
 }

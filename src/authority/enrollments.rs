@@ -234,17 +234,19 @@ impl Enrollments {
         Ok(enrollment)
     }
 
+    /// Writes the data of `of`, the enrollment a token was judged against; if that
+    /// record is gone (or its id now names another), the token no longer stands.
     pub async fn update_data(
         &self,
-        id: EnrollmentId,
+        of: &Enrollment,
         data: Value,
     ) -> Result<Enrollment, AuthorityError> {
         check_data(&data)?;
         let enrollment = self
             .store
-            .update_enrollment_data(id, &data, self.clock.now())
+            .update_enrollment_data(of, &data, self.clock.now())
             .await?
-            .ok_or(AuthorityError::NotFound)?;
+            .ok_or(AuthorityError::InvalidToken)?;
         self.changed(&enrollment, "enrollment.updated").await;
         Ok(enrollment)
     }

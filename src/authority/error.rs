@@ -113,6 +113,9 @@ pub enum Conflict {
     NextKeyTooNew { retry_at: DateTime<Utc> },
     #[error("a record with that key already exists")]
     Duplicate,
+    /// A grant made through an enrollment or app that was deleted at the same moment.
+    #[error("what this would belong to was deleted meanwhile")]
+    ParentGone,
 }
 
 /// Everything the core can answer, in domain words. Each HTTP dialect maps these to its
@@ -194,6 +197,7 @@ impl From<StoreError> for AuthorityError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(_) => Self::Conflict(Conflict::Duplicate),
+            StoreError::Orphan => Self::Conflict(Conflict::ParentGone),
             StoreError::Unrepresentable => Self::invalid("input", Rule::Nul),
             StoreError::Unavailable(source) => {
                 tracing::warn!(error = %source, "store unavailable");

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     domain::{AuthGrant, Change, GrantId, GrantStatus, ScopeSet, parse_utc_timestamp},
-    store::{DynStore, GrantFilter},
+    store::{DynStore, GrantFilter, Match},
 };
 
 pub const READ: &str = "authGrants:read";
@@ -157,6 +157,17 @@ impl Grants {
         Ok(id)
     }
 
+    /// The grant `raw` names, if the caller may reach it: any grant of its profile, or for a
+    /// token derived from a grant, that grant alone (a grant's token must not reach, mint
+    /// for or revoke its siblings). Anything else is `NotFound`.
+    fn reachable(principal: &Principal, raw: &str) -> Result<GrantId, AuthorityError> {
+        let id = parse_grant_id(raw)?;
+        match principal.grant() {
+            Some(own) if own.id != id => Err(AuthorityError::NotFound),
+            _ => Ok(id),
+        }
+    }
+
     /// The grant if it belongs to the caller's profile; anything else is `NotFound`.
     async fn owned(
         &self,
@@ -175,7 +186,7 @@ impl Grants {
         id: &str,
     ) -> Result<Arc<AuthGrant>, AuthorityError> {
         principal.require(READ)?;
-        self.owned(principal, parse_grant_id(id)?).await
+        self.owned(principal, Self::reachable(principal, id)?).await
     }
 
     pub async fn list(
@@ -204,9 +215,21 @@ impl Grants {
                     .map_err(|_| AuthorityError::invalid("cursor", Rule::NotACursor))
             })
             .transpose()?;
+        let mut filter = request.filter;
+        if let Some(own) = principal.grant() {
+            let asked_for_it = match &filter.id {
+                None => true,
+                Some(Match::Exact(id)) => *id == own.id,
+                Some(Match::AnyOf(ids)) => ids.contains(&own.id),
+            };
+            if !asked_for_it {
+                return Ok(Vec::new());
+            }
+            filter.id = Some(Match::Exact(own.id));
+        }
         Ok(self
             .store
-            .list_grants(&principal.profile, &request.filter, before, limit)
+            .list_grants(&principal.profile, &filter, before, limit)
             .await?)
     }
 
@@ -219,7 +242,7 @@ impl Grants {
         description: Option<String>,
     ) -> Result<bool, AuthorityError> {
         principal.require(WRITE)?;
-        let id = parse_grant_id(id)?;
+        let id = Self::reachable(principal, id)?;
         self.owned(principal, id).await?;
         if name.is_none() && description.is_none() {
             return Ok(false);
@@ -249,7 +272,7 @@ impl Grants {
     /// Idempotent: revoking a revoked grant is still `true`.
     pub async fn revoke(&self, principal: &Principal, id: &str) -> Result<(), AuthorityError> {
         principal.require(WRITE)?;
-        let id = parse_grant_id(id)?;
+        let id = Self::reachable(principal, id)?;
         if !self.store.revoke_grant(id, &principal.profile).await? {
             return Err(AuthorityError::NotFound);
         }
@@ -261,7 +284,7 @@ impl Grants {
     /// Only a revoked grant can be deleted.
     pub async fn delete(&self, principal: &Principal, id: &str) -> Result<(), AuthorityError> {
         principal.require(DELETE)?;
-        let id = parse_grant_id(id)?;
+        let id = Self::reachable(principal, id)?;
         if self
             .store
             .delete_revoked_grant(id, &principal.profile)
@@ -285,7 +308,9 @@ impl Grants {
         minter: &TokenMinter,
     ) -> Result<IssuedToken, AuthorityError> {
         principal.require(READ)?;
-        let grant = self.owned(principal, parse_grant_id(id)?).await?;
+        let grant = self
+            .owned(principal, Self::reachable(principal, id)?)
+            .await?;
         let judge = Judge {
             records: &self.records,
             now: self.clock.now(),
@@ -306,6 +331,7 @@ impl Grants {
             enrollment_id: None,
             grant_id: Some(grant.id.to_string()),
             grant_type: "auth_grant",
+            parent_jti: None,
         })?;
         tracing::info!(event = "grant.api_token", grant_id = %grant.id, jti = %token.jti);
         Ok(token)
@@ -321,6 +347,11 @@ impl Grants {
         minter: &TokenMinter,
     ) -> Result<IssuedToken, AuthorityError> {
         let grant = subject.grant().ok_or(AuthorityError::InvalidToken)?;
+        // Only a grant's API token is exchanged: a token exchanged from another could be
+        // traced to its parent but not to every ancestor.
+        if subject.claims.parent_jti.is_some() {
+            return Err(AuthorityError::InvalidToken);
+        }
         let scope = match requested.filter(|s| !s.is_empty()) {
             Some(wanted) => {
                 if let Some(missing) = subject.scope.first_uncovered(&wanted) {
@@ -330,14 +361,18 @@ impl Grants {
             }
             None => subject.scope.clone(),
         };
+        // Nor may it outlive the token it came from, whose revocation it must follow.
+        let left = u64::try_from(subject.claims.exp - self.clock.now().timestamp())
+            .map_or(Duration::from_secs(1), |s| Duration::from_secs(s.max(1)));
         let token = minter.mint(TokenSpec {
             subject: &grant.profile,
             client_id: &grant.client_id,
             scope: &scope,
-            lifetime: self.lifetime_within(grant, self.exchanged_lifetime),
+            lifetime: self.lifetime_within(grant, self.exchanged_lifetime.min(left)),
             enrollment_id: None,
             grant_id: Some(grant.id.to_string()),
             grant_type: "token_exchange",
+            parent_jti: Some(subject.claims.jti.clone()),
         })?;
         tracing::info!(event = "grant.exchanged", grant_id = %grant.id, jti = %token.jti);
         Ok(token)

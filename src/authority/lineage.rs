@@ -49,6 +49,12 @@ pub(super) fn issued_before(claims: &Claims, created_at: DateTime<Utc>) -> bool 
     claims.iat + LEEWAY_SECS < created_at.timestamp()
 }
 
+/// The same for a grant and the enrollment it names: an enrollment id used again later is
+/// not where the grant came from.
+fn created_before(grant: DateTime<Utc>, enrollment: DateTime<Utc>) -> bool {
+    grant.timestamp() + LEEWAY_SECS < enrollment.timestamp()
+}
+
 impl Judge<'_> {
     /// The standing of a verified token, or `None` if anything along its chain fell.
     pub async fn token(&self, claims: &Claims) -> Result<Option<Standing>, AuthorityError> {
@@ -182,7 +188,8 @@ impl Judge<'_> {
             } => match self.enrollment_by_id(enrollment_id).await? {
                 Some(chain)
                     if chain.app.id == app_id
-                        && chain.enrollment.owner_id.as_str() == grant.profile.id =>
+                        && chain.enrollment.owner_id.as_str() == grant.profile.id
+                        && !created_before(grant.created_at, chain.enrollment.created_at) =>
                 {
                     chain.scope
                 }

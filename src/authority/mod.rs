@@ -338,6 +338,7 @@ impl Authority {
             enrollment_id: None,
             grant_id: None,
             grant_type: "client_credentials",
+            parent_jti: None,
         })?;
         tracing::info!(
             event = "token.issued",
@@ -361,7 +362,9 @@ impl Authority {
 
     async fn judge_bearer(&self, token: &str) -> Result<Principal, AuthorityError> {
         let claims = self.verifier.verify(token)?;
-        if self.revocations.contains(&claims.jti) {
+        let revoked =
+            |jti: &Option<String>| jti.as_ref().is_some_and(|j| self.revocations.contains(j));
+        if self.revocations.contains(&claims.jti) || revoked(&claims.parent_jti) {
             return Err(AuthorityError::InvalidToken);
         }
         let now = self.clock.now();
@@ -574,6 +577,7 @@ impl Authority {
             enrollment_id: Some(enrollment.id.to_string()),
             grant_id: None,
             grant_type: "enrollment",
+            parent_jti: None,
         })
     }
 
@@ -590,11 +594,8 @@ impl Authority {
         principal: &Principal,
         data: Value,
     ) -> Result<Enrollment, AuthorityError> {
-        let id = principal
-            .enrollment()
-            .map(|e| e.id)
-            .ok_or(AuthorityError::InvalidToken)?;
-        self.enrollments.update_data(id, data).await
+        let enrollment = principal.enrollment().ok_or(AuthorityError::InvalidToken)?;
+        self.enrollments.update_data(enrollment, data).await
     }
 
     /// Creates an enrollment for the owner that `owner_token` speaks for, with the app
@@ -686,6 +687,7 @@ impl Authority {
             enrollment_id: None,
             grant_id: None,
             grant_type: "admin_mint",
+            parent_jti: None,
         })?;
         tracing::info!(
             event = "token.minted",

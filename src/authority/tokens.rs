@@ -27,6 +27,10 @@ pub struct Claims {
     pub enrollment_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_id: Option<String>,
+    /// The `jti` of the token this one was exchanged from (RFC 8693): it stands only while
+    /// that one does, and never outlives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_jti: Option<String>,
 }
 
 /// What to put in a token; the minter adds issuer, audience, times and id.
@@ -40,6 +44,7 @@ pub struct TokenSpec<'a> {
     pub grant_id: Option<String>,
     /// How the token was obtained, for metrics ("client_credentials", "token_exchange", …).
     pub grant_type: &'static str,
+    pub parent_jti: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +90,7 @@ impl TokenMinter {
             sub_kind: spec.subject.kind,
             enrollment_id: spec.enrollment_id,
             grant_id: spec.grant_id,
+            parent_jti: spec.parent_jti,
         };
         let payload = serde_json::to_vec(&claims).map_err(AuthorityError::internal)?;
 

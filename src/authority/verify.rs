@@ -197,6 +197,7 @@ mod properties {
                 enrollment_id: None,
                 grant_id: None,
                 grant_type: "client_credentials",
+                parent_jti: None,
             })
             .unwrap()
             .access_token;

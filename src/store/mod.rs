@@ -87,9 +87,11 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Enrollment>, StoreError>;
     /// Each writes one column (and updated_at), so concurrent edits cannot undo each other.
+    /// The data is written only while the enrollment is still the one `of` describes (same
+    /// id, app, owner and creation), never into a record that reused its id.
     async fn update_enrollment_data(
         &self,
-        id: EnrollmentId,
+        of: &Enrollment,
         data: &serde_json::Value,
         now: DateTime<Utc>,
     ) -> Result<Option<Enrollment>, StoreError>;
@@ -253,6 +255,9 @@ pub struct GrantFilter {
 pub enum StoreError {
     #[error("conflict: {0}")]
     Conflict(&'static str),
+    /// The record refers to one that no longer exists (deleted meanwhile).
+    #[error("the record it belongs to is gone")]
+    Orphan,
     #[error("the input holds characters the store cannot keep")]
     Unrepresentable,
     #[error("database unavailable")]

@@ -272,6 +272,7 @@ pub(super) fn map_err(e: sqlx::Error) -> StoreError {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             StoreError::Conflict("a record with that key already exists")
         }
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::Orphan,
         // PostgreSQL refuses NUL characters in text and JSON; that is the input's fault.
         sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("22P05" | "22021")) => {
             StoreError::Unrepresentable
@@ -578,17 +579,21 @@ where
 
     async fn update_enrollment_data(
         &self,
-        id: EnrollmentId,
+        of: &Enrollment,
         data: &Value,
         now: DateTime<Utc>,
     ) -> Result<Option<Enrollment>, StoreError> {
         sqlx::query_as::<DB, EnrollmentRow>(sqlx::AssertSqlSafe(format!(
             "UPDATE enrollments SET data = $2, updated_at = $3 WHERE id = $1 \
+             AND app_id = $4 AND owner_id = $5 AND created_at = $6 \
              RETURNING {ENROLLMENT_COLUMNS}"
         )))
-        .bind(id.0)
+        .bind(of.id.0)
         .bind(Json(data.clone()))
         .bind(Timestamp(now))
+        .bind(of.app_id.0)
+        .bind(of.owner_id.as_str().to_owned())
+        .bind(Timestamp(of.created_at))
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?

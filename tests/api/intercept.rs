@@ -308,13 +308,13 @@ impl Store for InterceptStore {
     }
     async fn update_enrollment_data(
         &self,
-        id: EnrollmentId,
+        of: &Enrollment,
         data: &Value,
         now: DateTime<Utc>,
     ) -> Result<Option<Enrollment>, StoreError> {
         self.around(
             "update_enrollment_data",
-            self.inner.update_enrollment_data(id, data, now),
+            self.inner.update_enrollment_data(of, data, now),
         )
         .await
     }

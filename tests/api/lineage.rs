@@ -260,11 +260,7 @@ async fn apps_enrolled_for_one_owner_never_see_each_others_grants() {
     let seen = app.introspection(&a_client, &a_grant_token).await;
     assert_eq!(seen["active"], true);
     assert_eq!(seen["client_id"], a_client.client_id);
-    let listed: Value = list_grants(&app, &a_grant_token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = list_grants(&app, &a.token).await.json().await.unwrap();
     assert_eq!(
         listed.as_array().unwrap().len(),
         2,
@@ -501,5 +497,81 @@ async fn a_standing_read_that_races_a_disable_is_never_cached() {
         after.status(),
         401,
         "the disabled enrollment's token still works"
+    );
+}
+
+#[tokio::test]
+async fn a_grant_token_reaches_only_its_own_grant() {
+    let app = TestApp::spawn().await;
+    let scopes = format!("{GRANT_SCOPES} orders:read");
+    let client = app
+        .create_app(json!({ "name": "a", "allowed_scopes": scopes }))
+        .await;
+    let owner = enroll(&app, &client, "workspace-1", &scopes).await;
+    let short = create_grant(&app, &owner.token, &scopes).await;
+    let sibling = create_grant(&app, &owner.token, "orders:read").await;
+    let short_token = api_token_string(&app, &owner.token, &short).await;
+
+    assert_eq!(
+        api_token(&app, &short_token, &sibling).await.status(),
+        404,
+        "a grant's token cannot mint one for a sibling that would outlive it"
+    );
+    for (method, path) in [
+        (Method::GET, format!("/auth-grant/{sibling}")),
+        (Method::POST, format!("/auth-grant/{sibling}/revoke")),
+        (Method::DELETE, format!("/auth-grant/{sibling}")),
+    ] {
+        let response = call(&app, method.clone(), &path, &short_token, json!(null)).await;
+        assert_eq!(response.status(), 404, "{method} {path}");
+    }
+    let listed: Value = list_grants(&app, &short_token).await.json().await.unwrap();
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        1,
+        "only its own grant: {listed}"
+    );
+    let own = format!("/auth-grant/{short}");
+    let own = call(&app, Method::GET, &own, &short_token, json!(null)).await;
+    assert_eq!(own.status(), 200);
+    // The owner still reaches both.
+    let listed: Value = list_grants(&app, &owner.token).await.json().await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn an_exchanged_token_dies_with_the_token_it_came_from() {
+    let app = TestApp::spawn().await;
+    let client = app.default_app().await;
+    let app_token: Value = app
+        .oauth_basic(&client, "grant_type=client_credentials")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let app_token = app_token["access_token"].as_str().unwrap().to_owned();
+    let grant = create_grant(&app, &app_token, "authGrants:read").await;
+    let api = api_token_string(&app, &app_token, &grant).await;
+    let exchanged: Value = exchange(&app, &api, None).await.json().await.unwrap();
+    let exchanged = exchanged["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(list_grants(&app, &exchanged).await.status(), 200);
+    assert_eq!(
+        exchange(&app, &exchanged, None).await.status(),
+        400,
+        "only a grant's API token is exchanged, never a token exchanged from one"
+    );
+    let api_exp = app.introspection(&client, &api).await["exp"]
+        .as_i64()
+        .unwrap();
+    let exchanged_exp = app.introspection(&client, &exchanged).await["exp"]
+        .as_i64()
+        .unwrap();
+    assert!(exchanged_exp <= api_exp, "it never outlives its parent");
+
+    assert_eq!(app.revoke(&client, &api).await.status(), 200);
+    assert_eq!(list_grants(&app, &exchanged).await.status(), 401);
+    assert_eq!(
+        app.introspection(&client, &exchanged).await["active"],
+        false
     );
 }

@@ -255,7 +255,7 @@ async fn enrollments_round_trip_and_stay_unique_per_app_and_owner() {
 
         let later = t0() + TimeDelta::seconds(5);
         let updated = store
-            .update_enrollment_data(first.id, &json!({ "plan": "free" }), later)
+            .update_enrollment_data(&first, &json!({ "plan": "free" }), later)
             .await
             .unwrap()
             .unwrap();
@@ -278,12 +278,35 @@ async fn enrollments_round_trip_and_stay_unique_per_app_and_owner() {
                 .unwrap(),
             None
         );
+        let mut gone = first.clone();
+        gone.id = missing;
         assert_eq!(
             store
-                .update_enrollment_data(missing, &json!({}), later)
+                .update_enrollment_data(&gone, &json!({}), later)
                 .await
                 .unwrap(),
             None
+        );
+        // The same id, but another owner's record now: the data is not written there.
+        let mut reused = first.clone();
+        reused.owner_id = OwnerId::parse("owner-9").unwrap();
+        assert_eq!(
+            store
+                .update_enrollment_data(&reused, &json!({ "x": 1 }), later)
+                .await
+                .unwrap(),
+            None,
+            "{name}: only into the very record the token was judged against"
+        );
+        let mut recreated = first.clone();
+        recreated.created_at = later;
+        assert_eq!(
+            store
+                .update_enrollment_data(&recreated, &json!({ "x": 1 }), later)
+                .await
+                .unwrap(),
+            None,
+            "{name}"
         );
 
         assert!(store.delete_enrollment(first.id).await.unwrap(), "{name}");
