@@ -13,11 +13,15 @@ use axum::{
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
 use super::{
     AppState, BODY_LIMIT_BYTES,
-    extract::{BasicAuth, BodyError, BodyFormat, ClientIp, basic_auth, bearer_token, parse_body},
+    extract::{
+        BasicAuth, BodyError, BodyFormat, ClientIp, JsonKeys, basic_auth, bearer_token,
+        parse_body_keyed,
+    },
     log_internal, retry_after_secs,
 };
 use crate::{
@@ -25,8 +29,9 @@ use crate::{
     domain::Enrollment,
 };
 
-/// The application's credentials (here, or by HTTP Basic, not both) and which enrollment:
-/// `id`, `owner_id`, or the enrollment token being renewed as `Authorization: Bearer`.
+/// The application's credentials (here, by HTTP Basic, or both naming the same credentials,
+/// as the official Go client sends them) and which enrollment: `id`, `owner_id`, or the
+/// enrollment token being renewed as `Authorization: Bearer`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AuthorizeEnrollmentRequest {
     #[schema(value_type = String, required = false)]
@@ -109,17 +114,27 @@ fn no_store(body: EnrollmentResponse) -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-store")], Json(body))
 }
 
-/// Client credentials from HTTP Basic or the body, never both.
+/// Client credentials from HTTP Basic, the body, or both: the official Go client always
+/// sends both, so when it does they must name the same credentials. A difference is any bad
+/// credential's 401, decided here without hashing, and not saying which part differed.
 fn app_credentials(
     headers: &HeaderMap,
     client_id: Option<String>,
     client_secret: Option<String>,
 ) -> Result<(String, String), AccessError> {
     match (basic_auth(headers), client_id, client_secret) {
-        (BasicAuth::Present(_), _, Some(_)) => Err(AccessError::bad_request(
-            "send client credentials in the body or with HTTP Basic, not both",
-        )),
-        (BasicAuth::Present(basic), _, None) => Ok((basic.client_id, basic.client_secret)),
+        (BasicAuth::Present(basic), client_id, client_secret) => {
+            let same = |body: Option<String>, basic: &str| {
+                body.map_or(1.into(), |body| body.as_bytes().ct_eq(basic.as_bytes()))
+            };
+            let same_id = same(client_id, &basic.client_id);
+            let same_secret = same(client_secret, &basic.client_secret);
+            if bool::from(same_id & same_secret) {
+                Ok((basic.client_id, basic.client_secret))
+            } else {
+                Err(AuthorityError::InvalidClient.into())
+            }
+        }
         (BasicAuth::Malformed, _, _) => Err(AuthorityError::InvalidClient.into()),
         (BasicAuth::Absent, Some(id), Some(secret)) => Ok((id, secret)),
         (BasicAuth::Absent, _, _) => Err(AccessError::validation(
@@ -134,7 +149,9 @@ fn read_body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, AccessError> {
     let body = body.map_err(AccessError::from_body_rejection)?;
-    parse_body(headers, &body, BodyFormat::Json).map_err(|e| match e {
+    // The Go service this dialect mirrors matches field names case-insensitively, and its
+    // clients rely on it (`{"Data":…}`).
+    parse_body_keyed(headers, &body, BodyFormat::Json, JsonKeys::GoFold).map_err(|e| match e {
         BodyError::UnsupportedMediaType => AccessError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",

@@ -227,6 +227,89 @@ mod tests {
         }
     }
 
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    struct GoShaped {
+        id: Option<String>,
+        #[serde(rename = "ID")]
+        upper_id: Option<String>,
+        data: Option<serde_json::Value>,
+    }
+
+    fn go(body: &str) -> Result<GoShaped, String> {
+        parse_json_go(body.as_bytes())
+    }
+
+    #[test]
+    fn go_keys_match_exactly_first_then_ignoring_case() {
+        let folded = go(r#"{"Data":{"Data":1,"data":2},"iD":"x"}"#).unwrap();
+        assert_eq!(
+            folded.data,
+            Some(serde_json::json!({"Data": 1, "data": 2})),
+            "only the body's own keys fold, not data's"
+        );
+        assert_eq!(folded.id.as_deref(), Some("x"));
+        let exact = go(r#"{"ID":"upper"}"#).unwrap();
+        assert_eq!(
+            (exact.id, exact.upper_id.as_deref()),
+            (None, Some("upper")),
+            "`ID` is a field of its own, though it also folds onto `id`"
+        );
+        let both = go(r#"{"Id":"a","ID":"b"}"#).unwrap();
+        assert_eq!(
+            (both.id.as_deref(), both.upper_id.as_deref()),
+            (Some("a"), Some("b"))
+        );
+        assert_eq!(go(r#"{"Unknown":1}"#).unwrap().data, None);
+    }
+
+    #[test]
+    fn go_keys_fold_as_go_does_beyond_ascii() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Named {
+            kind: Option<u8>,
+            size: Option<u8>,
+        }
+        let named: Named =
+            parse_json_go("{\"\u{212A}IND\":1,\"\u{17F}ize\":2}".as_bytes()).unwrap();
+        assert_eq!(
+            (named.kind, named.size),
+            (Some(1), Some(2)),
+            "Kelvin sign, long s"
+        );
+        assert_eq!(
+            go("{\"\u{131}d\":\"x\"}").unwrap().id,
+            None,
+            "dotless i is not i"
+        );
+    }
+
+    #[test]
+    fn two_keys_for_one_field_are_refused() {
+        for body in [
+            r#"{"data":1,"Data":2}"#,
+            r#"{"DATA":1,"data":2}"#,
+            r#"{"Data":1,"dATA":2}"#,
+            r#"{"data":1,"data":2}"#,
+        ] {
+            assert!(go(body).is_err(), "{body}");
+        }
+    }
+
+    #[test]
+    fn go_keys_leave_other_json_to_serde() {
+        for body in ["[", "\"text\"", "{\"data\":1} trailing", ""] {
+            assert!(go(body).is_err(), "{body:?}");
+        }
+        assert_eq!(
+            go(r#"{"data":null}"#).unwrap(),
+            GoShaped {
+                id: None,
+                upper_id: None,
+                data: None
+            }
+        );
+    }
+
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let proxies = TrustedProxies(vec!["10.0.0.0/8".parse().unwrap()].into());
@@ -261,6 +344,17 @@ pub enum BodyError {
     Malformed(String),
 }
 
+/// How the keys of a JSON body's object are matched to the request type's field names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonKeys {
+    /// serde's rule: the exact name.
+    Exact,
+    /// Go's `encoding/json` rule, for dialects that mirror a Go service: the exact name, or
+    /// else the first field equal to it ignoring case. Unlike Go (last one wins), two keys
+    /// for the same field are refused.
+    GoFold,
+}
+
 /// Parses a JSON or form body; `absent` says how to read a body sent without a
 /// `Content-Type`.
 pub fn parse_body<T: serde::de::DeserializeOwned>(
@@ -268,16 +362,133 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
     body: &[u8],
     absent: BodyFormat,
 ) -> Result<T, BodyError> {
+    parse_body_keyed(headers, body, absent, JsonKeys::Exact)
+}
+
+/// [`parse_body`], with JSON keys matched to fields as `keys` says.
+pub fn parse_body_keyed<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+    absent: BodyFormat,
+    keys: JsonKeys,
+) -> Result<T, BodyError> {
     let format = match body_format(headers) {
         BodyFormat::Absent => absent,
         other => other,
     };
-    match format {
-        BodyFormat::Json => serde_json::from_slice(body)
+    match (format, keys) {
+        (BodyFormat::Json, JsonKeys::Exact) => serde_json::from_slice(body)
             .map_err(|e| BodyError::Malformed(format!("invalid JSON body: {e}"))),
-        BodyFormat::Form => parse_form(body).map_err(BodyError::Malformed),
-        BodyFormat::Absent | BodyFormat::Unsupported => Err(BodyError::UnsupportedMediaType),
+        (BodyFormat::Json, JsonKeys::GoFold) => parse_json_go(body).map_err(BodyError::Malformed),
+        (BodyFormat::Form, _) => parse_form(body).map_err(BodyError::Malformed),
+        (BodyFormat::Absent | BodyFormat::Unsupported, _) => Err(BodyError::UnsupportedMediaType),
     }
+}
+
+/// Reads a JSON object's keys as Go's `encoding/json` does (see [`JsonKeys::GoFold`]): each
+/// top-level key is renamed to the field it names, then serde reads the object as usual.
+/// Values (`data`'s contents included) are left as sent.
+fn parse_json_go<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let malformed = |e: serde_json::Error| format!("invalid JSON body: {e}");
+    let Ok(Entries(entries)) = serde_json::from_slice::<Entries>(body) else {
+        // Not an object: serde's own reading of the type gives the answer, as without folding.
+        return serde_json::from_slice(body).map_err(malformed);
+    };
+    let fields = field_names::<T>();
+    let mut named_by: Vec<Option<String>> = vec![None; fields.len()];
+    let mut object = serde_json::Map::new();
+    for (key, value) in entries {
+        let field = fields
+            .iter()
+            .position(|f| *f == key)
+            .or_else(|| fields.iter().position(|f| go_fold_eq(&key, f)));
+        let Some(i) = field else {
+            // Names no field: serde ignores it (or refuses it, if the type says so).
+            object.insert(key, value);
+            continue;
+        };
+        // Both keys fold onto a short ASCII field name, so echoing them is harmless.
+        if let Some(first) = &named_by[i] {
+            return Err(format!(
+                "invalid JSON body: `{first}` and `{key}` both name the field `{}`",
+                fields[i]
+            ));
+        }
+        object.insert(fields[i].to_owned(), value);
+        named_by[i] = Some(key);
+    }
+    serde_json::from_value(serde_json::Value::Object(object)).map_err(malformed)
+}
+
+/// A JSON object's entries in order, duplicates kept (a `Map` would silently keep the last).
+struct Entries(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Entries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
+}
+
+/// The field names a derived `Deserialize` asks for, read by a deserializer that only
+/// listens, so the names live once (in the type) and cannot drift. Empty for anything that is
+/// not read as a struct (keys then match exactly).
+fn field_names<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    struct Listen<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Listen<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(
+            self,
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(serde::de::Error::custom("listened"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Listen(&mut fields));
+    fields
+}
+
+/// Go's case-insensitive match (`bytes.EqualFold`) against an ASCII field name: ASCII letters
+/// match either case, and the only other characters that fold onto ASCII letters are the
+/// Kelvin sign (k) and the long s (s).
+fn go_fold_eq(key: &str, field: &str) -> bool {
+    let key = key.chars().map(|c| match c {
+        '\u{212A}' => 'k',
+        '\u{17F}' => 's',
+        c => c.to_ascii_lowercase(),
+    });
+    key.eq(field.chars().map(|c| c.to_ascii_lowercase()))
 }
 
 /// Reads an `application/x-www-form-urlencoded` body. serde_urlencoded would turn invalid
@@ -324,6 +535,12 @@ mod properties {
             h.insert(header::CONTENT_TYPE, v);
         }
         h
+    }
+
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    struct GoRequest {
+        id: String,
+        data: serde_json::Value,
     }
 
     fn any_case(s: &'static str) -> impl Strategy<Value = String> {
@@ -411,6 +628,17 @@ mod properties {
             if matches!(format, BodyFormat::Unsupported) {
                 prop_assert!(matches!(parsed, Err(BodyError::UnsupportedMediaType)));
             }
+        }
+
+        #[test]
+        fn go_keys_in_any_case_read_like_exact_ones(
+            id in any_case("id"), data in any_case("data"), value in "[a-z0-9]{0,8}",
+        ) {
+            let body = serde_json::json!({ id: value, data: {"Keep": value} }).to_string();
+            prop_assert_eq!(
+                parse_json_go::<GoRequest>(body.as_bytes()),
+                Ok(GoRequest { id: value.clone(), data: serde_json::json!({"Keep": value}) })
+            );
         }
 
         #[test]

@@ -420,7 +420,7 @@ fn operations() -> Vec<Op> {
             id: "authorizeEnrollment",
             tag: "Access",
             summary: "Issue an enrollment token",
-            description: "The application authenticates in the body or by HTTP Basic. The enrollment is named by `id`, `owner_id`, or an `Authorization: Bearer` enrollment token being renewed (then the credentials go in the body).",
+            description: "The application authenticates in the body, by HTTP Basic, or both (as the official Go client does; both must name the same credentials). The enrollment is named by `id`, `owner_id`, or an `Authorization: Bearer` enrollment token being renewed (then the credentials go in the body).",
             auth: Auth::ClientOrBearer,
             body: Some(Body::JsonOrForm("AuthorizeEnrollmentRequest", true)),
             ok: enrollment("The enrollment with a new token."),
@@ -855,7 +855,10 @@ fn document() -> OpenApi {
     let tags = [
         ("Endorsed", "Endorsed-compatible token issuing."),
         ("OAuth 2.0", "RFC 6749, 7662, 7009 and 8693."),
-        ("Access", "Invopop Access-compatible enrollments."),
+        (
+            "Access",
+            "Invopop Access-compatible enrollments. As in the Go service they mirror, a request body's field names match exactly or else case-insensitively (`{\"Data\":…}` is `data`); two keys for one field are refused.",
+        ),
         ("Auth grants", "LearnCard-compatible auth grants."),
         ("Discovery", "Keys, metadata and this document."),
         ("Health", "Liveness and readiness."),

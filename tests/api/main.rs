@@ -8,6 +8,7 @@ mod endorsed;
 mod enrollments;
 mod faults;
 mod feed;
+mod go_client;
 mod grants;
 mod helpers;
 #[allow(dead_code)] // the race tests arrive with their fixes
