@@ -21,6 +21,11 @@ DELETE FROM auth_grants
 WHERE (app_id IS NULL AND client_id <> 'portcullis-admin')
    OR (profile_kind = 'owner' AND app_id IS NOT NULL AND enrollment_id IS NULL);
 
+-- The profile a grant belongs to, as one key column: its app, or the nil UUID for the
+-- operator's owner tokens (NULL cannot be matched with `=`, which the index needs).
+ALTER TABLE auth_grants ADD COLUMN profile_app UUID NOT NULL DEFAULT '00000000-0000-0000-0000-000000000000';
+UPDATE auth_grants SET profile_app = app_id WHERE app_id IS NOT NULL;
+
 -- The active-grant cap counts per profile, app included ('no app' is the nil UUID: a
 -- primary key cannot hold NULL).
 DROP TABLE grant_counters;
@@ -39,10 +44,10 @@ GROUP BY profile_kind, profile_id, COALESCE(app_id, '00000000-0000-0000-0000-000
 
 DROP INDEX auth_grants_by_profile;
 CREATE INDEX auth_grants_by_profile
-    ON auth_grants (profile_kind, profile_id, app_id, created_at DESC, id DESC);
+    ON auth_grants (profile_kind, profile_id, profile_app, created_at DESC, id DESC);
 DROP INDEX auth_grants_active_by_profile;
 CREATE INDEX auth_grants_active_by_profile
-    ON auth_grants (profile_kind, profile_id, app_id) WHERE status = 'active';
+    ON auth_grants (profile_kind, profile_id, profile_app) WHERE status = 'active';
 -- Cascading deletes look grants up by their parents.
 CREATE INDEX auth_grants_by_app ON auth_grants (app_id);
 CREATE INDEX auth_grants_by_enrollment ON auth_grants (enrollment_id);

@@ -133,13 +133,17 @@ impl TryFrom<EnrollmentRow> for Enrollment {
 const GRANT_COLUMNS: &str = "id, profile_kind, profile_id, app_id, enrollment_id, client_id, \
      name, description, challenge, status, scope, created_at, expires_at, last_used_at";
 
-/// Selects one profile's grants: its subject, through its app (`$3`, NULL for the operator's
-/// owner tokens). Written so it means the same on both backends, NULL included.
-const PROFILE_MATCHES: &str =
-    "profile_kind = $1 AND profile_id = $2 AND (app_id = $3 OR ($3 IS NULL AND app_id IS NULL))";
+/// Selects one profile's grants: its subject, through its app (`$3`, [`NO_APP`] for the
+/// operator's owner tokens). Plain equalities, so both backends walk the profile's index in
+/// order instead of sorting the profile's whole history.
+const PROFILE_MATCHES: &str = "profile_kind = $1 AND profile_id = $2 AND profile_app = $3";
 
-/// The grant counters' key for "no app": their primary key cannot hold NULL.
+/// `profile_app` for "no app": a key column cannot hold NULL and still be matched with `=`.
 const NO_APP: Uuid = Uuid::nil();
+
+fn profile_app(app_id: Option<AppId>) -> Uuid {
+    app_id.map_or(NO_APP, |a| a.0)
+}
 
 #[derive(FromRow)]
 struct GrantRow {
@@ -201,7 +205,6 @@ impl TryFrom<GrantRow> for AuthGrant {
 /// A value for a query whose shape is only known at run time.
 enum Param {
     Uuid(Uuid),
-    OptionalUuid(Option<Uuid>),
     Text(String),
     Time(Timestamp),
 }
@@ -660,7 +663,7 @@ where
             )))
             .bind(kind.clone())
             .bind(g.profile.id.clone())
-            .bind(app_id)
+            .bind(app_id.unwrap_or(NO_APP))
             .bind(Timestamp(g.created_at))
             .fetch_one(&mut *tx)
             .await
@@ -682,13 +685,14 @@ where
             .map_err(map_err)?;
         }
         sqlx::query::<DB>(
-            "INSERT INTO auth_grants (id, profile_kind, profile_id, app_id, enrollment_id, \
-             client_id, name, description, challenge, status, scope, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            "INSERT INTO auth_grants (id, profile_kind, profile_id, profile_app, app_id, \
+             enrollment_id, client_id, name, description, challenge, status, scope, created_at, \
+             expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(g.id.0)
         .bind(kind)
         .bind(g.profile.id.clone())
+        .bind(app_id.unwrap_or(NO_APP))
         .bind(app_id)
         .bind(g.origin.enrollment_id().map(|e| e.0))
         .bind(g.client_id.clone())
@@ -728,7 +732,7 @@ where
         let mut params = vec![
             Param::Text(profile.subject.kind.as_str().to_owned()),
             Param::Text(profile.subject.id.clone()),
-            Param::OptionalUuid(profile.app_id.map(|a| a.0)),
+            Param::Uuid(profile_app(profile.app_id)),
         ];
         let mut conditions = vec![PROFILE_MATCHES.to_owned()];
         if let Some(before) = before {
@@ -762,7 +766,6 @@ where
         for param in params {
             query = match param {
                 Param::Uuid(v) => query.bind(v),
-                Param::OptionalUuid(v) => query.bind(v),
                 Param::Text(v) => query.bind(v),
                 Param::Time(v) => query.bind(v),
             };
@@ -790,7 +793,7 @@ where
         )))
         .bind(profile.subject.kind.as_str().to_owned())
         .bind(profile.subject.id.clone())
-        .bind(profile.app_id.map(|a| a.0))
+        .bind(profile_app(profile.app_id))
         .bind(id.0)
         .bind(name.map(str::to_owned))
         .bind(description.map(str::to_owned))
@@ -807,7 +810,7 @@ where
         )))
         .bind(profile.subject.kind.as_str().to_owned())
         .bind(profile.subject.id.clone())
-        .bind(profile.app_id.map(|a| a.0))
+        .bind(profile_app(profile.app_id))
         .bind(id.0)
         .fetch_optional(&self.pool)
         .await
@@ -826,7 +829,7 @@ where
         )))
         .bind(profile.subject.kind.as_str().to_owned())
         .bind(profile.subject.id.clone())
-        .bind(profile.app_id.map(|a| a.0))
+        .bind(profile_app(profile.app_id))
         .bind(id.0)
         .fetch_optional(&self.pool)
         .await

@@ -62,6 +62,11 @@ async fn migrations_are_idempotent() {
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         store.ping().await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let pool = store.pool_stats();
+        assert!(
+            pool.max == 4 && pool.idle <= pool.size && pool.size <= pool.max,
+            "{name}: {pool:?}"
+        );
     }
 }
 
