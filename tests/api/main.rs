@@ -11,7 +11,6 @@ mod feed;
 mod go_client;
 mod grants;
 mod helpers;
-#[allow(dead_code)] // the race tests arrive with their fixes
 mod intercept;
 mod lifecycle;
 mod limits;
