@@ -210,7 +210,7 @@ impl Judge<'_> {
         }
     }
 
-    pub async fn enrollment(
+    async fn enrollment(
         &self,
         enrollment: Arc<Enrollment>,
     ) -> Result<Option<EnrollmentChain>, AuthorityError> {

@@ -52,10 +52,6 @@ impl Records {
         }
     }
 
-    pub fn store(&self) -> &DynStore {
-        &self.store
-    }
-
     pub async fn app_by_client_id(
         &self,
         client_id: &ClientId,
