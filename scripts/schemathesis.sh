@@ -7,8 +7,7 @@
 #   scripts/schemathesis.sh                          # defaults
 #   SCHEMATHESIS_MAX_EXAMPLES=100 scripts/schemathesis.sh
 #
-# The debug binary is used: `cargo test` has already built it, and argon2 is optimised
-# even in debug builds (Cargo.toml), so a release build would only add minutes to CI.
+# The server is started as scripts/throwaway-server.sh says.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,35 +21,8 @@ if [ "$("$VENV/bin/schemathesis" --version 2>/dev/null)" != "schemathesis, versi
   "$VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
-cargo build -q --locked --bin portcullis
-BIN=target/debug/portcullis
+source scripts/throwaway-server.sh
 
-WORK=$(mktemp -d)
-SERVER_PID=
-cleanup() {
-  if [ -n "$SERVER_PID" ]; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-PUBLIC="127.0.0.1:$(free_port)"
-ADMIN="127.0.0.1:$(free_port)"
-ADMIN_TOKEN=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
-
-export PORTCULLIS__SERVER__PUBLIC_ADDR="$PUBLIC"
-export PORTCULLIS__ADMIN__ADDR="$ADMIN"
-export PORTCULLIS__ADMIN__TOKEN="$ADMIN_TOKEN"
-export PORTCULLIS__DATABASE__URL="sqlite://$WORK/portcullis.db"
-export PORTCULLIS__KEYS__MASTER_KEY_FILE="$WORK/master.key"
-export PORTCULLIS__LOG__LEVEL=warn
-# Stopped by the script, not taken out of a gateway's rotation: no drain delay.
-export PORTCULLIS__SERVER__DRAIN_DELAY_MS=0
 # Cheap hashing and generous limits: the fuzzer sends thousands of wrong secrets, and a
 # locked-out client would leave the success paths untested (429 is still documented).
 export PORTCULLIS__CREDENTIALS__ARGON2_MEMORY_KIB=8192
@@ -63,15 +35,7 @@ export PORTCULLIS__RATE_LIMIT__REQUESTS_PER_CLIENT_PER_SECOND=100000
 export PORTCULLIS__RATE_LIMIT__REQUESTS_PER_IP_PER_SECOND=100000
 export PORTCULLIS__GRANTS__MAX_ACTIVE_PER_PROFILE=1000000
 
-"$BIN" migrate >/dev/null
-"$BIN" serve >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 1 100); do
-  curl -fsS "http://$PUBLIC/health/ready" >/dev/null 2>&1 && break
-  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log"; exit 1; }
-  sleep 0.1
-done
-curl -fsS "http://$PUBLIC/health/ready" >/dev/null
+start_server
 
 json_field() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
 
