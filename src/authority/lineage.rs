@@ -3,7 +3,8 @@
 //! record the token names (same subject, same client, created before the token), and the
 //! scopes of every link intersect: nothing derived carries a scope its parent no longer has.
 //!
-//! This is the only place that decides whether a bearer token still stands.
+//! This is the only place that judges a token's chain; whether the token itself (or the one
+//! it was exchanged from) was revoked is checked just before, in `authenticate_bearer`.
 
 use std::sync::Arc;
 
