@@ -66,16 +66,7 @@ async fn send_json(app: &TestApp, method: Method, path: &str, token: &str, body:
 }
 
 async fn shown_data(app: &TestApp, token: &str) -> Value {
-    let shown: Value = app
-        .http
-        .get(format!("{}/access/v1/enrollment", app.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown: Value = app.enrollment_of(token).await.json().await.unwrap();
     shown["data"].clone()
 }
 

@@ -408,6 +408,25 @@ impl TestApp {
             .expect("admin request")
     }
 
+    pub async fn admin_delete(&self, path: &str) -> Response {
+        self.http
+            .delete(format!("{}{path}", self.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("admin request")
+    }
+
+    /// `GET /access/v1/enrollment` with an enrollment token: the enrollment it speaks for.
+    pub async fn enrollment_of(&self, token: &str) -> Response {
+        self.http
+            .get(format!("{}/access/v1/enrollment", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Creates an application through the admin API; returns (app json, client_id, secret).
     pub async fn create_app(&self, body: Value) -> TestClient {
         let response = self.admin_post("/admin/v1/apps", body).await;

@@ -172,15 +172,8 @@ async fn grant_dies_with_its_enrollment() {
     assert_eq!(list_grants(&app, &grant_token).await.status(), 200);
 
     let deleted = app
-        .http
-        .delete(format!(
-            "{}/admin/v1/enrollments/{}",
-            app.admin, owner.enrollment_id
-        ))
-        .bearer_auth(crate::helpers::ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .admin_delete(&format!("/admin/v1/enrollments/{}", owner.enrollment_id))
+        .await;
     assert_eq!(deleted.status(), 204);
     assert_eq!(list_grants(&app, &grant_token).await.status(), 401);
     assert_eq!(exchange(&app, &grant_token, None).await.status(), 400);
@@ -337,29 +330,10 @@ async fn recreated_enrollment_id_revives_nothing() {
     let app = TestApp::spawn().await;
     let client = app.default_app().await;
     let first = enroll(&app, &client, "owner-a", "all:read").await;
-    let read = |token: String| {
-        let app = &app;
-        async move {
-            app.http
-                .get(format!("{}/access/v1/enrollment", app.base))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    };
-    assert_eq!(read(first.token.clone()).await, 200);
+    assert_eq!(app.enrollment_of(&first.token).await.status(), 200);
     let deleted = app
-        .http
-        .delete(format!(
-            "{}/admin/v1/enrollments/{}",
-            app.admin, first.enrollment_id
-        ))
-        .bearer_auth(crate::helpers::ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .admin_delete(&format!("/admin/v1/enrollments/{}", first.enrollment_id))
+        .await;
     assert_eq!(deleted.status(), 204);
 
     // The same id, created again for another owner.
@@ -371,7 +345,7 @@ async fn recreated_enrollment_id_revives_nothing() {
         .await;
     assert_eq!(recreated.status(), 201);
     assert_eq!(
-        read(first.token.clone()).await,
+        app.enrollment_of(&first.token).await.status(),
         401,
         "the old token names owner-a"
     );
@@ -393,7 +367,7 @@ async fn recreated_enrollment_id_revives_nothing() {
         "nor can it be renewed into owner-b's enrollment"
     );
     let second = authorize(&app, &client, json!({ "owner_id": "owner-b" })).await;
-    assert_eq!(read(second).await, 200);
+    assert_eq!(app.enrollment_of(&second).await.status(), 200);
 }
 
 /// What an operator may do to an app while one of its secrets is being verified.
@@ -417,12 +391,8 @@ async fn apply(app: &TestApp, client: &TestClient, change: AppChange) {
                 .status()
         }
         AppChange::Delete => app
-            .http
-            .delete(format!("{}/admin/v1/apps/{}", app.admin, client.id))
-            .bearer_auth(crate::helpers::ADMIN_TOKEN)
-            .send()
+            .admin_delete(&format!("/admin/v1/apps/{}", client.id))
             .await
-            .unwrap()
             .status(),
     };
     assert!(status.is_success(), "{change:?}: {status}");
@@ -486,13 +456,7 @@ async fn a_standing_read_that_races_a_disable_is_never_cached() {
     assert_eq!(app.admin_post(&disable, json!({})).await.status(), 200);
     paused.release();
     let _ = first.await.unwrap();
-    let after = app
-        .http
-        .get(format!("{}/access/v1/enrollment", app.base))
-        .bearer_auth(&owner.token)
-        .send()
-        .await
-        .unwrap();
+    let after = app.enrollment_of(&owner.token).await;
     assert_eq!(
         after.status(),
         401,
@@ -574,4 +538,40 @@ async fn an_exchanged_token_dies_with_the_token_it_came_from() {
         app.introspection(&client, &exchanged).await["active"],
         false
     );
+}
+
+#[tokio::test]
+async fn a_grant_made_as_its_enrollment_is_deleted_is_never_written() {
+    let (app, hooks) = TestApp::spawn_intercepted(Spawn::default()).await;
+    let client = app
+        .create_app(json!({ "name": "a", "allowed_scopes": GRANT_SCOPES }))
+        .await;
+    let owner = enroll(&app, &client, "workspace-1", GRANT_SCOPES).await;
+    // The token was judged while its enrollment stood; the write waits at the store's door.
+    let mut paused = hooks.pause("insert_grant", When::Before);
+    let creating = tokio::spawn({
+        let http = app.http.clone();
+        let url = format!("{}/auth-grant/create", app.base);
+        let token = owner.token.clone();
+        async move {
+            let response = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({ "scope": "authGrants:read" }))
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        }
+    });
+    paused.reached().await;
+    let path = format!("/admin/v1/enrollments/{}", owner.enrollment_id);
+    assert_eq!(app.admin_delete(&path).await.status(), 204);
+    paused.release();
+    let (status, body) = creating.await.unwrap();
+    assert_eq!(status, 409, "a clear conflict, not a 500: {body}");
+    assert_eq!(body["code"], "CONFLICT");
+    let again = enroll(&app, &client, "workspace-1", GRANT_SCOPES).await;
+    let listed: Value = list_grants(&app, &again.token).await.json().await.unwrap();
+    assert_eq!(listed, json!([]), "no grant outlived its enrollment");
 }
