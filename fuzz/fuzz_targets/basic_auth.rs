@@ -4,7 +4,7 @@
 use base64::{Engine, engine::general_purpose::STANDARD};
 use libfuzzer_sys::fuzz_target;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-use portcullis::http::extract::{BasicAuth, BasicCredentials, decode_basic};
+use portcullis::http::extract::{BasicAuth, decode_basic};
 
 fn encode(id: &str, secret: &str) -> String {
     let pair = format!(
@@ -15,13 +15,23 @@ fn encode(id: &str, secret: &str) -> String {
     format!("Basic {}", STANDARD.encode(pair))
 }
 
+/// The form-decoded reading of a header.
+fn decoded(header: &str) -> Option<(String, String)> {
+    match decode_basic(header.as_bytes()) {
+        BasicAuth::Present(found) => Some((found.client_id, found.client_secret)),
+        _ => None,
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
-    // Any header value: never a panic, and whatever decodes re-encodes to the same pair.
+    // Any header value: never a panic, at most two readings, and whatever decodes
+    // re-encodes to the same pair.
     if let BasicAuth::Present(found) = decode_basic(data) {
         assert!(!found.client_id.is_empty());
+        assert!(found.readings().count() <= 2);
         let again = encode(&found.client_id, &found.client_secret);
         if again.len() <= 4096 {
-            assert_eq!(decode_basic(again.as_bytes()), BasicAuth::Present(found));
+            assert_eq!(decoded(&again), Some((found.client_id, found.client_secret)));
         }
     }
 
@@ -32,13 +42,7 @@ fuzz_target!(|data: &[u8]| {
     {
         let header = encode(id, secret);
         if header.len() <= 4096 {
-            assert_eq!(
-                decode_basic(header.as_bytes()),
-                BasicAuth::Present(BasicCredentials {
-                    client_id: id.to_owned(),
-                    client_secret: secret.to_owned(),
-                })
-            );
+            assert_eq!(decoded(&header), Some((id.to_owned(), secret.to_owned())));
         }
     }
 });

@@ -21,9 +21,9 @@ use moka::future::Cache;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AuthorityError,
+    AuthorityError, ClientCredentials,
     clock::SharedClock,
-    fresh::{Generations, Stamped, Subject},
+    fresh::{Generations, Stamp, Stamped, Subject},
     secrets::SecretHasher,
     usage::UsageTracker,
 };
@@ -91,12 +91,15 @@ impl CredentialCache {
         }
     }
 
-    fn pair_key(&self, client_id: &str, secret: &str) -> PairKey {
-        // Length-prefixing the client_id keeps ("ab", "c") and ("a", "bc") apart.
+    /// One key for everything presented (every reading): a client sends its credentials
+    /// the same way each time, so it hits the same entry.
+    fn pair_key(&self, presented: &ClientCredentials<'_>) -> PairKey {
+        // Length-prefixing each part keeps ("ab", "c") and ("a", "bc") apart.
         let mut ctx = hmac::Context::with_key(&self.key);
-        ctx.update(&(client_id.len() as u64).to_be_bytes());
-        ctx.update(client_id.as_bytes());
-        ctx.update(secret.as_bytes());
+        for part in presented.readings().flat_map(|(id, secret)| [id, secret]) {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part.as_bytes());
+        }
         let mut out = [0u8; 32];
         out.copy_from_slice(ctx.sign().as_ref());
         out
@@ -239,6 +242,13 @@ impl Limiters {
     }
 }
 
+/// A client's record as one verification read it, stamped just before the read.
+struct ReadApp<'r> {
+    client_id: &'r ClientId,
+    app: Option<Application>,
+    stamp: (Stamp, DateTime<Utc>),
+}
+
 pub struct ClientAuthenticator {
     store: DynStore,
     hasher: Arc<SecretHasher>,
@@ -269,19 +279,14 @@ impl ClientAuthenticator {
 
     pub async fn authenticate(
         &self,
-        client_id: &str,
-        secret: &str,
-        source_ip: IpAddr,
+        presented: &ClientCredentials<'_>,
     ) -> Result<Arc<VerifiedClient>, AuthorityError> {
         // The source's allowance first, before any work; the client's only once the caller
         // has proved to be that client.
-        self.check_source(source_ip)?;
+        self.check_source(presented.source_ip)?;
         let client = match &self.cache.entries {
-            None => Arc::new(self.verify(client_id, secret, source_ip).await?),
-            Some(entries) => {
-                self.verify_cached(entries, client_id, secret, source_ip)
-                    .await?
-            }
+            None => self.verify(presented).await?.value,
+            Some(entries) => self.verify_cached(entries, presented).await?,
         };
         self.check_client(client.client_id.as_str())?;
         self.usage
@@ -292,26 +297,20 @@ impl ClientAuthenticator {
     async fn verify_cached(
         &self,
         entries: &Cache<PairKey, Stamped<VerifiedClient>>,
-        client_id: &str,
-        secret: &str,
-        source_ip: IpAddr,
+        presented: &ClientCredentials<'_>,
     ) -> Result<Arc<VerifiedClient>, AuthorityError> {
         let generations = &self.cache.generations;
-        let subject = Subject::Client(client_id);
-        let key = self.cache.pair_key(client_id, secret);
+        let key = self.cache.pair_key(presented);
         for _ in 0..2 {
             // Concurrent requests for the same pair share one verification: a burst of cold
             // requests costs one argon2 run and one rate-limit token, not one each.
             let entry = entries
-                .try_get_with(key, async {
-                    let stamp = generations.stamp_now(subject);
-                    let client = self.verify(client_id, secret, source_ip).await?;
-                    Ok::<_, AuthorityError>(Stamped::new(client, stamp))
-                })
+                .try_get_with(key, self.verify(presented))
                 .await
                 .map_err(|shared| shared.as_ref().duplicate())?;
             // A verification that began before a change seen here (perhaps one this request
             // merely joined), or a rotated-out secret whose grace ended while it sat here.
+            let subject = Subject::Client(entry.value.client_id.as_str());
             let stale = !generations.is_fresh(subject, entry.stamp, entry.born)
                 || entry
                     .value
@@ -323,49 +322,93 @@ impl ClientAuthenticator {
             entries.invalidate(&key).await;
         }
         // Changes keep landing mid-verification: answer from a read of our own, uncached.
-        Ok(Arc::new(self.verify(client_id, secret, source_ip).await?))
+        Ok(self.verify(presented).await?.value)
     }
 
-    /// The cold path: rate limits, store lookup, argon2.
+    /// The cold path: rate limits, store lookup, argon2 — once per reading of what was
+    /// presented, so the work a request costs depends on the request alone, never on
+    /// which reading (if any) names a client.
     async fn verify(
         &self,
-        client_id: &str,
-        secret: &str,
-        source_ip: IpAddr,
-    ) -> Result<VerifiedClient, AuthorityError> {
+        presented: &ClientCredentials<'_>,
+    ) -> Result<Stamped<VerifiedClient>, AuthorityError> {
+        let source_ip = presented.source_ip;
         // Shapes that can never match are refused before any work; they reveal nothing
         // since no stored credential could have them.
-        let Ok(parsed_id) = ClientId::parse(client_id) else {
-            return Err(AuthorityError::InvalidClient);
-        };
-        if secret.is_empty() || secret.len() > super::secrets::SECRET_MAX_LEN {
+        let readings: Vec<(ClientId, &str)> = presented
+            .readings()
+            .filter_map(|(id, secret)| {
+                let id = ClientId::parse(id).ok()?;
+                let possible = !secret.is_empty() && secret.len() <= super::secrets::SECRET_MAX_LEN;
+                possible.then_some((id, secret))
+            })
+            .collect();
+        if readings.is_empty() {
             return Err(AuthorityError::InvalidClient);
         }
-        self.limiters.check(client_id, source_ip).inspect_err(|_| {
-            tracing::warn!(event = "auth.rate_limited", client_id, %source_ip);
-        })?;
+        // Each reading is a guess, and each is charged as one.
+        for (client_id, _) in &readings {
+            let client_id = client_id.as_str();
+            self.limiters.check(client_id, source_ip).inspect_err(|_| {
+                tracing::warn!(event = "auth.rate_limited", client_id, %source_ip);
+            })?;
+        }
 
-        let app = self.store.application_by_client_id(&parsed_id).await?;
-        let now = self.clock.now();
-        let mut valid_until = None;
-        let mut matched = self
-            .hasher
-            .verify(secret, app.as_ref().map(|a| a.secret_hash.as_str()))
-            .await?;
-        if let Some(previous) = app.as_ref().and_then(|a| a.previous_secret_at(now))
-            && !matched
-        {
-            matched = self.hasher.verify(secret, Some(previous)).await?;
-            valid_until = app.as_ref().and_then(|a| a.previous_secret_expires_at);
-        }
-        match app {
-            Some(app) if matched && !app.disabled => Ok(VerifiedClient::new(&app, valid_until)),
-            _ => {
-                crate::telemetry::metrics::auth_failed("client");
-                tracing::info!(event = "auth.failed", client_id, %source_ip);
-                Err(AuthorityError::InvalidClient)
+        let mut read: Option<ReadApp<'_>> = None;
+        for (client_id, secret) in &readings {
+            let read = match read.take() {
+                Some(same) if same.client_id == client_id => read.insert(same),
+                _ => {
+                    // Stamped before the read, so a change landing during it is never cached.
+                    let stamp = self
+                        .cache
+                        .generations
+                        .stamp_now(Subject::Client(client_id.as_str()));
+                    let app = self.store.application_by_client_id(client_id).await?;
+                    read.insert(ReadApp {
+                        client_id,
+                        app,
+                        stamp,
+                    })
+                }
+            };
+            if let Some(valid_until) = self.check_secret(secret, read.app.as_ref()).await?
+                && let Some(app) = read.app.as_ref().filter(|app| !app.disabled)
+            {
+                return Ok(Stamped::new(
+                    VerifiedClient::new(app, valid_until),
+                    read.stamp,
+                ));
             }
         }
+        crate::telemetry::metrics::auth_failed("client");
+        tracing::info!(event = "auth.failed", client_id = presented.client_id, %source_ip);
+        Err(AuthorityError::InvalidClient)
+    }
+
+    /// Whether `secret` is the app's current secret (`Some(None)`), its rotated-out one
+    /// still in grace (`Some(Some(end of grace))`), or neither. Without an app the check
+    /// runs against a dummy hash, so "no such client" costs what "wrong secret" does.
+    async fn check_secret(
+        &self,
+        secret: &str,
+        app: Option<&Application>,
+    ) -> Result<Option<Option<DateTime<Utc>>>, AuthorityError> {
+        let now = self.clock.now();
+        if self
+            .hasher
+            .verify(secret, app.map(|a| a.secret_hash.as_str()))
+            .await?
+        {
+            return Ok(Some(None));
+        }
+        if let Some(app) = app
+            && let Some(previous) = app.previous_secret_at(now)
+            && self.hasher.verify(secret, Some(previous)).await?
+        {
+            return Ok(Some(app.previous_secret_expires_at));
+        }
+        Ok(None)
     }
 
     /// Charges one request to the caller's source network (0 = unlimited).

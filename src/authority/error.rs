@@ -33,6 +33,8 @@ pub enum Rule {
     MaxBytes { max: usize },
     #[error("must be {min} to {max} printable ASCII characters")]
     PrintableAscii { min: usize, max: usize },
+    #[error("must be {min} to {max} printable ASCII characters or spaces")]
+    VisibleAscii { min: usize, max: usize },
     #[error("must not contain control characters")]
     ControlCharacters,
     #[error("must not contain NUL characters")]

@@ -82,7 +82,18 @@ impl Lifetimes {
 pub struct ClientCredentials<'a> {
     pub client_id: &'a str,
     pub client_secret: &'a str,
+    /// A second reading of the same credentials: HTTP Basic's parts exactly as sent, when
+    /// form-decoding them (RFC 6749 §2.3.1) changed them. Most clients do not encode, so an
+    /// imported secret with `+` or `%` is tried both ways; generated secrets never differ.
+    pub as_sent: Option<(&'a str, &'a str)>,
     pub source_ip: IpAddr,
+}
+
+impl<'a> ClientCredentials<'a> {
+    /// Every reading, in order: the one given first, then the one as sent.
+    fn readings(&self) -> impl Iterator<Item = (&'a str, &'a str)> + use<'a> {
+        std::iter::once((self.client_id, self.client_secret)).chain(self.as_sent)
+    }
 }
 
 /// A bearer token that verified and whose whole chain still stands.
@@ -307,14 +318,7 @@ impl Authority {
         requested: Option<ScopeSet>,
         route: TokenRoute,
     ) -> Result<IssuedToken, AuthorityError> {
-        let client = self
-            .credentials
-            .authenticate(
-                credentials.client_id,
-                credentials.client_secret,
-                credentials.source_ip,
-            )
-            .await?;
+        let client = self.credentials.authenticate(&credentials).await?;
         let scope = match requested.filter(|s| !s.is_empty()) {
             Some(wanted) => match client.allowed_scopes.first_uncovered(&wanted) {
                 Some(missing) => return Err(AuthorityError::ScopeNotGranted(missing.to_string())),
@@ -406,9 +410,7 @@ impl Authority {
         caller: ClientCredentials<'_>,
         token: &str,
     ) -> Result<Option<Claims>, AuthorityError> {
-        self.credentials
-            .authenticate(caller.client_id, caller.client_secret, caller.source_ip)
-            .await?;
+        self.credentials.authenticate(&caller).await?;
         match self.authenticate_bearer(token).await {
             // What the token may do now, which its chain may have narrowed since it was minted.
             Ok(principal) => Ok(Some(Claims {
@@ -427,10 +429,7 @@ impl Authority {
         caller: ClientCredentials<'_>,
         token: &str,
     ) -> Result<(), AuthorityError> {
-        let client = self
-            .credentials
-            .authenticate(caller.client_id, caller.client_secret, caller.source_ip)
-            .await?;
+        let client = self.credentials.authenticate(&caller).await?;
         let Ok(claims) = self.verifier.verify(token) else {
             return Ok(());
         };
@@ -471,14 +470,7 @@ impl Authority {
         credentials: ClientCredentials<'_>,
         query: EnrollmentQuery<'_>,
     ) -> Result<AuthorizedEnrollment, AuthorityError> {
-        let client = self
-            .credentials
-            .authenticate(
-                credentials.client_id,
-                credentials.client_secret,
-                credentials.source_ip,
-            )
-            .await?;
+        let client = self.credentials.authenticate(&credentials).await?;
         let wanted_id = query.id.map(parse_enrollment_id).transpose()?;
         let wanted_owner = query.owner_id.map(parse_owner).transpose()?;
 
@@ -608,14 +600,7 @@ impl Authority {
         owner_id: &str,
         data: Option<Value>,
     ) -> Result<Enrollment, AuthorityError> {
-        let client = self
-            .credentials
-            .authenticate(
-                credentials.client_id,
-                credentials.client_secret,
-                credentials.source_ip,
-            )
-            .await?;
+        let client = self.credentials.authenticate(&credentials).await?;
         let owner = self.authenticate_bearer(owner_token).await?;
         // Only the operator vouches for owners; an enrollment's or grant's token does not.
         if owner.origin != Some(Origin::Operator) {

@@ -41,15 +41,16 @@ pub fn generate_client_id() -> ClientId {
     ClientId::parse(&random_token(CLIENT_ID_PREFIX, 16)).expect("generated ids are valid")
 }
 
+/// RFC 6749 Appendix A.2: a secret is VSCHARs, %x20-7E, so spaces included.
 pub fn check_secret_shape(secret: &str) -> Result<(), AuthorityError> {
     let ok = (SECRET_MIN_LEN..=SECRET_MAX_LEN).contains(&secret.len())
-        && secret.bytes().all(|b| b.is_ascii_graphic());
+        && secret.bytes().all(|b| matches!(b, 0x20..=0x7e));
     if ok {
         Ok(())
     } else {
         Err(AuthorityError::invalid(
             "client_secret",
-            Rule::PrintableAscii {
+            Rule::VisibleAscii {
                 min: SECRET_MIN_LEN,
                 max: SECRET_MAX_LEN,
             },
@@ -221,6 +222,25 @@ mod tests {
         assert!(!phc.contains(secret.expose_secret()));
         assert!(h.verify(secret.expose_secret(), Some(&phc)).await.unwrap());
         assert!(!h.verify("pcs_wrong-wrong-wrong", Some(&phc)).await.unwrap());
+    }
+
+    #[test]
+    fn imported_secrets_are_vschar_strings() {
+        for ok in [
+            "with spaces in it!",
+            " leading and trailing ",
+            "+%:~ every-symbol #",
+        ] {
+            assert!(check_secret_shape(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "tab\there-is-refused",
+            "newline\nrefused-too",
+            "caf\u{e9}-is-not-ascii!",
+            "short",
+        ] {
+            assert!(check_secret_shape(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[tokio::test]

@@ -110,6 +110,7 @@ pub async fn create_token(
             ClientCredentials {
                 client_id,
                 client_secret,
+                as_sent: None,
                 source_ip,
             },
             requested,

@@ -13,19 +13,18 @@ use axum::{
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
 use super::{
     AppState, BODY_LIMIT_BYTES,
     extract::{
-        BasicAuth, BodyError, BodyFormat, ClientIp, JsonKeys, basic_auth, bearer_token,
-        parse_body_keyed,
+        BasicAuth, BasicCredentials, BodyError, BodyFormat, ClientIp, JsonKeys, basic_auth,
+        bearer_token, parse_body_keyed,
     },
     log_internal, retry_after_secs,
 };
 use crate::{
-    authority::{AuthorityError, ClientCredentials, EnrollmentQuery, Invalid, Principal},
+    authority::{AuthorityError, EnrollmentQuery, Invalid, Principal},
     domain::Enrollment,
 };
 
@@ -121,22 +120,13 @@ fn app_credentials(
     headers: &HeaderMap,
     client_id: Option<String>,
     client_secret: Option<String>,
-) -> Result<(String, String), AccessError> {
+) -> Result<BasicCredentials, AccessError> {
     match (basic_auth(headers), client_id, client_secret) {
-        (BasicAuth::Present(basic), client_id, client_secret) => {
-            let same = |body: Option<String>, basic: &str| {
-                body.map_or(1.into(), |body| body.as_bytes().ct_eq(basic.as_bytes()))
-            };
-            let same_id = same(client_id, &basic.client_id);
-            let same_secret = same(client_secret, &basic.client_secret);
-            if bool::from(same_id & same_secret) {
-                Ok((basic.client_id, basic.client_secret))
-            } else {
-                Err(AuthorityError::InvalidClient.into())
-            }
-        }
+        (BasicAuth::Present(basic), client_id, client_secret) => basic
+            .named_alike(client_id.as_deref(), client_secret.as_deref())
+            .ok_or_else(|| AuthorityError::InvalidClient.into()),
         (BasicAuth::Malformed, _, _) => Err(AuthorityError::InvalidClient.into()),
-        (BasicAuth::Absent, Some(id), Some(secret)) => Ok((id, secret)),
+        (BasicAuth::Absent, Some(id), Some(secret)) => Ok(BasicCredentials::from_body(id, secret)),
         (BasicAuth::Absent, _, _) => Err(AccessError::validation(
             "client_id",
             "client_id and client_secret are required",
@@ -173,16 +163,11 @@ pub async fn authorize(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, AccessError> {
     let request: AuthorizeEnrollmentRequest = read_body(&headers, body)?;
-    let (client_id, client_secret) =
-        app_credentials(&headers, request.client_id, request.client_secret)?;
+    let client = app_credentials(&headers, request.client_id, request.client_secret)?;
     let authorized = state
         .authority
         .authorize_enrollment(
-            ClientCredentials {
-                client_id: &client_id,
-                client_secret: &client_secret,
-                source_ip,
-            },
+            client.presented(source_ip),
             EnrollmentQuery {
                 bearer: bearer_token(&headers),
                 id: request.id.as_deref().filter(|s| !s.is_empty()),
@@ -233,19 +218,14 @@ pub async fn create(
     let Path(id) = id.map_err(|_| AccessError::validation("id", "must be valid UTF-8"))?;
     let request: CreateEnrollmentRequest = read_body(&headers, body)?;
     let owner_token = bearer_token(&headers).ok_or(AuthorityError::InvalidToken)?;
-    let (client_id, client_secret) =
-        app_credentials(&headers, request.client_id, request.client_secret)?;
+    let client = app_credentials(&headers, request.client_id, request.client_secret)?;
     let owner_id = request
         .owner_id
         .ok_or_else(|| AccessError::validation("owner_id", "is required"))?;
     let enrollment = state
         .authority
         .enroll(
-            ClientCredentials {
-                client_id: &client_id,
-                client_secret: &client_secret,
-                source_ip,
-            },
+            client.presented(source_ip),
             owner_token,
             &id,
             &owner_id,

@@ -12,8 +12,10 @@ use axum::{
 use base64::{Engine, engine::general_purpose::STANDARD};
 use ipnet::IpNet;
 use percent_encoding::percent_decode_str;
+use subtle::{Choice, ConstantTimeEq};
 
 use super::AppState;
+use crate::authority::ClientCredentials;
 
 /// The caller's address: the socket peer, or — only when that peer is a trusted proxy —
 /// the nearest untrusted hop of `X-Forwarded-For`.
@@ -102,12 +104,82 @@ pub fn body_format(headers: &HeaderMap) -> BodyFormat {
     }
 }
 
-/// Credentials from an `Authorization: Basic` header, decoded per RFC 6749 §2.3.1
-/// (each part form-urlencoded before base64).
+/// Credentials from an `Authorization: Basic` header.
+///
+/// RFC 6749 §2.3.1 has clients form-encode the id and the secret before base64, but most do
+/// not (`curl -u`, Go's `SetBasicAuth`, requests, authlib's default), so both readings are
+/// kept: `client_id`/`client_secret` are the form-decoded parts, and `as_sent` holds the parts
+/// exactly as sent when decoding changed them (a secret with `+` or `%`). Parts that do not
+/// decode at all (a `%FF` that is not UTF-8) are read only as sent.
 #[derive(Debug, PartialEq, Eq)]
 pub struct BasicCredentials {
     pub client_id: String,
     pub client_secret: String,
+    pub as_sent: Option<(String, String)>,
+}
+
+impl BasicCredentials {
+    /// The core's view, for a request from `source_ip`.
+    pub fn presented(&self, source_ip: IpAddr) -> ClientCredentials<'_> {
+        ClientCredentials {
+            client_id: &self.client_id,
+            client_secret: &self.client_secret,
+            as_sent: self
+                .as_sent
+                .as_ref()
+                .map(|(id, secret)| (id.as_str(), secret.as_str())),
+            source_ip,
+        }
+    }
+
+    /// Credentials sent in a body: no encoding, so one reading.
+    pub fn from_body(client_id: String, client_secret: String) -> Self {
+        Self {
+            client_id,
+            client_secret,
+            as_sent: None,
+        }
+    }
+
+    /// Every reading of the header, the form-decoded one first.
+    pub fn readings(&self) -> impl Iterator<Item = (&str, &str)> {
+        std::iter::once((self.client_id.as_str(), self.client_secret.as_str())).chain(
+            self.as_sent
+                .as_ref()
+                .map(|(id, secret)| (id.as_str(), secret.as_str())),
+        )
+    }
+
+    /// Only the readings whose parts equal the ones sent beside them in the body (`None`:
+    /// not sent there, anything matches), compared in constant time; `None` when no reading
+    /// does. The body carries no encoding, so it tells which reading the client meant.
+    pub fn named_alike(self, id: Option<&str>, secret: Option<&str>) -> Option<Self> {
+        let same = |body: Option<&str>, basic: &str| {
+            body.map_or(Choice::from(1), |body| {
+                body.as_bytes().ct_eq(basic.as_bytes())
+            })
+        };
+        let decoded = same(id, &self.client_id) & same(secret, &self.client_secret);
+        let raw = self
+            .as_sent
+            .as_ref()
+            .map_or(Choice::from(0), |(raw_id, raw_secret)| {
+                same(id, raw_id) & same(secret, raw_secret)
+            });
+        match (bool::from(decoded), bool::from(raw)) {
+            (true, true) => Some(self),
+            (true, false) => Some(Self {
+                as_sent: None,
+                ..self
+            }),
+            (false, true) => self.as_sent.map(|(client_id, client_secret)| Self {
+                client_id,
+                client_secret,
+                as_sent: None,
+            }),
+            (false, false) => None,
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -144,18 +216,29 @@ pub fn decode_basic(value: &[u8]) -> BasicAuth {
         .decode(encoded.trim())
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok());
+    // An unencoded id cannot hold a colon (RFC 7617 §2), so the first one ends it.
     let Some((id, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
         return BasicAuth::Malformed;
     };
-    match (form_decode(id), form_decode(secret)) {
-        (Some(client_id), Some(client_secret)) if !client_id.is_empty() => {
-            BasicAuth::Present(BasicCredentials {
+    let credentials = match (form_decode(id), form_decode(secret)) {
+        (Some(client_id), Some(client_secret)) => {
+            let unchanged = client_id == id && client_secret == secret;
+            BasicCredentials {
                 client_id,
                 client_secret,
-            })
+                as_sent: (!unchanged).then(|| (id.to_owned(), secret.to_owned())),
+            }
         }
-        _ => BasicAuth::Malformed,
+        _ => BasicCredentials {
+            client_id: id.to_owned(),
+            client_secret: secret.to_owned(),
+            as_sent: None,
+        },
+    };
+    if credentials.client_id.is_empty() {
+        return BasicAuth::Malformed;
     }
+    BasicAuth::Present(credentials)
 }
 
 fn form_decode(part: &str) -> Option<String> {
@@ -188,8 +271,59 @@ mod tests {
             BasicAuth::Present(BasicCredentials {
                 client_id: "my app".into(),
                 client_secret: "s:cret x".into(),
+                as_sent: Some(("my%20app".into(), "s%3Acret+x".into())),
             })
         );
+    }
+
+    #[test]
+    fn unencoded_basic_credentials_are_kept_as_sent() {
+        let generated = STANDARD.encode("pcc_Ab-9_z:pcs_Zy-8_x");
+        assert_eq!(
+            decode_basic(format!("Basic {generated}").as_bytes()),
+            BasicAuth::Present(BasicCredentials {
+                client_id: "pcc_Ab-9_z".into(),
+                client_secret: "pcs_Zy-8_x".into(),
+                as_sent: None,
+            }),
+            "nothing to decode: one reading, so one argon2 run"
+        );
+        // `%FF` decodes to no UTF-8 at all: the only reading is the one sent.
+        let raw = STANDARD.encode("app:a+b%FF:c d");
+        assert_eq!(
+            decode_basic(format!("Basic {raw}").as_bytes()),
+            BasicAuth::Present(BasicCredentials {
+                client_id: "app".into(),
+                client_secret: "a+b%FF:c d".into(),
+                as_sent: None,
+            })
+        );
+    }
+
+    #[test]
+    fn the_body_picks_the_basic_reading_it_names() {
+        let basic = || BasicCredentials {
+            client_id: "app".into(),
+            client_secret: "a b%".into(),
+            as_sent: Some(("app".into(), "a+b%25".into())),
+        };
+        let only = |id: &str, secret: &str| BasicCredentials {
+            client_id: id.into(),
+            client_secret: secret.into(),
+            as_sent: None,
+        };
+        assert_eq!(
+            basic().named_alike(Some("app"), Some("a b%")),
+            Some(only("app", "a b%"))
+        );
+        assert_eq!(
+            basic().named_alike(Some("app"), Some("a+b%25")),
+            Some(only("app", "a+b%25"))
+        );
+        assert_eq!(basic().named_alike(None, None), Some(basic()));
+        assert_eq!(basic().named_alike(Some("app"), None), Some(basic()));
+        assert_eq!(basic().named_alike(Some("app"), Some("other")), None);
+        assert_eq!(basic().named_alike(Some("other"), None), None);
     }
 
     #[test]
@@ -561,14 +695,32 @@ mod properties {
             scheme in any_case("basic"), pad in " {0,2}",
         ) {
             let header = basic_header(&id, &secret, plus).replacen("Basic", &scheme, 1);
-            prop_assert_eq!(
-                decode_basic(format!("{pad}{header}{pad}").as_bytes()),
-                BasicAuth::Present(BasicCredentials { client_id: id, client_secret: secret })
-            );
+            let BasicAuth::Present(found) = decode_basic(format!("{pad}{header}{pad}").as_bytes())
+            else {
+                return Err(TestCaseError::fail("not decoded"));
+            };
+            prop_assert_eq!((found.client_id.as_str(), found.client_secret.as_str()), (id.as_str(), secret.as_str()));
         }
 
         #[test]
-        fn percent_encoded_invalid_utf8_is_malformed(
+        fn unencoded_credentials_are_one_of_the_readings(
+            id in "[!-9;-~]{1,32}", secret in "[ -~]{0,64}",
+        ) {
+            // Sent as `curl -u` does: no encoding, the first colon ends the id.
+            let header = format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")));
+            let BasicAuth::Present(found) = decode_basic(header.as_bytes()) else {
+                return Err(TestCaseError::fail("not decoded"));
+            };
+            prop_assert!(found.readings().any(|r| r == (id.as_str(), secret.as_str())));
+            prop_assert!(found.readings().count() <= 2);
+            // Without `%` or `+` there is nothing to decode: a single reading, one argon2 run.
+            if !id.contains(['%', '+']) && !secret.contains(['%', '+']) {
+                prop_assert_eq!(found.readings().count(), 1);
+            }
+        }
+
+        #[test]
+        fn percent_encoded_invalid_utf8_is_read_as_sent(
             id in "[a-z]{1,8}", secret in "[a-z]{0,8}", bad in 0x80..=0xffu8, in_id in any::<bool>(),
         ) {
             let bad = format!("%{bad:02X}");
@@ -578,7 +730,10 @@ mod properties {
                 (id, format!("{secret}{bad}"))
             };
             let header = format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")));
-            prop_assert_eq!(decode_basic(header.as_bytes()), BasicAuth::Malformed);
+            prop_assert_eq!(
+                decode_basic(header.as_bytes()),
+                BasicAuth::Present(BasicCredentials { client_id: id, client_secret: secret, as_sent: None })
+            );
         }
 
         #[test]

@@ -12,12 +12,14 @@ use utoipa::ToSchema;
 
 use super::{
     AppState,
-    extract::{BasicAuth, BodyFormat, ClientIp, basic_auth, body_format, parse_form},
+    extract::{
+        BasicAuth, BasicCredentials, BodyFormat, ClientIp, basic_auth, body_format, parse_form,
+    },
     log_internal, retry_after_secs,
 };
 use crate::{
     authority::{
-        AuthorityError, ClientCredentials, TokenRoute,
+        AuthorityError, TokenRoute,
         tokens::{Claims, IssuedToken},
     },
     domain::{ScopeSet, SubjectKind},
@@ -89,19 +91,20 @@ fn client_credentials_from(
     headers: &HeaderMap,
     body_id: Option<String>,
     body_secret: Option<String>,
-) -> Result<(String, String), OAuthError> {
+) -> Result<BasicCredentials, OAuthError> {
     match (basic_auth(headers), body_id, body_secret) {
         (BasicAuth::Malformed, _, _) => Err(AuthorityError::InvalidClient.into()),
         (BasicAuth::Present(_), _, Some(_)) => Err(OAuthError::invalid_request(
             "use one client authentication method, not both",
         )),
-        (BasicAuth::Present(basic), Some(body_id), None) if body_id != basic.client_id => {
-            Err(OAuthError::invalid_request(
-                "client_id in the body does not match the Authorization header",
-            ))
+        (BasicAuth::Present(basic), body_id, None) => {
+            basic.named_alike(body_id.as_deref(), None).ok_or_else(|| {
+                OAuthError::invalid_request(
+                    "client_id in the body does not match the Authorization header",
+                )
+            })
         }
-        (BasicAuth::Present(basic), _, None) => Ok((basic.client_id, basic.client_secret)),
-        (BasicAuth::Absent, Some(id), Some(secret)) => Ok((id, secret)),
+        (BasicAuth::Absent, Some(id), Some(secret)) => Ok(BasicCredentials::from_body(id, secret)),
         (BasicAuth::Absent, _, _) => Err(AuthorityError::InvalidClient.into()),
     }
 }
@@ -145,20 +148,11 @@ async fn client_credentials(
     requested: Option<ScopeSet>,
     source_ip: std::net::IpAddr,
 ) -> Result<Response, OAuthError> {
-    let (client_id, client_secret) =
-        client_credentials_from(headers, request.client_id, request.client_secret)?;
+    let client = client_credentials_from(headers, request.client_id, request.client_secret)?;
 
     let token = state
         .authority
-        .client_credentials_token(
-            ClientCredentials {
-                client_id: &client_id,
-                client_secret: &client_secret,
-                source_ip,
-            },
-            requested,
-            TokenRoute::OAuth,
-        )
+        .client_credentials_token(client.presented(source_ip), requested, TokenRoute::OAuth)
         .await?;
     Ok(token_response(token, None).into_response())
 }
@@ -276,7 +270,7 @@ impl From<Claims> for IntrospectedClaims {
 fn token_parameter_request(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(String, String, String), OAuthError> {
+) -> Result<(BasicCredentials, String), OAuthError> {
     let body = body.map_err(OAuthError::from_body_rejection)?;
     if !matches!(body_format(headers), BodyFormat::Form | BodyFormat::Absent) {
         return Err(OAuthError::invalid_request(
@@ -284,8 +278,7 @@ fn token_parameter_request(
         ));
     }
     let request: TokenParameterRequest = parse_form(&body).map_err(OAuthError::invalid_request)?;
-    let (client_id, client_secret) =
-        client_credentials_from(headers, request.client_id, request.client_secret)?;
+    let client = client_credentials_from(headers, request.client_id, request.client_secret)?;
     let token = request
         .token
         .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
@@ -295,7 +288,7 @@ fn token_parameter_request(
             "token is longer than any token this server issues",
         ));
     }
-    Ok((client_id, client_secret, token))
+    Ok((client, token))
 }
 
 pub async fn introspect(
@@ -304,17 +297,10 @@ pub async fn introspect(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, OAuthError> {
-    let (client_id, client_secret, token) = token_parameter_request(&headers, body)?;
+    let (client, token) = token_parameter_request(&headers, body)?;
     let claims = state
         .authority
-        .introspect(
-            ClientCredentials {
-                client_id: &client_id,
-                client_secret: &client_secret,
-                source_ip,
-            },
-            &token,
-        )
+        .introspect(client.presented(source_ip), &token)
         .await?;
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
@@ -331,17 +317,10 @@ pub async fn revoke(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, OAuthError> {
-    let (client_id, client_secret, token) = token_parameter_request(&headers, body)?;
+    let (client, token) = token_parameter_request(&headers, body)?;
     state
         .authority
-        .revoke(
-            ClientCredentials {
-                client_id: &client_id,
-                client_secret: &client_secret,
-                source_ip,
-            },
-            &token,
-        )
+        .revoke(client.presented(source_ip), &token)
         .await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], StatusCode::OK))
 }
