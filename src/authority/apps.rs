@@ -118,7 +118,7 @@ impl Applications {
     ) -> Result<CreatedApplication, AuthorityError> {
         let app = self.get(id).await?;
         let secret = secrets::generate_secret();
-        let new_hash = self.hasher.hash(&secret).await?;
+        let new_hash = self.hasher.hash_beside(&secret, &app.secret_hash).await?;
         let now = self.clock.now();
         let too_long = || AuthorityError::invalid("grace_period_secs", Rule::TooLong);
         let grace = chrono::TimeDelta::from_std(grace).map_err(|_| too_long())?;

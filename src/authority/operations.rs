@@ -238,6 +238,7 @@ impl Authority {
         let pool = self.store.pool_stats();
         metrics::Snapshot {
             argon2_queue_depth: self.credentials.hash_queue_depth(),
+            argon2_runs: self.credentials.hash_runs(),
             pool_size: pool.size,
             pool_idle: pool.idle,
             pool_max: pool.max,

@@ -2,11 +2,14 @@
 
 use std::sync::{
     Arc, Mutex,
-    atomic::{AtomicUsize, Ordering},
+    atomic::{AtomicU64, AtomicUsize, Ordering},
     mpsc,
 };
 
-use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
+use argon2::{
+    Algorithm, Argon2, CustomizedPasswordHasher, Params, PasswordHash, PasswordHasher,
+    PasswordVerifier, Version,
+};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use secrecy::{ExposeSecret, SecretString};
@@ -81,6 +84,10 @@ pub struct SecretHasher {
     max_waiting: usize,
     /// Verified against when the client is unknown, so that answer costs the same time.
     dummy_hash: String,
+    /// This hasher's own algorithm, version and parameters, as a PHC string carries them.
+    own: PasswordHash,
+    /// argon2 computations done, for `portcullis_argon2_runs_total`.
+    runs: AtomicU64,
 }
 
 impl SecretHasher {
@@ -93,10 +100,10 @@ impl SecretHasher {
         )
         .map_err(AuthorityError::internal)?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, argon_params);
-        let dummy_hash = argon
+        let own = argon
             .hash_password(generate_secret().expose_secret().as_bytes())
-            .map_err(AuthorityError::internal)?
-            .to_string();
+            .map_err(AuthorityError::internal)?;
+        let dummy_hash = own.to_string();
         let (sender, receiver) = mpsc::channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
         let waiting = Arc::new(AtomicUsize::new(0));
@@ -122,6 +129,8 @@ impl SecretHasher {
             waiting,
             max_waiting: QUEUE_PER_WORKER * params.concurrency.max(1),
             dummy_hash,
+            own,
+            runs: AtomicU64::new(0),
         })
     }
 
@@ -153,6 +162,11 @@ impl SecretHasher {
         result.await.map_err(AuthorityError::internal)
     }
 
+    /// argon2 computations done so far (hashes and verifications, dummy ones included).
+    pub fn runs(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
+    }
+
     /// Jobs waiting for a worker right now.
     pub fn queue_depth(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
@@ -160,6 +174,7 @@ impl SecretHasher {
 
     /// A PHC string for `secret` with a fresh salt.
     pub async fn hash(&self, secret: &SecretString) -> Result<String, AuthorityError> {
+        self.runs.fetch_add(1, Ordering::Relaxed);
         let secret = secret.clone();
         self.run(move |argon| {
             argon
@@ -170,21 +185,115 @@ impl SecretHasher {
         .map_err(AuthorityError::internal)
     }
 
-    /// Checks `secret` against `phc`, or against a dummy hash when there is none so that
-    /// "no such client" takes as long as "wrong secret". Always false without a hash.
-    pub async fn verify(&self, secret: &str, phc: Option<&str>) -> Result<bool, AuthorityError> {
-        let known = phc.is_some();
-        let phc = phc.unwrap_or(&self.dummy_hash).to_owned();
+    /// A PHC string for `secret` with the salt and parameters of `sibling`, another live
+    /// secret of the same client, when that one was hashed as this hasher hashes: a single
+    /// argon2 run then checks a presented secret against both ([`Self::verify_any`]), so a
+    /// client with two live secrets costs no more to fail against than one with one. The
+    /// salt's job (no work shared between different clients) is intact. A sibling hashed
+    /// under older parameters gets a fresh salt instead, so parameter upgrades still land.
+    pub async fn hash_beside(
+        &self,
+        secret: &SecretString,
+        sibling: &str,
+    ) -> Result<String, AuthorityError> {
+        let salt = PasswordHash::new(sibling)
+            .ok()
+            .filter(|sibling| same_function(sibling, &self.own))
+            .and_then(|sibling| sibling.salt);
+        let Some(salt) = salt else {
+            return self.hash(secret).await;
+        };
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        let secret = secret.clone();
+        self.run(move |argon| {
+            argon
+                .hash_password_with_salt(secret.expose_secret().as_bytes(), &salt)
+                .map(|h| h.to_string())
+        })
+        .await?
+        .map_err(AuthorityError::internal)
+    }
+
+    /// Which of `hashes` (PHC strings of one client's live secrets) `secret` matches, if
+    /// any. One argon2 run per distinct salt and parameters among them, whichever matches
+    /// and wherever: secrets hashed [beside](Self::hash_beside) each other cost one run
+    /// together. With no hashes (no such client) it runs against a dummy hash, so that
+    /// answer costs what a wrong secret does.
+    pub async fn verify_any(
+        &self,
+        secret: &str,
+        hashes: &[&str],
+    ) -> Result<Option<usize>, AuthorityError> {
+        let hashes: Vec<Option<PasswordHash>> =
+            hashes.iter().map(|h| PasswordHash::new(h).ok()).collect();
+        let dummy = hashes
+            .iter()
+            .all(Option::is_none)
+            .then(|| self.dummy_hash.clone());
         let secret = SecretString::from(secret);
-        let matched = self
+        let (matched, runs) = self
             .run(move |argon| {
-                argon
-                    .verify_password(secret.expose_secret().as_bytes(), phc.as_str())
-                    .is_ok()
+                let secret = secret.expose_secret().as_bytes();
+                if let Some(dummy) = dummy {
+                    let _ = argon.verify_password(secret, dummy.as_str());
+                    return (None, 1);
+                }
+                match_any(argon, secret, &hashes)
             })
             .await?;
-        Ok(known && matched)
+        self.runs.fetch_add(runs, Ordering::Relaxed);
+        Ok(matched)
     }
+}
+
+/// The same argon2 function: algorithm, version and parameters.
+fn same_function(a: &PasswordHash, b: &PasswordHash) -> bool {
+    a.algorithm == b.algorithm && a.version == b.version && a.params == b.params
+}
+
+/// Computes each distinct (function, salt) once and compares every hash in constant time,
+/// without stopping at a match, so the work done says nothing about which one matched.
+/// Returns the match and how many argon2 runs it took.
+fn match_any(
+    argon: &Argon2<'_>,
+    secret: &[u8],
+    hashes: &[Option<PasswordHash>],
+) -> (Option<usize>, u64) {
+    let mut computed: Vec<PasswordHash> = Vec::with_capacity(hashes.len());
+    let mut matched = None;
+    for (i, hash) in hashes.iter().enumerate() {
+        let Some(hash) = hash else { continue };
+        let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+            continue;
+        };
+        let done = computed
+            .iter()
+            .position(|c| same_function(c, hash) && c.salt == hash.salt);
+        let output = match done {
+            Some(j) => &computed[j],
+            None => {
+                let Ok(params) = Params::try_from(hash) else {
+                    continue;
+                };
+                let Ok(output) = argon.hash_password_customized(
+                    secret,
+                    salt,
+                    Some(hash.algorithm.as_str()),
+                    hash.version,
+                    params,
+                ) else {
+                    continue;
+                };
+                computed.push(output);
+                &computed[computed.len() - 1]
+            }
+        };
+        // `Output`'s equality is constant-time.
+        if output.hash.as_ref() == Some(expected) && matched.is_none() {
+            matched = Some(i);
+        }
+    }
+    (matched, computed.len() as u64)
 }
 
 #[cfg(test)]
@@ -220,8 +329,87 @@ mod tests {
         let phc = h.hash(&secret).await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$"), "{phc}");
         assert!(!phc.contains(secret.expose_secret()));
-        assert!(h.verify(secret.expose_secret(), Some(&phc)).await.unwrap());
-        assert!(!h.verify("pcs_wrong-wrong-wrong", Some(&phc)).await.unwrap());
+        assert_eq!(
+            h.verify_any(secret.expose_secret(), &[&phc]).await.unwrap(),
+            Some(0)
+        );
+        assert_eq!(
+            h.verify_any("pcs_wrong-wrong-wrong", &[&phc])
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn secrets_hashed_beside_each_other_share_one_run_and_stay_apart() {
+        let h = hasher();
+        let (old, new) = (generate_secret(), generate_secret());
+        let old_phc = h.hash(&old).await.unwrap();
+        let new_phc = h.hash_beside(&new, &old_phc).await.unwrap();
+        let salt = |phc: &str| PasswordHash::new(phc).unwrap().salt;
+        assert_eq!(
+            salt(&new_phc),
+            salt(&old_phc),
+            "one salt, so one run checks both"
+        );
+        assert_ne!(new_phc, old_phc);
+        let both = [new_phc.as_str(), old_phc.as_str()];
+        assert_eq!(
+            h.verify_any(new.expose_secret(), &both).await.unwrap(),
+            Some(0)
+        );
+        assert_eq!(
+            h.verify_any(old.expose_secret(), &both).await.unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            h.verify_any("pcs_neither-of-the-two", &both).await.unwrap(),
+            None
+        );
+
+        // One run for both, counted by what `match_any` computes.
+        let argon = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(8192, 1, 1, None).unwrap(),
+        );
+        let parsed: Vec<_> = both.iter().map(|p| PasswordHash::new(p).ok()).collect();
+        assert_eq!(
+            match_any(&argon, old.expose_secret().as_bytes(), &parsed),
+            (Some(1), 1)
+        );
+        assert_eq!(
+            match_any(&argon, b"pcs_neither-of-the-two", &parsed),
+            (None, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sibling_from_other_parameters_gets_a_fresh_salt() {
+        let h = hasher();
+        let older = SecretHasher::new(HashParams {
+            memory_kib: 8192,
+            iterations: 2,
+            parallelism: 1,
+            concurrency: 1,
+        })
+        .unwrap();
+        let old_phc = older.hash(&generate_secret()).await.unwrap();
+        let new = generate_secret();
+        let new_phc = h.hash_beside(&new, &old_phc).await.unwrap();
+        let parsed = PasswordHash::new(&new_phc).unwrap();
+        assert_ne!(parsed.salt, PasswordHash::new(&old_phc).unwrap().salt);
+        assert!(
+            same_function(&parsed, &h.own),
+            "the new secret gets today's parameters"
+        );
+        assert_eq!(
+            h.verify_any(new.expose_secret(), &[&new_phc, &old_phc])
+                .await
+                .unwrap(),
+            Some(0)
+        );
     }
 
     #[test]
@@ -246,6 +434,9 @@ mod tests {
     #[tokio::test]
     async fn unknown_clients_never_verify() {
         let h = hasher();
-        assert!(!h.verify("anything-at-all-123", None).await.unwrap());
+        assert_eq!(
+            h.verify_any("anything-at-all-123", &[]).await.unwrap(),
+            None
+        );
     }
 }

@@ -30,7 +30,12 @@ impl TrustedProxies {
         self.0.iter().any(|net| net.contains(&ip))
     }
 
+    /// IPv4 peers of a dual-stack listener arrive as `::ffff:a.b.c.d`, and a proxy may write
+    /// them so too: every address is made canonical first, so one IPv4 client is keyed,
+    /// logged and matched against `trusted_proxies` as the IPv4 address it is (left mapped,
+    /// all of IPv4 would share one IPv6 /64 and one rate-limit bucket).
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let peer = peer.to_canonical();
         if !self.trusts(peer) {
             return peer;
         }
@@ -44,7 +49,7 @@ impl TrustedProxies {
             .flat_map(|v| v.split(','))
             .collect::<Vec<_>>();
         for hop in hops.iter().rev() {
-            match hop.trim().parse::<IpAddr>() {
+            match hop.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()) {
                 Ok(ip) => {
                     client = ip;
                     if !self.trusts(ip) {
@@ -458,6 +463,29 @@ mod tests {
         );
         let garbage = headers(&[("x-forwarded-for", "not-an-ip")]);
         assert_eq!(proxies.client_ip(proxy, &garbage), proxy);
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_read_as_ipv4() {
+        let v4 = |s: &str| s.parse::<IpAddr>().unwrap();
+        let none = TrustedProxies::default();
+        assert_eq!(
+            none.client_ip(v4("::ffff:203.0.113.9"), &HeaderMap::new()),
+            v4("203.0.113.9"),
+            "a dual-stack listener's IPv4 peer"
+        );
+        // A mapped proxy address is trusted as its IPv4 self, and a mapped hop is read so too.
+        let proxies = TrustedProxies(vec!["10.0.0.0/8".parse().unwrap()].into());
+        let h = headers(&[("x-forwarded-for", "::ffff:198.51.100.7, ::ffff:10.0.0.2")]);
+        assert_eq!(
+            proxies.client_ip(v4("::ffff:10.0.0.1"), &h),
+            v4("198.51.100.7")
+        );
+        // Real IPv6 stays IPv6.
+        assert_eq!(
+            none.client_ip(v4("2001:db8::1"), &HeaderMap::new()),
+            v4("2001:db8::1")
+        );
     }
 }
 

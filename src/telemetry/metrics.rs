@@ -74,6 +74,10 @@ fn describe() {
         "portcullis_argon2_queue_depth",
         "argon2 jobs waiting for a worker thread"
     );
+    describe_counter!(
+        "portcullis_argon2_runs_total",
+        "argon2 computations: secrets hashed and verified, dummy verifications included"
+    );
     describe_gauge!(
         "portcullis_db_pool_connections",
         "Database pool connections, by state (idle, in_use) and the configured max"
@@ -114,6 +118,7 @@ pub fn change_feed_lost() {
 /// Gauges read at scrape time.
 pub struct Snapshot {
     pub argon2_queue_depth: usize,
+    pub argon2_runs: u64,
     pub pool_size: u32,
     pub pool_idle: u32,
     pub pool_max: u32,
@@ -123,6 +128,7 @@ pub struct Snapshot {
 pub fn render(s: Snapshot) -> String {
     let handle = handle();
     gauge!("portcullis_argon2_queue_depth").set(s.argon2_queue_depth as f64);
+    counter!("portcullis_argon2_runs_total").absolute(s.argon2_runs);
     let in_use = s.pool_size.saturating_sub(s.pool_idle);
     gauge!("portcullis_db_pool_connections", "state" => "idle").set(f64::from(s.pool_idle));
     gauge!("portcullis_db_pool_connections", "state" => "in_use").set(f64::from(in_use));

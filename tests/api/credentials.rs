@@ -263,3 +263,98 @@ async fn secrets_never_appear_in_later_responses_or_in_the_logs() {
         "ids and addresses are fine to log"
     );
 }
+
+/// Every failed verification costs the same work: one argon2 run, whether the client is
+/// unknown, has one secret, or is inside a rotation's grace period with two live secrets
+/// (which share a salt, so one run checks both). Counted, not timed: the count is what the
+/// time follows, and it does not flake.
+#[tokio::test]
+async fn every_failed_verification_costs_one_argon2_run() {
+    use crate::metrics::{sample, scrape};
+
+    let app = TestApp::spawn().await;
+    let plain = app.default_app().await;
+    let rotated = app.default_app().await;
+    let response = app
+        .admin_post(
+            &format!("/admin/v1/apps/{}/rotate-secret", rotated.id),
+            json!({ "grace_period_secs": 3600 }),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let newest = TestClient {
+        secret: body["client_secret"].as_str().unwrap().to_owned(),
+        ..rotated.clone()
+    };
+
+    let runs = async || sample(&scrape(&app).await, "portcullis_argon2_runs_total", &[]);
+    let wrong = |client: &TestClient| TestClient {
+        secret: "pcs_wrong-wrong-wrong-wrong".into(),
+        ..client.clone()
+    };
+    let unknown = TestClient {
+        client_id: "pcc_nobody-has-this-id".into(),
+        ..plain.clone()
+    };
+    for (who, client, status) in [
+        ("one secret, wrong", wrong(&plain), 401),
+        ("in grace, wrong", wrong(&rotated), 401),
+        ("unknown client", unknown, 401),
+        ("in grace, the old secret", rotated.clone(), 200),
+        ("in grace, the new secret", newest, 200),
+    ] {
+        let before = runs().await;
+        let response = app.endorsed_json(client.json(None)).await;
+        assert_eq!(response.status(), status, "{who}");
+        assert_eq!(runs().await - before, 1.0, "{who}");
+    }
+}
+
+/// On a dual-stack listener (`[::]`), IPv4 peers arrive as `::ffff:a.b.c.d`. Read as IPv6,
+/// every IPv4 client would share one /64 and one allowance, so one host's wrong secrets
+/// would give all of them 429.
+#[tokio::test]
+async fn ipv4_clients_of_a_dual_stack_listener_are_limited_one_by_one() {
+    let app = TestApp::spawn_with(Spawn {
+        overrides: &[
+            ("PORTCULLIS__SERVER__PUBLIC_ADDR", "[::]:0"),
+            (
+                "PORTCULLIS__RATE_LIMIT__VERIFICATIONS_PER_IP_PER_MINUTE",
+                "2",
+            ),
+        ],
+        ..Spawn::default()
+    })
+    .await;
+    let good = app.default_app().await;
+    let port = app.base.rsplit(':').next().unwrap();
+    let url = format!("http://127.0.0.1:{port}/api/v1/auth/tokens");
+    let from = |ip: &str| {
+        reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    };
+    let (attacker, bystander) = (from("127.0.0.2"), from("127.0.0.3"));
+    let spray = TestClient {
+        secret: "pcs_wrong-wrong-wrong-wrong".into(),
+        ..good.clone()
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let response = attacker.post(&url).json(&spray.json(None)).send().await;
+        statuses.push(response.unwrap().status().as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 429],
+        "the attacker's own allowance runs out"
+    );
+    let response = bystander.post(&url).json(&good.json(None)).send().await;
+    assert_eq!(
+        response.unwrap().status(),
+        200,
+        "another IPv4 host is not in the attacker's bucket"
+    );
+}
