@@ -130,9 +130,21 @@ struct Limiters {
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
     /// Request rates, separate from the argon2 budget above; `None` when unlimited.
     requests_per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    /// Keyed by client_id: a token exchange names its client only through its token.
-    requests_per_client: Option<DefaultKeyedRateLimiter<String>>,
+    /// Keyed by who pays: an app for what it does with its own secret, a grant for the
+    /// exchanges of its tokens.
+    requests_per_client: Option<DefaultKeyedRateLimiter<Payer>>,
     clock: DefaultClock,
+}
+
+/// Whose request allowance a request spends. A grant's token is exchanged by whoever holds
+/// it, not by the app it descends from, so exchanges never spend the app's own allowance
+/// (a read-only grant token could otherwise starve the app's token, authorize, introspect
+/// and revoke calls), and grants minted under the operator's tokens, which all name the
+/// admin client, do not share one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Payer {
+    App(String),
+    Grant(String),
 }
 
 /// The network a caller controls: one IPv4 address, or an IPv6 /64 (a single host is
@@ -206,10 +218,10 @@ impl Limiters {
         }
     }
 
-    fn check_client_request(&self, client_id: &str) -> Result<(), AuthorityError> {
+    fn check_payer_request(&self, payer: &Payer) -> Result<(), AuthorityError> {
         match &self.requests_per_client {
             Some(limiter) => limiter
-                .check_key(&client_id.to_owned())
+                .check_key(payer)
                 .map_err(|n| self.denied(Limit::ClientRequests, n)),
             None => Ok(()),
         }
@@ -289,7 +301,7 @@ impl ClientAuthenticator {
             None => self.verify(presented).await?.value,
             Some(entries) => self.verify_cached(entries, presented).await?,
         };
-        self.check_client(client.client_id.as_str())?;
+        self.check_payer(&Payer::App(client.client_id.to_string()))?;
         self.usage
             .record(UsageOf::App(client.app_id), self.clock.now());
         Ok(client)
@@ -420,9 +432,10 @@ impl ClientAuthenticator {
         self.limiters.check_ip_request(source_ip)
     }
 
-    /// Charges one request to a client that has proved who it is.
-    pub fn check_client(&self, client_id: &str) -> Result<(), AuthorityError> {
-        self.limiters.check_client_request(client_id)
+    /// Charges one request to a client that has proved who it is, or to the grant whose
+    /// token is being exchanged.
+    pub fn check_payer(&self, payer: &Payer) -> Result<(), AuthorityError> {
+        self.limiters.check_payer_request(payer)
     }
 
     pub fn hash_runs(&self) -> u64 {

@@ -390,7 +390,8 @@ impl Authority {
     }
 
     /// RFC 8693 token exchange of an auth grant's token. Rate limits apply as on every
-    /// token route: the source first, then the client the subject token names.
+    /// token route: the source first, then the grant whose token it is (never the app
+    /// it descends from: see [`credentials::Payer`]).
     pub async fn exchange(
         &self,
         subject_token: &str,
@@ -399,7 +400,12 @@ impl Authority {
     ) -> Result<IssuedToken, AuthorityError> {
         self.credentials.check_source(source_ip)?;
         let subject = self.authenticate_bearer(subject_token).await?;
-        self.credentials.check_client(&subject.claims.client_id)?;
+        // Only grant API tokens are exchanged; any other token is refused just below, at no
+        // cost to anyone's allowance but its source's.
+        if let Some(grant) = &subject.claims.grant_id {
+            self.credentials
+                .check_payer(&credentials::Payer::Grant(grant.clone()))?;
+        }
         self.grants.exchange(&subject, requested, &self.tokens)
     }
 

@@ -617,3 +617,81 @@ async fn hostile_bodies_get_4xx_on_every_route_that_takes_a_body() {
     }
     assert!(checked > 100, "{checked} hostile requests");
 }
+
+/// Exchanges spend the allowance of the grant whose token is exchanged, never the app's: a
+/// holder of a read-only grant token cannot make the app's own calls answer 429, and grants
+/// made under operator-minted tokens (which all name the admin client) do not share one.
+#[tokio::test]
+async fn exchanges_are_charged_to_the_grant_never_to_the_app() {
+    let app = spawn(&[(
+        "PORTCULLIS__RATE_LIMIT__REQUESTS_PER_CLIENT_PER_SECOND",
+        "5",
+    )])
+    .await;
+    let client = app.default_app().await;
+    let enrolled = app
+        .admin_post(
+            "/admin/v1/enrollments",
+            json!({ "app_id": client.id, "owner_id": "exchange-owner" }),
+        )
+        .await;
+    assert_eq!(enrolled.status(), 201);
+    let authorized = app
+        .http
+        .post(format!("{}/access/v1/enrollment/authorize", app.base))
+        .json(
+            &json!({ "client_id": client.client_id, "client_secret": client.secret,
+                        "owner_id": "exchange-owner" }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(authorized.status(), 200);
+    let enrollment_token = authorized.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A grant of the app's enrollment: its tokens name the app's client_id.
+    let grant: String = create_grant(&app, &enrollment_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let grant_token = app.grant_api_token(&enrollment_token, &grant).await;
+
+    let exchanges = async |token: &str| {
+        let mut statuses = Vec::new();
+        for _ in 0..15 {
+            let response = call_route(&app, "exchange", &client, token).await;
+            statuses.push(response.status().as_u16());
+        }
+        statuses
+    };
+    let spent = exchanges(&grant_token).await;
+    assert!(
+        spent.contains(&429),
+        "the grant's own allowance runs out: {spent:?}"
+    );
+    // The app spent one of its five on authorize; the other four are still its own.
+    for route in ["oauth2/token", "endorsed", "introspect", "revoke"] {
+        assert_eq!(
+            call_route(&app, route, &client, &grant_token)
+                .await
+                .status(),
+            200,
+            "{route}: the app's allowance is untouched by its grant's exchanges"
+        );
+    }
+
+    // Two users' grants under operator-minted tokens: one exhausting its allowance leaves
+    // the other's whole.
+    let mut tokens = Vec::new();
+    for owner in ["first-user", "second-user"] {
+        let owner = app.owner_token(owner, "authGrants:write all:read").await;
+        let grant: String = create_grant(&app, &owner).await.json().await.unwrap();
+        tokens.push(app.grant_api_token(&owner, &grant).await);
+    }
+    assert!(exchanges(&tokens[0]).await.contains(&429));
+    let other = exchanges(&tokens[1]).await;
+    assert_eq!(&other[..5], &[200; 5], "{other:?}");
+}
