@@ -594,6 +594,77 @@ async fn sigterm_flips_readiness_first_finishes_in_flight_requests_and_exits_zer
     assert!(exit.success(), "exit status {exit:?}");
 }
 
+/// A rolling restart behind HAProxy with its default checks (`inter 2s`, `fall 3`: a server
+/// is marked down after three failed checks, up to 6 s after it starts failing) loses no
+/// request: the default drain delay outlasts them. The gateway is simulated here, new
+/// connection per request as a gateway opens them, so a closed listener shows as refused.
+#[tokio::test]
+async fn the_default_drain_outlasts_haproxys_default_health_checks() {
+    let db = TestDatabase::new().await;
+    let (child, base, admin) = start_binary(&db, &[("PORTCULLIS__LOG__LEVEL", "warn")]).await;
+    let http = Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let created: Value = http
+        .post(format!("{admin}/admin/v1/apps"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "name": "rolling" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", created["client_id"].as_str().unwrap()),
+        ("client_secret", created["client_secret"].as_str().unwrap()),
+    ];
+    let send = || http.post(format!("{base}/oauth2/token")).form(&form).send();
+    assert_eq!(send().await.unwrap().status(), 200);
+
+    let up = Arc::new(AtomicBool::new(true));
+    let gateway = {
+        let (up, base, http) = (up.clone(), base.clone(), http.clone());
+        tokio::spawn(async move {
+            let mut failed = 0;
+            while failed < 3 {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let ready = http.get(format!("{base}/health/ready")).send().await;
+                match ready {
+                    Ok(r) if r.status() == 200 => failed = 0,
+                    _ => failed += 1,
+                }
+            }
+            up.store(false, Ordering::SeqCst);
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = child.id().expect("running").to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let terminated = Instant::now();
+
+    let mut answered = Vec::new();
+    while up.load(Ordering::SeqCst) {
+        match send().await {
+            Ok(response) => answered.push(response.status().as_u16()),
+            Err(e) => panic!(
+                "request lost {:?} after SIGTERM, while the gateway still routed here: {e}",
+                terminated.elapsed()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gateway.await.unwrap();
+    assert!(
+        answered.len() > 20 && answered.iter().all(|s| *s == 200),
+        "{answered:?}"
+    );
+    drop(child);
+}
+
 /// Starts the real binary on free ports and waits until it is ready. A port picked here can
 /// be taken by a parallel test before the child binds it: the child then exits, or another
 /// server answers, which the unique issuer exposes; either way it is tried again.
