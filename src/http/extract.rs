@@ -376,6 +376,15 @@ pub fn parse_body_keyed<T: serde::de::DeserializeOwned>(
         BodyFormat::Absent => absent,
         other => other,
     };
+    parse_body_as(format, body, keys)
+}
+
+/// Reads a body in a format already resolved from its `Content-Type`.
+pub fn parse_body_as<T: serde::de::DeserializeOwned>(
+    format: BodyFormat,
+    body: &[u8],
+    keys: JsonKeys,
+) -> Result<T, BodyError> {
     match (format, keys) {
         (BodyFormat::Json, JsonKeys::Exact) => serde_json::from_slice(body)
             .map_err(|e| BodyError::Malformed(format!("invalid JSON body: {e}"))),
