@@ -5,12 +5,11 @@ use std::time::Duration;
 use aws_lc_rs::digest::{SHA256, digest};
 use axum::{
     Json, Router,
-    body::Bytes,
     extract::{
         FromRequest, Path, Query, Request, State,
         rejection::{JsonRejection, QueryRejection},
     },
-    http::{HeaderValue, StatusCode, header},
+    http::{StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -21,7 +20,13 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use super::{AppState, log_internal};
+use super::{
+    AppState,
+    bearer::missing_token,
+    body::{RawBody, refuse_declared_oversize, too_large},
+    error::{ApiError, Dialect, Failure},
+    extract::bearer_token,
+};
 use crate::{
     authority::{
         AuthorityError, MintRequest,
@@ -61,7 +66,7 @@ pub fn router(state: AppState, admin_token: SecretString) -> Router {
         .route("/admin/v1/keys/rotate", post(rotate_keys))
         .route("/admin/v1/tokens", post(mint_token))
         .route("/metrics", get(metrics))
-        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such admin route") })
+        .fallback(|| async { Problem::new(Failure::NotFound, "no such admin route") })
         .route_layer(middleware::from_fn_with_state(
             expected,
             require_admin_token,
@@ -97,26 +102,11 @@ async fn require_admin_token(
     request: Request,
     next: Next,
 ) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|token| AdminTokenDigest::of(token.trim()));
-    match presented {
+    const REQUIRED: &str = "a valid admin bearer token is required";
+    match bearer_token(request.headers()).map(AdminTokenDigest::of) {
         Some(digest) if bool::from(digest.0.ct_eq(&expected.0)) => next.run(request).await,
-        _ => {
-            let mut response = Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "a valid admin bearer token is required",
-            )
-            .into_response();
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"portcullis-admin\""),
-            );
-            response
-        }
+        Some(_) => Problem::new(Failure::InvalidToken, REQUIRED).into_response(),
+        None => missing_token::<Admin>(REQUIRED).into_response(),
     }
 }
 
@@ -188,8 +178,7 @@ async fn create_app(
         (Some(id), Some(secret)) => Some((id, SecretString::from(secret))),
         (None, None) => None,
         _ => {
-            return Err(Problem::new(
-                StatusCode::BAD_REQUEST,
+            return Err(Problem::bad_request(
                 "client_id and client_secret are imported together or not at all",
             ));
         }
@@ -344,13 +333,13 @@ async fn list_enrollments(
     State(state): State<AppState>,
     query: Result<Query<ListEnrollmentsQuery>, QueryRejection>,
 ) -> Result<Json<Vec<EnrollmentResponse>>, Problem> {
-    let Query(query) = query.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
     let filter = EnrollmentFilter {
         app_id: query
             .app_id
             .map(|raw| AppId::parse(&raw))
             .transpose()
-            .map_err(|_| Problem::new(StatusCode::BAD_REQUEST, "app_id must be a UUID"))?,
+            .map_err(|_| Problem::bad_request("app_id must be a UUID"))?,
         owner_id: query.owner_id.map(|raw| parse_owner(&raw)).transpose()?,
     };
     let list = state.authority.enrollments(&filter).await?;
@@ -457,14 +446,14 @@ pub struct RotateSecretRequest {
 async fn rotate_secret(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    RawBody(body, _): RawBody<Admin>,
 ) -> Result<Json<AppResponse>, Problem> {
     // The body is optional: an empty one means the configured grace period.
     let request: RotateSecretRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RotateSecretRequest::default()
     } else {
         serde_json::from_slice(&body)
-            .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))?
+            .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))?
     };
     let grace = request
         .grace_period_secs
@@ -528,76 +517,70 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AdminJson<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        refuse_declared_oversize(req.headers())?;
         match Json::<T>::from_request(req, state).await {
             Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(too_large())
+            }
             Err(rejection) => Err(Problem::from_json_rejection(&rejection)),
         }
     }
 }
 
-/// RFC 9457 problem details.
+/// The admin API's dialect: RFC 9457 problem details.
 #[derive(Debug)]
-pub struct Problem {
-    status: StatusCode,
-    detail: String,
-}
+pub struct Admin;
+
+pub type Problem = ApiError<Admin>;
 
 impl Problem {
-    fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        Self {
-            status,
-            detail: detail.into(),
-        }
-    }
-
     fn from_json_rejection(rejection: &JsonRejection) -> Self {
-        Self::new(rejection.status(), rejection.body_text())
+        Self::bad_request(rejection.body_text()).with_status(rejection.status())
     }
 }
 
-impl From<AuthorityError> for Problem {
-    fn from(e: AuthorityError) -> Self {
-        match e {
-            AuthorityError::InvalidClient | AuthorityError::InvalidToken => {
-                Self::new(StatusCode::UNAUTHORIZED, e.to_string())
-            }
-            AuthorityError::Refused(_)
-            | AuthorityError::InsufficientScope(_)
-            | AuthorityError::GrantActive
-            | AuthorityError::GrantInactive => Self::new(StatusCode::FORBIDDEN, e.to_string()),
-            AuthorityError::RateLimited { .. } => {
-                Self::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
-            }
-            AuthorityError::UnsupportedGrantType
-            | AuthorityError::MalformedScope(_)
-            | AuthorityError::ScopeNotGranted(_)
-            | AuthorityError::Invalid(_) => Self::new(StatusCode::BAD_REQUEST, e.to_string()),
-            AuthorityError::NotFound => Self::new(StatusCode::NOT_FOUND, "no such resource"),
-            AuthorityError::Conflict(what) => Self::new(StatusCode::CONFLICT, what.to_string()),
-            AuthorityError::Unavailable => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable")
-            }
-            AuthorityError::Internal(source) => {
-                log_internal(source.as_ref());
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
-            }
-        }
+impl Dialect for Admin {
+    /// The status says it all; every problem's type is `about:blank`.
+    fn answer(failure: Failure) -> (StatusCode, &'static str) {
+        use Failure as F;
+        let status = match failure {
+            F::MissingToken | F::InvalidToken | F::InvalidClient => StatusCode::UNAUTHORIZED,
+            F::Refused | F::InsufficientScope | F::GrantState => StatusCode::FORBIDDEN,
+            F::BadRequest
+            | F::Invalid
+            | F::UnsupportedGrantType
+            | F::MalformedScope
+            | F::ScopeNotGranted => StatusCode::BAD_REQUEST,
+            F::NotFound => StatusCode::NOT_FOUND,
+            F::Conflict => StatusCode::CONFLICT,
+            F::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            F::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            F::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            F::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            F::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (status, "about:blank")
     }
-}
 
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let body = json!({
-            "type": "about:blank",
-            "title": self.status.canonical_reason().unwrap_or("Error"),
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        });
-        let mut response = (self.status, Json(body)).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        response
+    fn reword(error: &AuthorityError) -> Option<String> {
+        let words = match error {
+            AuthorityError::NotFound => "no such resource",
+            AuthorityError::Unavailable => "the store is unavailable",
+            _ => return None,
+        };
+        Some(words.to_owned())
     }
+
+    fn envelope(error: &Problem) -> impl Serialize {
+        json!({
+            "type": error.code(),
+            "title": error.status().canonical_reason().unwrap_or("Error"),
+            "status": error.status().as_u16(),
+            "detail": error.message(),
+        })
+    }
+
+    const CONTENT_TYPE: &'static str = "application/problem+json";
+    const REALM: Option<&'static str> = Some("portcullis-admin");
 }

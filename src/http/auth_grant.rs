@@ -3,27 +3,25 @@
 
 use axum::{
     Json,
-    body::Bytes,
-    extract::{
-        Path, State,
-        rejection::{BytesRejection, PathRejection},
-    },
-    http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
+    extract::{FromRequestParts, Path, State},
+    http::{StatusCode, header, request::Parts},
+    response::IntoResponse,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::{
-    AppState, BODY_LIMIT_BYTES,
-    extract::{BodyError, BodyFormat, bearer_token, parse_body},
-    log_internal, retry_after_secs,
+    AppState,
+    bearer::Caller,
+    body::{Body, BodyOrDefault, BodyRules, ReadsBodies},
+    error::{ApiError, Dialect, Failure},
+    extract::{BodyFormat, JsonKeys},
 };
 use crate::{
     authority::{
-        AuthorityError, Invalid, Principal, Rule,
+        AuthorityError, Rule,
         grants::{CreateGrant, ListGrants},
     },
     domain::{AuthGrant, GrantId, GrantStatus},
@@ -187,53 +185,29 @@ impl From<AuthGrant> for AuthGrantResponse {
     }
 }
 
-async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, LearnCardError> {
-    let Some(token) = bearer_token(headers) else {
-        return Err(LearnCardError::missing_token());
-    };
-    Ok(state.authority.authenticate_bearer(token).await?)
-}
+/// The grant id of the path. One that does not even decode to UTF-8 cannot exist: not
+/// found, like any unknown id, rather than axum's plain-text 400.
+pub struct GrantIdParam(String);
 
-/// An id that does not even decode to UTF-8 cannot exist: not found, like any unknown id,
-/// rather than axum's plain-text 400.
-fn grant_id(path: Result<Path<String>, PathRejection>) -> Result<String, LearnCardError> {
-    path.map(|Path(id)| id)
-        .map_err(|_| AuthorityError::NotFound.into())
-}
+impl<S: Send + Sync> FromRequestParts<S> for GrantIdParam {
+    type Rejection = LearnCardError;
 
-/// An optional JSON body: empty means every field takes its default.
-fn read_body<T: serde::de::DeserializeOwned + Default>(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, LearnCardError> {
-    match body {
-        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(T::default()),
-        body => read_required_body(headers, body),
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(Self(id)),
+            Err(_) => Err(AuthorityError::NotFound.into()),
+        }
     }
 }
 
-fn read_required_body<T: serde::de::DeserializeOwned>(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, LearnCardError> {
-    let body = body.map_err(LearnCardError::from_body_rejection)?;
-    parse_body(headers, &body, BodyFormat::Json).map_err(|e| match e {
-        BodyError::UnsupportedMediaType => LearnCardError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
-            "send application/json",
-        ),
-        BodyError::Malformed(message) => LearnCardError::bad_request(message),
-    })
-}
+/// The caller of every route here: a bearer token's profile.
+type Profile = Caller<LearnCard>;
 
 pub async fn create(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Caller(principal, _): Profile,
+    BodyOrDefault(request, _): BodyOrDefault<LearnCard, CreateAuthGrantRequest>,
 ) -> Result<Json<String>, LearnCardError> {
-    let principal = principal(&state, &headers).await?;
-    let request: CreateAuthGrantRequest = read_body(&headers, body)?;
     let id = state
         .authority
         .create_grant(
@@ -251,22 +225,18 @@ pub async fn create(
 
 pub async fn show(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    Caller(principal, _): Profile,
+    GrantIdParam(id): GrantIdParam,
 ) -> Result<Json<AuthGrantResponse>, LearnCardError> {
-    let principal = principal(&state, &headers).await?;
-    let id = grant_id(id)?;
     let grant = state.authority.grant(&principal, &id).await?;
     Ok(Json(AuthGrant::clone(&grant).into()))
 }
 
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Caller(principal, _): Profile,
+    BodyOrDefault(request, _): BodyOrDefault<LearnCard, ListAuthGrantsRequest>,
 ) -> Result<Json<Vec<AuthGrantResponse>>, LearnCardError> {
-    let principal = principal(&state, &headers).await?;
-    let request: ListAuthGrantsRequest = read_body(&headers, body)?;
     let filter = request
         .query
         .map(GrantQuery::into_filter)
@@ -290,13 +260,10 @@ pub async fn list(
 
 pub async fn update(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Caller(principal, _): Profile,
+    GrantIdParam(id): GrantIdParam,
+    Body(request, _): Body<LearnCard, UpdateAuthGrantRequest>,
 ) -> Result<Json<bool>, LearnCardError> {
-    let principal = principal(&state, &headers).await?;
-    let id = grant_id(id)?;
-    let request: UpdateAuthGrantRequest = read_required_body(&headers, body)?;
     let text = |field: &'static str| -> Result<Option<String>, LearnCardError> {
         match request.updates.get(field) {
             None => Ok(None),
@@ -314,33 +281,27 @@ pub async fn update(
 
 pub async fn revoke(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    Caller(principal, _): Profile,
+    GrantIdParam(id): GrantIdParam,
 ) -> Result<Json<bool>, LearnCardError> {
-    let principal = principal(&state, &headers).await?;
-    let id = grant_id(id)?;
     state.authority.revoke_grant(&principal, &id).await?;
     Ok(Json(true))
 }
 
 pub async fn delete(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    Caller(principal, _): Profile,
+    GrantIdParam(id): GrantIdParam,
 ) -> Result<Json<bool>, LearnCardError> {
-    let principal = principal(&state, &headers).await?;
-    let id = grant_id(id)?;
     state.authority.delete_grant(&principal, &id).await?;
     Ok(Json(true))
 }
 
 pub async fn api_token(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    Caller(principal, _): Profile,
+    GrantIdParam(id): GrantIdParam,
 ) -> Result<impl IntoResponse, LearnCardError> {
-    let principal = principal(&state, &headers).await?;
-    let id = grant_id(id)?;
     let token = state.authority.grant_api_token(&principal, &id).await?;
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
@@ -348,154 +309,92 @@ pub async fn api_token(
     ))
 }
 
-/// The LearnCard error envelope: `{"message":"…","code":"…","issues":[…]}`.
+/// The LearnCard dialect.
 #[derive(Debug)]
-pub struct LearnCardError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    issues: Vec<Value>,
-    retry_after: Option<String>,
-    challenge: Option<&'static str>,
-}
+pub struct LearnCard;
 
-impl LearnCardError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            issues: Vec::new(),
-            retry_after: None,
-            challenge: None,
+pub type LearnCardError = ApiError<LearnCard>;
+
+impl Dialect for LearnCard {
+    fn answer(failure: Failure) -> (StatusCode, &'static str) {
+        use Failure as F;
+        match failure {
+            F::BadRequest | F::Invalid | F::MalformedScope | F::UnsupportedGrantType => {
+                (StatusCode::BAD_REQUEST, "BAD_REQUEST")
+            }
+            F::MissingToken
+            | F::InvalidToken
+            | F::InsufficientScope
+            | F::GrantState
+            | F::InvalidClient => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            F::Refused | F::ScopeNotGranted => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            F::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            F::Conflict => (StatusCode::CONFLICT, "CONFLICT"),
+            F::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            F::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
+            }
+            F::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),
+            F::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+            F::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR"),
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
-    }
-
-    fn missing_token() -> Self {
-        Self {
-            // RFC 6750 §3.1: no error code when the request carried no token at all.
-            challenge: Some("Bearer"),
-            ..Self::new(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                "a bearer token is required",
-            )
+    fn reword(error: &AuthorityError) -> Option<String> {
+        match error {
+            AuthorityError::ScopeNotGranted(scope) => Some(format!(
+                "cannot grant '{scope}': the caller's token does not hold it"
+            )),
+            AuthorityError::NotFound => Some("Auth grant not found".to_owned()),
+            _ => None,
         }
     }
 
-    fn from_body_rejection(rejection: BytesRejection) -> Self {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Self::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PAYLOAD_TOO_LARGE",
-                format!("the body may be at most {BODY_LIMIT_BYTES} bytes"),
-            )
-        } else {
-            Self::bad_request("the request body could not be read")
+    /// `{"message":"…","code":"…","issues":[…]}`: one issue per field that broke a rule.
+    fn envelope(error: &LearnCardError) -> impl Serialize {
+        #[derive(Serialize)]
+        struct ErrorBody<'a> {
+            message: &'a str,
+            code: &'static str,
+            issues: Vec<Issue<'a>>,
         }
-    }
-}
-
-impl From<AuthorityError> for LearnCardError {
-    fn from(e: AuthorityError) -> Self {
-        match e {
-            e @ AuthorityError::InvalidToken => Self {
-                challenge: Some("Bearer error=\"invalid_token\""),
-                ..Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", e.to_string())
-            },
-            e @ (AuthorityError::InsufficientScope(_)
-            | AuthorityError::GrantActive
-            | AuthorityError::GrantInactive
-            | AuthorityError::InvalidClient) => {
-                Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", e.to_string())
-            }
-            AuthorityError::ScopeNotGranted(scope) => Self::new(
-                StatusCode::FORBIDDEN,
-                "FORBIDDEN",
-                format!("cannot grant '{scope}': the caller's token does not hold it"),
-            ),
-            e @ AuthorityError::Refused(_) => {
-                Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", e.to_string())
-            }
-            AuthorityError::Invalid(Invalid { field, rule }) => Self {
-                issues: vec![json!({ "message": rule.to_string(), "path": [field] })],
-                ..Self::bad_request(format!("{field}: {rule}"))
-            },
-            e @ (AuthorityError::MalformedScope(_) | AuthorityError::UnsupportedGrantType) => {
-                Self::bad_request(e.to_string())
-            }
-            AuthorityError::NotFound => {
-                Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", "Auth grant not found")
-            }
-            AuthorityError::Conflict(what) => {
-                Self::new(StatusCode::CONFLICT, "CONFLICT", what.to_string())
-            }
-            AuthorityError::RateLimited { retry_after } => Self {
-                retry_after: Some(retry_after_secs(retry_after)),
-                ..Self::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "TOO_MANY_REQUESTS",
-                    "too many requests; retry later",
-                )
-            },
-            AuthorityError::Unavailable => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "SERVICE_UNAVAILABLE",
-                "temporarily unavailable; retry shortly",
-            ),
-            AuthorityError::Internal(source) => {
-                log_internal(source.as_ref());
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "INTERNAL_SERVER_ERROR",
-                    "internal server error",
-                )
-            }
+        #[derive(Serialize)]
+        struct Issue<'a> {
+            message: &'a str,
+            path: [&'static str; 1],
+        }
+        ErrorBody {
+            message: error.message(),
+            code: error.code(),
+            issues: error
+                .field()
+                .map(|(field, rule)| Issue {
+                    message: rule,
+                    path: [field],
+                })
+                .into_iter()
+                .collect(),
         }
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    message: &'a str,
-    code: &'a str,
-    issues: &'a [Value],
-}
-
-impl IntoResponse for LearnCardError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            message: &self.message,
-            code: self.code,
-            issues: &self.issues,
-        };
-        let mut response = (self.status, Json(body)).into_response();
-        let headers = response.headers_mut();
-        if let Some(challenge) = self.challenge {
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
-            );
-        }
-        if let Some(secs) = self
-            .retry_after
-            .and_then(|s| HeaderValue::from_str(&s).ok())
-        {
-            headers.insert(header::RETRY_AFTER, secs);
-        }
-        response
-    }
+impl ReadsBodies for LearnCard {
+    const BODY: BodyRules = BodyRules {
+        absent: BodyFormat::Json,
+        json: true,
+        keys: JsonKeys::Exact,
+        unsupported: "send application/json",
+    };
 }
 
 #[cfg(test)]
 mod properties {
+    use axum::http::HeaderMap;
     use proptest::prelude::*;
+    use serde_json::json;
 
     use super::*;
+    use crate::http::extract::parse_body;
 
     proptest! {
         #![proptest_config(crate::proptest_config(256))]

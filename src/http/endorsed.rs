@@ -2,21 +2,22 @@
 
 use axum::{
     Json,
-    body::Bytes,
-    extract::{State, rejection::BytesRejection},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::IntoResponse,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
     AppState,
-    extract::{BodyError, BodyFormat, ClientIp, parse_body},
-    log_internal, retry_after_secs,
+    body::{Body, BodyRules, ReadsBodies},
+    client_auth::{AuthenticatesClients, ClientAuth, client_credentials},
+    error::{ApiError, Dialect, Failure},
+    extract::{BodyFormat, ClientIp, JsonKeys},
 };
 use crate::{
-    authority::{AuthorityError, ClientCredentials, TokenRoute},
+    authority::{AuthorityError, TokenRoute},
     domain::{InvalidScope, ScopeSet},
 };
 
@@ -73,30 +74,14 @@ pub async fn create_token(
     State(state): State<AppState>,
     ClientIp(source_ip): ClientIp,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Body(request, _): Body<Endorsed, CreateTokenRequest>,
 ) -> Result<impl IntoResponse, EndorsedError> {
-    let body = body.map_err(EndorsedError::from_body_rejection)?;
-    let request: CreateTokenRequest =
-        parse_body(&headers, &body, BodyFormat::Form).map_err(|e| match e {
-            BodyError::UnsupportedMediaType => EndorsedError::unsupported_media_type(),
-            BodyError::Malformed(message) => EndorsedError::bad_request(message),
-        })?;
-
     match request.grant_type.as_deref() {
         Some("client_credentials") => {}
-        Some(_) => {
-            return Err(EndorsedError::bad_request(
-                "grant_type must be client_credentials",
-            ));
-        }
+        Some(_) => return Err(AuthorityError::UnsupportedGrantType.into()),
         None => return Err(EndorsedError::bad_request("grant_type is required")),
     }
-    let (Some(client_id), Some(client_secret)) = (&request.client_id, &request.client_secret)
-    else {
-        return Err(EndorsedError::bad_request(
-            "client_id and client_secret are required",
-        ));
-    };
+    let client = client_credentials(&headers, request.client_id, request.client_secret)?;
     let requested = request
         .scope
         .as_ref()
@@ -107,12 +92,7 @@ pub async fn create_token(
     let token = state
         .authority
         .client_credentials_token(
-            ClientCredentials {
-                client_id,
-                client_secret,
-                as_sent: None,
-                source_ip,
-            },
+            client.judge_from(source_ip),
             requested,
             TokenRoute::Endorsed,
         )
@@ -129,151 +109,96 @@ pub async fn create_token(
     ))
 }
 
-/// The Endorsed error envelope:
-/// `{"is_error":true,"error":{"code":"…","issues":[{"message":"…"}]}}`.
+/// The Endorsed dialect.
 #[derive(Debug)]
-pub struct EndorsedError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    retry_after: Option<String>,
-}
+pub struct Endorsed;
 
-impl EndorsedError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
+pub type EndorsedError = ApiError<Endorsed>;
+
+impl Dialect for Endorsed {
+    fn answer(failure: Failure) -> (StatusCode, &'static str) {
+        use Failure as F;
+        match failure {
+            F::BadRequest | F::Invalid | F::UnsupportedGrantType | F::MalformedScope => {
+                (StatusCode::BAD_REQUEST, "BAD_REQUEST")
+            }
+            F::MissingToken | F::InvalidToken | F::InvalidClient => {
+                (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED")
+            }
+            F::Refused | F::InsufficientScope | F::GrantState | F::ScopeNotGranted => {
+                (StatusCode::FORBIDDEN, "FORBIDDEN")
+            }
+            F::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            F::Conflict => (StatusCode::CONFLICT, "CONFLICT"),
+            F::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            F::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
+            }
+            F::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),
+            F::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+            F::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR"),
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
+    fn reword(error: &AuthorityError) -> Option<String> {
+        matches!(error, AuthorityError::UnsupportedGrantType)
+            .then(|| "grant_type must be client_credentials".to_owned())
     }
 
-    fn unsupported_media_type() -> Self {
-        Self::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
-            "send application/json or application/x-www-form-urlencoded",
-        )
-    }
-
-    fn from_body_rejection(rejection: BytesRejection) -> Self {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Self::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PAYLOAD_TOO_LARGE",
-                format!("the body may be at most {} bytes", super::BODY_LIMIT_BYTES),
-            )
-        } else {
-            Self::bad_request("the request body could not be read")
+    /// `{"is_error":true,"error":{"code":"…","issues":[{"message":"…"}]}}`.
+    fn envelope(error: &EndorsedError) -> impl Serialize {
+        #[derive(Serialize)]
+        struct Envelope<'a> {
+            is_error: bool,
+            error: ErrorBody<'a>,
         }
-    }
-}
-
-impl From<AuthorityError> for EndorsedError {
-    fn from(e: AuthorityError) -> Self {
-        match e {
-            AuthorityError::InvalidClient => Self::new(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHENTICATED",
-                "invalid client credentials",
-            ),
-            e @ AuthorityError::InvalidToken => {
-                Self::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", e.to_string())
-            }
-            e @ (AuthorityError::Refused(_)
-            | AuthorityError::InsufficientScope(_)
-            | AuthorityError::GrantActive
-            | AuthorityError::GrantInactive) => {
-                Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", e.to_string())
-            }
-            AuthorityError::RateLimited { retry_after } => Self {
-                retry_after: Some(retry_after_secs(retry_after)),
-                ..Self::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "TOO_MANY_REQUESTS",
-                    "too many requests; retry later",
-                )
-            },
-            AuthorityError::UnsupportedGrantType => {
-                Self::bad_request("grant_type must be client_credentials")
-            }
-            e @ (AuthorityError::MalformedScope(_) | AuthorityError::Invalid(_)) => {
-                Self::bad_request(e.to_string())
-            }
-            e @ AuthorityError::ScopeNotGranted(_) => {
-                Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", e.to_string())
-            }
-            AuthorityError::NotFound => Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", "not found"),
-            AuthorityError::Conflict(what) => {
-                Self::new(StatusCode::CONFLICT, "CONFLICT", what.to_string())
-            }
-            AuthorityError::Unavailable => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "SERVICE_UNAVAILABLE",
-                "temporarily unavailable; retry shortly",
-            ),
-            AuthorityError::Internal(source) => {
-                log_internal(source.as_ref());
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "INTERNAL_SERVER_ERROR",
-                    "internal server error",
-                )
-            }
+        #[derive(Serialize)]
+        struct ErrorBody<'a> {
+            code: &'static str,
+            issues: [Issue<'a>; 1],
         }
-    }
-}
-
-#[derive(Serialize)]
-struct ErrorEnvelope<'a> {
-    is_error: bool,
-    error: ErrorBody<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: &'static str,
-    issues: [Issue<'a>; 1],
-}
-
-#[derive(Serialize)]
-struct Issue<'a> {
-    message: &'a str,
-}
-
-impl IntoResponse for EndorsedError {
-    fn into_response(self) -> Response {
-        let body = ErrorEnvelope {
+        #[derive(Serialize)]
+        struct Issue<'a> {
+            message: &'a str,
+        }
+        Envelope {
             is_error: true,
             error: ErrorBody {
-                code: self.code,
+                code: error.code(),
                 issues: [Issue {
-                    message: &self.message,
+                    message: error.message(),
                 }],
             },
-        };
-        let mut response = (self.status, Json(body)).into_response();
-        if let Some(secs) = self
-            .retry_after
-            .and_then(|s| HeaderValue::from_str(&s).ok())
-        {
-            response.headers_mut().insert(header::RETRY_AFTER, secs);
         }
-        response
+    }
+}
+
+impl ReadsBodies for Endorsed {
+    const BODY: BodyRules = BodyRules {
+        absent: BodyFormat::Form,
+        json: true,
+        keys: JsonKeys::Exact,
+        unsupported: "send application/json or application/x-www-form-urlencoded",
+    };
+}
+
+impl AuthenticatesClients for Endorsed {
+    /// The application's credentials always travel in the body on this route.
+    const CLIENT_AUTH: ClientAuth = ClientAuth::BodyOnly;
+
+    fn missing_credentials() -> EndorsedError {
+        EndorsedError::bad_request("client_id and client_secret are required")
     }
 }
 
 #[cfg(test)]
 mod properties {
+    use axum::http::HeaderValue;
     use proptest::prelude::*;
     use serde_json::json;
 
     use super::*;
+    use crate::http::extract::parse_body;
 
     #[derive(Debug, Serialize)]
     struct Sent {

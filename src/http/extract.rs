@@ -137,15 +137,6 @@ impl BasicCredentials {
         }
     }
 
-    /// Credentials sent in a body: no encoding, so one reading.
-    pub fn from_body(client_id: String, client_secret: String) -> Self {
-        Self {
-            client_id,
-            client_secret,
-            as_sent: None,
-        }
-    }
-
     /// Every reading of the header, the form-decoded one first.
     pub fn readings(&self) -> impl Iterator<Item = (&str, &str)> {
         std::iter::once((self.client_id.as_str(), self.client_secret.as_str())).chain(
@@ -538,6 +529,15 @@ pub fn parse_body_keyed<T: serde::de::DeserializeOwned>(
         BodyFormat::Absent => absent,
         other => other,
     };
+    parse_body_as(format, body, keys)
+}
+
+/// Reads a body in a format already resolved from its `Content-Type`.
+pub fn parse_body_as<T: serde::de::DeserializeOwned>(
+    format: BodyFormat,
+    body: &[u8],
+    keys: JsonKeys,
+) -> Result<T, BodyError> {
     match (format, keys) {
         (BodyFormat::Json, JsonKeys::Exact) => serde_json::from_slice(body)
             .map_err(|e| BodyError::Malformed(format!("invalid JSON body: {e}"))),

@@ -1,10 +1,20 @@
-//! The HTTP adapters: the only place axum appears. One module per dialect, each with its own
-//! error envelope; handlers translate and delegate to the core.
+//! The HTTP adapters: the only place axum appears. One module per dialect; handlers
+//! translate and delegate to the core.
+//!
+//! Every rule the dialects share lives once, parameterised by the dialect: the error core
+//! (`error`: status, code, message, retry-after, challenge, field, one `IntoResponse`), body
+//! reading (`body`), bearer tokens (`bearer`) and client credentials (`client_auth`). A
+//! dialect module says only how its envelope looks, which code each failure gets, and which
+//! of the shared rules its routes follow.
 
 mod admin;
 mod auth_grant;
+mod bearer;
+mod body;
+mod client_auth;
 mod endorsed;
 mod enrollment;
+mod error;
 pub mod extract;
 mod health;
 mod oauth;
@@ -212,22 +222,4 @@ async fn not_found() -> impl IntoResponse {
         StatusCode::NOT_FOUND,
         Json(json!({ "error": "not_found", "message": "no such route" })),
     )
-}
-
-/// `Retry-After` in whole seconds, never zero.
-fn retry_after_secs(wait: Duration) -> String {
-    let rounded_up = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    rounded_up.max(1).to_string()
-}
-
-/// A 5xx body is opaque; its cause is logged here once, with the whole source chain.
-fn log_internal(source: &(dyn std::error::Error + 'static)) {
-    let mut chain = source.to_string();
-    let mut next = source.source();
-    while let Some(cause) = next {
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    tracing::error!(error = %chain, "internal error");
 }

@@ -2,9 +2,8 @@
 
 use axum::{
     Json,
-    body::Bytes,
-    extract::{State, rejection::BytesRejection},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
@@ -12,10 +11,10 @@ use utoipa::ToSchema;
 
 use super::{
     AppState,
-    extract::{
-        BasicAuth, BasicCredentials, BodyFormat, ClientIp, basic_auth, body_format, parse_form,
-    },
-    log_internal, retry_after_secs,
+    body::{Body, BodyRules, ReadsBodies},
+    client_auth::{AuthenticatesClients, ClientAuth, client_credentials},
+    error::{ApiError, Dialect, Failure},
+    extract::{BodyFormat, ClientIp, JsonKeys},
 };
 use crate::{
     authority::{
@@ -86,45 +85,14 @@ fn token_response(
     )
 }
 
-/// Client authentication by `client_secret_basic` or `client_secret_post`, never both.
-fn client_credentials_from(
-    headers: &HeaderMap,
-    body_id: Option<String>,
-    body_secret: Option<String>,
-) -> Result<BasicCredentials, OAuthError> {
-    match (basic_auth(headers), body_id, body_secret) {
-        (BasicAuth::Malformed, _, _) => Err(AuthorityError::InvalidClient.into()),
-        (BasicAuth::Present(_), _, Some(_)) => Err(OAuthError::invalid_request(
-            "use one client authentication method, not both",
-        )),
-        (BasicAuth::Present(basic), body_id, None) => {
-            basic.named_alike(body_id.as_deref(), None).ok_or_else(|| {
-                OAuthError::invalid_request(
-                    "client_id in the body does not match the Authorization header",
-                )
-            })
-        }
-        (BasicAuth::Absent, Some(id), Some(secret)) => Ok(BasicCredentials::from_body(id, secret)),
-        (BasicAuth::Absent, _, _) => Err(AuthorityError::InvalidClient.into()),
-    }
-}
-
 pub async fn token(
     State(state): State<AppState>,
     ClientIp(source_ip): ClientIp,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<impl IntoResponse, OAuthError> {
-    let body = body.map_err(OAuthError::from_body_rejection)?;
-    if !matches!(body_format(&headers), BodyFormat::Form | BodyFormat::Absent) {
-        return Err(OAuthError::invalid_request(
-            "the body must be application/x-www-form-urlencoded",
-        ));
-    }
-    // Repeated parameters are rejected here too (RFC 6749 §3.2): a struct field may
+    // Repeated parameters are refused while reading (RFC 6749 §3.2): a struct field may
     // appear only once.
-    let request: TokenRequest = parse_form(&body).map_err(OAuthError::invalid_request)?;
-
+    Body(request, _): Body<OAuth, TokenRequest>,
+) -> Result<Response, OAuthError> {
     let requested = request
         .scope
         .as_deref()
@@ -133,26 +101,25 @@ pub async fn token(
         .map_err(AuthorityError::from)?;
     match request.grant_type.as_deref() {
         Some("client_credentials") => {
-            client_credentials(&state, &headers, request, requested, source_ip).await
+            client_credentials_grant(&state, &headers, request, requested, source_ip).await
         }
         Some(TOKEN_EXCHANGE) => token_exchange(&state, request, requested, source_ip).await,
         Some(_) => Err(AuthorityError::UnsupportedGrantType.into()),
-        None => Err(OAuthError::invalid_request("grant_type is required")),
+        None => Err(OAuthError::bad_request("grant_type is required")),
     }
 }
 
-async fn client_credentials(
+async fn client_credentials_grant(
     state: &AppState,
     headers: &HeaderMap,
     request: TokenRequest,
     requested: Option<ScopeSet>,
     source_ip: std::net::IpAddr,
 ) -> Result<Response, OAuthError> {
-    let client = client_credentials_from(headers, request.client_id, request.client_secret)?;
-
+    let client = client_credentials(headers, request.client_id, request.client_secret)?;
     let token = state
         .authority
-        .client_credentials_token(client.presented(source_ip), requested, TokenRoute::OAuth)
+        .client_credentials_token(client.judge_from(source_ip), requested, TokenRoute::OAuth)
         .await?;
     Ok(token_response(token, None).into_response())
 }
@@ -167,18 +134,16 @@ async fn token_exchange(
 ) -> Result<Response, OAuthError> {
     let subject_token = request
         .subject_token
-        .ok_or_else(|| OAuthError::invalid_request("subject_token is required"))?;
+        .ok_or_else(|| OAuthError::bad_request("subject_token is required"))?;
     match request.subject_token_type.as_deref() {
         Some(ACCESS_TOKEN_TYPE | JWT_TOKEN_TYPE) => {}
         Some(_) => {
-            return Err(OAuthError::invalid_request(
+            return Err(OAuthError::bad_request(
                 "subject_token_type must be an access_token or a jwt",
             ));
         }
         None => {
-            return Err(OAuthError::invalid_request(
-                "subject_token_type is required",
-            ));
+            return Err(OAuthError::bad_request("subject_token_type is required"));
         }
     }
     if request
@@ -186,7 +151,7 @@ async fn token_exchange(
         .as_deref()
         .is_some_and(|t| t != ACCESS_TOKEN_TYPE)
     {
-        return Err(OAuthError::invalid_request(
+        return Err(OAuthError::bad_request(
             "only access tokens can be requested",
         ));
     }
@@ -265,42 +230,36 @@ impl From<Claims> for IntrospectedClaims {
     }
 }
 
-/// Reads a form with a `token` parameter and the caller's client credentials (Basic or in
-/// the form, not both), as introspection and revocation share.
-fn token_parameter_request(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(BasicCredentials, String), OAuthError> {
-    let body = body.map_err(OAuthError::from_body_rejection)?;
-    if !matches!(body_format(headers), BodyFormat::Form | BodyFormat::Absent) {
-        return Err(OAuthError::invalid_request(
-            "the body must be application/x-www-form-urlencoded",
-        ));
-    }
-    let request: TokenParameterRequest = parse_form(&body).map_err(OAuthError::invalid_request)?;
-    let client = client_credentials_from(headers, request.client_id, request.client_secret)?;
+/// The `token` parameter of introspection and revocation.
+fn token_parameter(request: &mut TokenParameterRequest) -> Result<String, OAuthError> {
     let token = request
         .token
-        .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        .take()
+        .ok_or_else(|| OAuthError::bad_request("token is required"))?;
     // Longer than anything we mint: a malformed request, not merely an unknown token.
     if token.len() > crate::authority::verify::MAX_TOKEN_LEN {
-        return Err(OAuthError::invalid_request(
+        return Err(OAuthError::bad_request(
             "token is longer than any token this server issues",
         ));
     }
-    Ok((client, token))
+    Ok(token)
 }
 
 pub async fn introspect(
     State(state): State<AppState>,
     ClientIp(source_ip): ClientIp,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Body(mut request, _): Body<OAuth, TokenParameterRequest>,
 ) -> Result<impl IntoResponse, OAuthError> {
-    let (client, token) = token_parameter_request(&headers, body)?;
+    let client = client_credentials(
+        &headers,
+        request.client_id.take(),
+        request.client_secret.take(),
+    )?;
+    let token = token_parameter(&mut request)?;
     let claims = state
         .authority
-        .introspect(client.presented(source_ip), &token)
+        .introspect(client.judge_from(source_ip), &token)
         .await?;
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
@@ -315,151 +274,97 @@ pub async fn revoke(
     State(state): State<AppState>,
     ClientIp(source_ip): ClientIp,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Body(mut request, _): Body<OAuth, TokenParameterRequest>,
 ) -> Result<impl IntoResponse, OAuthError> {
-    let (client, token) = token_parameter_request(&headers, body)?;
+    let client = client_credentials(
+        &headers,
+        request.client_id.take(),
+        request.client_secret.take(),
+    )?;
+    let token = token_parameter(&mut request)?;
     state
         .authority
-        .revoke(client.presented(source_ip), &token)
+        .revoke(client.judge_from(source_ip), &token)
         .await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], StatusCode::OK))
 }
 
-/// RFC 6749 §5.2 error response.
+/// The OAuth 2.0 dialect: RFC 6749 §5.2 errors.
 #[derive(Debug)]
-pub struct OAuthError {
-    status: StatusCode,
-    error: &'static str,
-    description: String,
-    retry_after: Option<String>,
-}
+pub struct OAuth;
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    error_description: &'a str,
-}
+pub type OAuthError = ApiError<OAuth>;
 
-impl OAuthError {
-    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
-        Self {
-            status,
-            error,
-            description: description.into(),
-            retry_after: None,
-        }
-    }
-
-    fn invalid_request(description: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
-    }
-
-    fn from_body_rejection(rejection: BytesRejection) -> Self {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Self::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request",
-                format!("the body may be at most {} bytes", super::BODY_LIMIT_BYTES),
-            )
-        } else {
-            Self::invalid_request("the request body could not be read")
-        }
-    }
-}
-
-impl From<AuthorityError> for OAuthError {
-    fn from(e: AuthorityError) -> Self {
-        match e {
-            AuthorityError::InvalidClient => Self::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                "client authentication failed",
-            ),
+impl Dialect for OAuth {
+    fn answer(failure: Failure) -> (StatusCode, &'static str) {
+        use Failure as F;
+        match failure {
             // RFC 8693 §2.2.2: an unacceptable subject token is invalid_request.
-            AuthorityError::InvalidToken => Self::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "the subject token is invalid, expired, or its grant is no longer active",
-            ),
-            e @ AuthorityError::InsufficientScope(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string())
+            F::BadRequest
+            | F::Invalid
+            | F::UnsupportedMediaType
+            | F::MissingToken
+            | F::InvalidToken
+            | F::NotFound
+            | F::Conflict => (StatusCode::BAD_REQUEST, "invalid_request"),
+            F::InsufficientScope | F::MalformedScope | F::ScopeNotGranted => {
+                (StatusCode::BAD_REQUEST, "invalid_scope")
             }
-            e @ (AuthorityError::Refused(_)
-            | AuthorityError::GrantActive
-            | AuthorityError::GrantInactive) => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_grant", e.to_string())
-            }
-            AuthorityError::RateLimited { retry_after } => Self {
-                retry_after: Some(retry_after_secs(retry_after)),
-                ..Self::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "temporarily_unavailable",
-                    "too many requests; retry later",
-                )
-            },
-            AuthorityError::UnsupportedGrantType => Self::new(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                "only client_credentials is supported",
-            ),
-            e @ AuthorityError::MalformedScope(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string())
-            }
-            e @ AuthorityError::ScopeNotGranted(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string())
-            }
-            e @ AuthorityError::Invalid(_) => Self::invalid_request(e.to_string()),
-            AuthorityError::NotFound => Self::invalid_request("not found"),
-            AuthorityError::Conflict(what) => Self::invalid_request(what.to_string()),
-            AuthorityError::Unavailable => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "temporarily unavailable; retry shortly",
-            ),
-            AuthorityError::Internal(source) => {
-                log_internal(source.as_ref());
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "server_error",
-                    "internal server error",
-                )
-            }
+            F::Refused | F::GrantState => (StatusCode::BAD_REQUEST, "invalid_grant"),
+            F::UnsupportedGrantType => (StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+            F::InvalidClient => (StatusCode::UNAUTHORIZED, "invalid_client"),
+            F::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request"),
+            F::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable"),
+            F::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+            F::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
         }
     }
+
+    fn reword(error: &AuthorityError) -> Option<String> {
+        let words = match error {
+            AuthorityError::InvalidClient => "client authentication failed",
+            AuthorityError::InvalidToken => {
+                "the subject token is invalid, expired, or its grant is no longer active"
+            }
+            AuthorityError::UnsupportedGrantType => {
+                "the supported grant types are client_credentials and \
+                 urn:ietf:params:oauth:grant-type:token-exchange"
+            }
+            _ => return None,
+        };
+        Some(words.to_owned())
+    }
+
+    fn envelope(error: &OAuthError) -> impl Serialize {
+        #[derive(Serialize)]
+        struct ErrorBody<'a> {
+            error: &'static str,
+            error_description: &'a str,
+        }
+        ErrorBody {
+            error: error.code(),
+            error_description: error.message(),
+        }
+    }
+
+    const NO_STORE: bool = true;
+    // RFC 6749 §5.2 requires the challenge when Basic was tried, and HTTP requires one on
+    // every 401, so every invalid_client carries it.
+    const CLIENT_CHALLENGE: Option<&'static str> =
+        Some("Basic realm=\"portcullis\", charset=\"UTF-8\"");
 }
 
-impl IntoResponse for OAuthError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: self.error,
-            error_description: &self.description,
-        };
-        let mut response = (
-            self.status,
-            [
-                (header::CACHE_CONTROL, "no-store"),
-                (header::PRAGMA, "no-cache"),
-            ],
-            Json(body),
-        )
-            .into_response();
-        let headers = response.headers_mut();
-        // RFC 6749 §5.2 requires the challenge when Basic was tried, and HTTP requires
-        // one on every 401, so every invalid_client carries it.
-        if self.status == StatusCode::UNAUTHORIZED {
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"portcullis\", charset=\"UTF-8\""),
-            );
-        }
-        if let Some(secs) = self
-            .retry_after
-            .and_then(|s| HeaderValue::from_str(&s).ok())
-        {
-            headers.insert(header::RETRY_AFTER, secs);
-        }
-        response
-    }
+impl ReadsBodies for OAuth {
+    const BODY: BodyRules = BodyRules {
+        absent: BodyFormat::Form,
+        json: false,
+        keys: JsonKeys::Exact,
+        unsupported: "the body must be application/x-www-form-urlencoded",
+    };
+}
+
+impl AuthenticatesClients for OAuth {
+    const CLIENT_AUTH: ClientAuth = ClientAuth::OneMethod;
 }
 
 #[cfg(test)]
@@ -467,6 +372,7 @@ mod properties {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::http::extract::parse_form;
 
     const FIELDS: [&str; 7] = [
         "grant_type",

@@ -94,6 +94,28 @@ async fn oauth_errors_follow_rfc6749_section_5_2() {
 }
 
 #[tokio::test]
+async fn an_unsupported_grant_type_names_every_supported_one() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .post_raw(
+            "/oauth2/token",
+            Some("application/x-www-form-urlencoded"),
+            "grant_type=password",
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "unsupported_grant_type");
+    let description = body["error_description"].as_str().unwrap();
+    for grant in [
+        "client_credentials",
+        "urn:ietf:params:oauth:grant-type:token-exchange",
+    ] {
+        assert!(description.contains(grant), "{description:?} names {grant}");
+    }
+}
+
+#[tokio::test]
 async fn json_bodies_are_refused_at_the_oauth_endpoint() {
     let app = TestApp::spawn().await;
     let client = app.default_app().await;
