@@ -196,7 +196,7 @@ async fn open_core(settings: &Settings, clock: SharedClock) -> anyhow::Result<Au
 pub async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load()?;
-    let _log_writer = telemetry::init(settings.log.format, &settings.log.level);
+    let _log_writer = telemetry::init(settings.log.format, log_level(&cli.command, &settings));
     let clock: SharedClock = Arc::new(SystemClock);
     match cli.command {
         Command::Serve => {
@@ -230,6 +230,17 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Apps(command) => run_apps(command, &settings, clock).await,
         Command::Enrollments(command) => run_enrollments(command, &settings, clock).await,
         Command::Keys(command) => run_keys(command, &settings, clock).await,
+    }
+}
+
+/// The server logs at the configured level. Any other command prints its result on stdout
+/// and logs only what went wrong, whatever `log.level` says (it is the server's setting, and
+/// its default `info` would put audit lines between a command's output lines); `RUST_LOG`
+/// still overrides both.
+fn log_level<'a>(command: &Command, settings: &'a Settings) -> &'a str {
+    match command {
+        Command::Serve => &settings.log.level,
+        _ => "warn",
     }
 }
 
