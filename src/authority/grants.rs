@@ -299,8 +299,8 @@ impl Grants {
     }
 
     /// An API token acting for the grant's profile with the grant's scope (as far as the
-    /// grant's origin still allows it), valid until the grant expires (or the configured
-    /// maximum).
+    /// grant's origin still allows it), valid until the grant expires; for a grant that
+    /// never expires, for the configured maximum.
     pub async fn api_token(
         &self,
         principal: &Principal,
@@ -311,9 +311,10 @@ impl Grants {
         let grant = self
             .owned(principal, Self::reachable(principal, id)?)
             .await?;
+        let now = self.clock.now();
         let judge = Judge {
             records: &self.records,
-            now: self.clock.now(),
+            now,
         };
         let scope = judge
             .grant(&grant)
@@ -323,16 +324,27 @@ impl Grants {
         if let Some(missing) = principal.scope.first_uncovered(&scope) {
             return Err(AuthorityError::ScopeNotGranted(missing.to_string()));
         }
-        let token = minter.mint(TokenSpec {
-            subject: &grant.profile,
-            client_id: &grant.client_id,
-            scope: &scope,
-            lifetime: self.lifetime_within(&grant, self.api_token_max_lifetime),
-            enrollment_id: None,
-            grant_id: Some(grant.id.to_string()),
-            grant_type: "auth_grant",
-            parent_jti: None,
-        })?;
+        // The token lives exactly as long as its grant (the judge found it unexpired), never
+        // longer; the configured maximum bounds only tokens of grants that never expire.
+        let lifetime = match grant.expires_at {
+            Some(expires_at) => (expires_at - now).to_std().unwrap_or_default(),
+            None => self.api_token_max_lifetime,
+        };
+        let token = minter
+            .mint_lasting(
+                TokenSpec {
+                    subject: &grant.profile,
+                    client_id: &grant.client_id,
+                    scope: &scope,
+                    lifetime,
+                    enrollment_id: None,
+                    grant_id: Some(grant.id.to_string()),
+                    grant_type: "auth_grant",
+                    parent_jti: None,
+                },
+                now,
+            )
+            .await?;
         tracing::info!(event = "grant.api_token", grant_id = %grant.id, jti = %token.jti);
         Ok(token)
     }

@@ -325,7 +325,8 @@ pub struct VerificationKey {
 pub struct KeyRingOptions {
     pub algorithm: SigningAlgorithm,
     pub hs256_secret: Option<Vec<u8>>,
-    /// How long a retired key stays published: the longest token lifetime.
+    /// How long a retired key stays published: the longest fixed token lifetime. A key that
+    /// signed a token living longer (a grant's API token) stays until that token expires.
     pub retired_key_visibility: TimeDelta,
     /// How long a `next` key is published before a rotation may make it sign: long enough
     /// for every replica to have reloaded its keys.
@@ -476,6 +477,21 @@ impl KeyRing {
         self.loaded().current.clone()
     }
 
+    /// Before `key` signs a token that expires at `until`: if that is later than the key
+    /// would stay published were it retired now, records that it must stay published until
+    /// then, so no rotation cuts the token short. Every replica reads the record.
+    pub async fn keep_published_until(
+        &self,
+        key: &SigningKey,
+        until: DateTime<Utc>,
+    ) -> Result<(), AuthorityError> {
+        if until <= self.clock.now() + self.options.retired_key_visibility {
+            return Ok(());
+        }
+        self.store.keep_signing_key_until(key.kid(), until).await?;
+        Ok(())
+    }
+
     /// The JWK Set document.
     pub fn jwks(&self) -> Arc<Value> {
         self.loaded().jwks.clone()
@@ -588,6 +604,7 @@ fn new_record(
         created_at: now,
         activated_at: (state == KeyState::Current).then_some(now),
         retired_at: None,
+        tokens_live_until: None,
     })
 }
 
@@ -604,9 +621,12 @@ fn jwks(
     for record in records {
         let visible = match record.state {
             KeyState::Next | KeyState::Current => true,
-            KeyState::Retired => record
-                .retired_at
-                .is_some_and(|at| at + retired_visibility > now),
+            KeyState::Retired => {
+                record
+                    .retired_at
+                    .is_some_and(|at| at + retired_visibility > now)
+                    || record.tokens_live_until.is_some_and(|until| until > now)
+            }
         };
         if visible {
             match open_record(master, record) {
@@ -647,6 +667,7 @@ mod tests {
                 created_at: Utc::now(),
                 activated_at: None,
                 retired_at: None,
+                tokens_live_until: None,
             }
         };
         let (good, planted) = (record(&ours), record(&theirs));

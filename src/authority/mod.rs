@@ -64,7 +64,8 @@ pub struct Lifetimes {
     pub oauth: Duration,
     pub endorsed: Duration,
     pub enrollment: Duration,
-    /// Grant API tokens live until their grant expires, but never longer than this.
+    /// How long the API token of a grant that never expires lives (one of a grant that
+    /// expires lives until then).
     pub grant_token_max: Duration,
 }
 

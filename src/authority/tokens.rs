@@ -7,7 +7,11 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{AuthorityError, clock::SharedClock, keys::KeyRing};
+use super::{
+    AuthorityError,
+    clock::SharedClock,
+    keys::{KeyRing, SigningKey},
+};
 use crate::domain::{ScopeSet, Subject, SubjectKind};
 
 /// The claims of every token Portcullis issues.
@@ -74,7 +78,30 @@ impl TokenMinter {
     }
 
     pub fn mint(&self, spec: TokenSpec<'_>) -> Result<IssuedToken, AuthorityError> {
-        let now = self.clock.now();
+        self.sign(&self.keys.current(), self.clock.now(), spec)
+    }
+
+    /// Mints a token that may outlive the time a retired key normally stays published (a
+    /// grant's API token lives as long as its grant), issued at `now` so that a lifetime
+    /// counted to a given instant ends exactly there. The key that signs it is first
+    /// recorded to stay published until the token expires.
+    pub async fn mint_lasting(
+        &self,
+        spec: TokenSpec<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedToken, AuthorityError> {
+        let key = self.keys.current();
+        let lifetime = TimeDelta::from_std(spec.lifetime).map_err(AuthorityError::internal)?;
+        self.keys.keep_published_until(&key, now + lifetime).await?;
+        self.sign(&key, now, spec)
+    }
+
+    fn sign(
+        &self,
+        key: &SigningKey,
+        now: DateTime<Utc>,
+        spec: TokenSpec<'_>,
+    ) -> Result<IssuedToken, AuthorityError> {
         let lifetime = TimeDelta::from_std(spec.lifetime).map_err(AuthorityError::internal)?;
         let expires_at = now + lifetime;
         let claims = Claims {
@@ -94,7 +121,6 @@ impl TokenMinter {
         };
         let payload = serde_json::to_vec(&claims).map_err(AuthorityError::internal)?;
 
-        let key = self.keys.current();
         let mut token = String::with_capacity(512);
         token.push_str(key.encoded_header());
         token.push('.');

@@ -85,4 +85,7 @@ pub struct SigningKeyRecord {
     pub created_at: DateTime<Utc>,
     pub activated_at: Option<DateTime<Utc>>,
     pub retired_at: Option<DateTime<Utc>>,
+    /// The latest expiry of a token it signed that outlives the usual time a retired key
+    /// stays published (a grant's API token lives as long as its grant); `None` if none did.
+    pub tokens_live_until: Option<DateTime<Utc>>,
 }

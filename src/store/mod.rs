@@ -167,6 +167,14 @@ pub trait Store: Send + Sync + 'static {
     async fn subscribe(&self) -> Result<Option<mpsc::Receiver<ChangeEvent>>, StoreError>;
 
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
+    /// Records that key `kid` signed a token living until `until`, so that once retired it
+    /// stays published at least that long. Never moves the recorded time back; an unknown
+    /// kid (the configured HS256 secret) changes nothing.
+    async fn keep_signing_key_until(
+        &self,
+        kid: &str,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
     /// Run by every replica at start. Makes `current` the current key only if there is none,
     /// and publishes `next` unless a next key of its algorithm already waits (one of another
     /// algorithm never signed anything and is replaced). Candidates not needed are discarded.

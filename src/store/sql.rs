@@ -246,6 +246,7 @@ struct KeyRow {
     created_at: Timestamp,
     activated_at: Option<Timestamp>,
     retired_at: Option<Timestamp>,
+    tokens_live_until: Option<Timestamp>,
 }
 
 impl TryFrom<KeyRow> for SigningKeyRecord {
@@ -261,6 +262,7 @@ impl TryFrom<KeyRow> for SigningKeyRecord {
             created_at: row.created_at.0,
             activated_at: row.activated_at.map(|t| t.0),
             retired_at: row.retired_at.map(|t| t.0),
+            tokens_live_until: row.tokens_live_until.map(|t| t.0),
         })
     }
 }
@@ -938,7 +940,7 @@ where
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
         sqlx::query_as::<DB, KeyRow>(
             "SELECT kid, algorithm, state, private_key, public_jwk, created_at, activated_at, \
-             retired_at FROM signing_keys ORDER BY created_at, kid",
+             retired_at, tokens_live_until FROM signing_keys ORDER BY created_at, kid",
         )
         .fetch_all(&self.pool)
         .await
@@ -946,6 +948,25 @@ where
         .into_iter()
         .map(TryInto::try_into)
         .collect()
+    }
+
+    async fn keep_signing_key_until(
+        &self,
+        kid: &str,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        // Only ever later: concurrent writers each leave at least their own token covered.
+        sqlx::query::<DB>(
+            "UPDATE signing_keys SET tokens_live_until = $1 \
+             WHERE kid = $2 AND (tokens_live_until IS NULL OR tokens_live_until < $3)",
+        )
+        .bind(Timestamp(until))
+        .bind(kid.to_owned())
+        .bind(Timestamp(until))
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
     }
 
     async fn initialize_signing_keys(

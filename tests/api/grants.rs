@@ -630,6 +630,117 @@ async fn a_grant_token_stops_working_after_revoke_delete_and_expiry() {
     );
 }
 
+/// A grant that expires `days` from `now`, at a whole second (a JWT's `exp` has no more).
+fn expiring_in(now: chrono::DateTime<Utc>, days: i64) -> (String, i64) {
+    let at = now + TimeDelta::days(days);
+    (
+        at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        at.timestamp(),
+    )
+}
+
+/// The kids the server publishes in JWKS.
+async fn published_kids(app: &TestApp) -> Vec<String> {
+    let jwks: Value = app
+        .http
+        .get(format!("{}/.well-known/jwks.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_api_token_lives_until_its_grant_expires_or_the_configured_maximum_without_one() {
+    let app = TestApp::spawn_with(Spawn {
+        overrides: &[("PORTCULLIS__TOKENS__GRANT_TOKEN_MAX_LIFETIME_SECS", "7200")],
+        ..Spawn::default()
+    })
+    .await;
+    let token = profile_token(&app, "profile-lifetime", "all:read all:write").await;
+
+    // Far beyond the configured maximum: the grant's expiresAt decides, to the second.
+    let (expires_at, exp) = expiring_in(Utc::now(), 60);
+    let id = create_grant(
+        &app,
+        &token,
+        json!({ "scope": "authGrants:read", "expiresAt": expires_at }),
+    )
+    .await;
+    let grant_token = api_token_string(&app, &token, &id).await;
+    let (_, claims) = verify_token(&app, &grant_token).await;
+    assert_eq!(
+        claims["exp"].as_i64(),
+        Some(exp),
+        "the API token lives exactly as long as its grant"
+    );
+    assert_eq!(works_on_a_protected_route(&app, &grant_token).await, 200);
+
+    // A grant that never expires: the configured maximum.
+    let id = create_grant(&app, &token, json!({ "scope": "authGrants:read" })).await;
+    let grant_token = api_token_string(&app, &token, &id).await;
+    let (_, claims) = verify_token(&app, &grant_token).await;
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        7200,
+        "tokens.grant_token_max_lifetime_secs"
+    );
+}
+
+#[tokio::test]
+async fn the_key_that_signed_a_long_lived_api_token_stays_published_until_it_expires() {
+    let clock = FixedClock::new(Utc::now());
+    let app = TestApp::spawn_with(Spawn {
+        clock: Some(clock.clone()),
+        ..Spawn::default()
+    })
+    .await;
+    let token = profile_token(&app, "profile-rotation", "all:read all:write").await;
+    let (expires_at, exp) = expiring_in(clock.now(), 60);
+    let id = create_grant(
+        &app,
+        &token,
+        json!({ "scope": "authGrants:read", "expiresAt": expires_at }),
+    )
+    .await;
+    let grant_token = api_token_string(&app, &token, &id).await;
+    let (header, claims) = verify_token(&app, &grant_token).await;
+    assert_eq!(claims["exp"].as_i64(), Some(exp));
+    let signer = header.kid.unwrap();
+
+    let rotated = app.admin_post("/admin/v1/keys/rotate", json!({})).await;
+    assert_eq!(rotated.status(), 200);
+    // Past the longest fixed lifetime (30 days by default), when a retired key that signed
+    // nothing longer leaves JWKS; keys are reloaded on the moved clock.
+    clock.advance(TimeDelta::days(45));
+    app.authority.maintain().await;
+    assert!(
+        published_kids(&app).await.contains(&signer),
+        "the retired key stays published while a token it signed lives"
+    );
+    assert_eq!(
+        works_on_a_protected_route(&app, &grant_token).await,
+        200,
+        "a key rotation does not cut the grant's token short"
+    );
+
+    clock.advance(TimeDelta::days(16));
+    app.authority.maintain().await;
+    assert!(
+        !published_kids(&app).await.contains(&signer),
+        "and leaves once that token has expired"
+    );
+    assert_eq!(works_on_a_protected_route(&app, &grant_token).await, 401);
+}
+
 #[tokio::test]
 async fn an_exchanged_token_carries_the_grant_and_cannot_widen_scope() {
     let app = TestApp::spawn().await;

@@ -432,6 +432,17 @@ impl Store for InterceptStore {
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
         self.around("signing_keys", self.inner.signing_keys()).await
     }
+    async fn keep_signing_key_until(
+        &self,
+        kid: &str,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.around(
+            "keep_signing_key_until",
+            self.inner.keep_signing_key_until(kid, until),
+        )
+        .await
+    }
     async fn initialize_signing_keys(
         &self,
         current: &SigningKeyRecord,

@@ -3,6 +3,7 @@
 
 mod admin;
 mod basic_forms;
+mod cli;
 mod credentials;
 mod edges;
 mod endorsed;

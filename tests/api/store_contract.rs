@@ -664,6 +664,7 @@ fn key(kid: &str, algorithm: SigningAlgorithm, created_at: DateTime<Utc>) -> Sig
         created_at,
         activated_at: None,
         retired_at: None,
+        tokens_live_until: None,
     }
 }
 
@@ -948,6 +949,48 @@ async fn signing_keys_are_initialized_once() {
                 ("n3".into(), KeyState::Next, None, None),
             ],
             "{name}: a new algorithm replaces the waiting key that never signed, not the current"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_keys_publication_is_only_ever_extended() {
+    for (name, store, _db) in backends().await {
+        let t = DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
+        let es = SigningAlgorithm::ES256;
+        store
+            .initialize_signing_keys(&key("c1", es, t), &key("n1", es, t), t)
+            .await
+            .unwrap();
+        let live_until = |store: DynStore| async move {
+            store
+                .signing_keys()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|k| (k.kid, k.tokens_live_until))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            live_until(store.clone()).await,
+            vec![("c1".into(), None), ("n1".into(), None)],
+            "{name}"
+        );
+
+        let later = t + TimeDelta::days(60);
+        store.keep_signing_key_until("c1", later).await.unwrap();
+        store
+            .keep_signing_key_until("c1", t + TimeDelta::days(1))
+            .await
+            .unwrap();
+        store
+            .keep_signing_key_until("unknown", later)
+            .await
+            .unwrap();
+        assert_eq!(
+            live_until(store.clone()).await,
+            vec![("c1".into(), Some(later)), ("n1".into(), None)],
+            "{name}: an earlier time does not shorten it; an unknown kid changes nothing"
         );
     }
 }
