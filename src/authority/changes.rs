@@ -149,7 +149,7 @@ impl ChangeHub {
             }
             Change::Enrollment { id } => self.records.enrollment_changed(EnrollmentId(*id)),
             Change::Grant { id } => self.records.grant_changed(GrantId(*id)),
-            Change::Revoked { jti, exp } => self.revocations.insert(jti.clone(), *exp),
+            Change::Revoked { jti, exp } => self.revocations.insert(jti, *exp),
             Change::Keys => {
                 if let Some(keys) = self.keys.get()
                     && let Err(e) = keys.reload().await
