@@ -9,7 +9,7 @@ use axum::{
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use super::{
@@ -18,6 +18,7 @@ use super::{
     body::{Body, BodyOrDefault, BodyRules, ReadsBodies},
     error::{ApiError, Dialect, Failure},
     extract::{BodyFormat, JsonKeys},
+    openapi::{Documented, Errors, GrantIdString, TokenString, True},
 };
 use crate::{
     authority::{
@@ -203,6 +204,37 @@ impl<S: Send + Sync> FromRequestParts<S> for GrantIdParam {
 /// The caller of every route here: a bearer token's profile.
 type Profile = Caller<LearnCard>;
 
+#[utoipa::path(
+    post,
+    path = "/auth-grant/create",
+    operation_id = "createAuthGrant",
+    tag = "Auth grants",
+    summary = "Create an auth grant (scope authGrants:write)",
+    description = "403 when the requested scope exceeds the caller's, when the caller's token derives from a grant, or when the profile holds the maximum number of active grants.",
+    request_body(
+        description = "JSON, or the same fields as a form.",
+        content(
+            (Option<CreateAuthGrantRequest> = "application/json"),
+            (Option<CreateAuthGrantRequest> = "application/x-www-form-urlencoded"),
+        ),
+    ),
+    security(("bearerToken" = [])),
+    responses(
+        (
+            status = 200,
+            description = "The new grant's id.",
+            body = inline(GrantIdString),
+            links(
+                ("show" = (operation_id = "showAuthGrant", parameters(("id" = "$response.body")))),
+                ("update" = (operation_id = "updateAuthGrant", parameters(("id" = "$response.body")))),
+                ("revoke" = (operation_id = "revokeAuthGrant", parameters(("id" = "$response.body")))),
+                ("delete" = (operation_id = "deleteAuthGrant", parameters(("id" = "$response.body")))),
+                ("apiToken" = (operation_id = "createAuthGrantApiToken", parameters(("id" = "$response.body")))),
+            ),
+        ),
+        Errors<LearnCard, 400, 401, 403, 413, 415, 429, 500, 503>,
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     Caller(principal, _): Profile,
@@ -223,6 +255,19 @@ pub async fn create(
     Ok(Json(id.to_string()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/auth-grant/{id}",
+    operation_id = "showAuthGrant",
+    tag = "Auth grants",
+    summary = "Show an auth grant (scope authGrants:read)",
+    params(("id" = String, Path)),
+    security(("bearerToken" = [])),
+    responses(
+        (status = 200, description = "The grant.", body = AuthGrantResponse),
+        Errors<LearnCard, 401, 404, 429, 500, 503>,
+    ),
+)]
 pub async fn show(
     State(state): State<AppState>,
     Caller(principal, _): Profile,
@@ -232,6 +277,25 @@ pub async fn show(
     Ok(Json(AuthGrant::clone(&grant).into()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/profile/auth-grants",
+    operation_id = "listAuthGrants",
+    tag = "Auth grants",
+    summary = "List the caller's auth grants, newest first (scope authGrants:read)",
+    request_body(
+        description = "JSON, or the same fields as a form.",
+        content(
+            (Option<ListAuthGrantsRequest> = "application/json"),
+            (Option<ListAuthGrantsRequest> = "application/x-www-form-urlencoded"),
+        ),
+    ),
+    security(("bearerToken" = [])),
+    responses(
+        (status = 200, description = "At most `limit` grants.", body = Vec<AuthGrantResponse>),
+        Errors<LearnCard, 400, 401, 413, 415, 429, 500, 503>,
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Caller(principal, _): Profile,
@@ -258,6 +322,31 @@ pub async fn list(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/auth-grant/update/{id}",
+    operation_id = "updateAuthGrant",
+    tag = "Auth grants",
+    summary = "Rename or redescribe an auth grant (scope authGrants:write)",
+    params(("id" = String, Path)),
+    request_body(
+        description = "JSON, or the same fields as a form.",
+        content(
+            (UpdateAuthGrantRequest = "application/json"),
+            (UpdateAuthGrantRequest = "application/x-www-form-urlencoded"),
+        ),
+    ),
+    security(("bearerToken" = [])),
+    responses(
+        (
+            status = 200,
+            description = "`true` if changed; `false` when only non-updatable fields were sent.",
+            body = bool,
+            content_type = "application/json",
+        ),
+        Errors<LearnCard, 400, 401, 404, 413, 415, 429, 500, 503>,
+    ),
+)]
 pub async fn update(
     State(state): State<AppState>,
     Caller(principal, _): Profile,
@@ -279,6 +368,19 @@ pub async fn update(
     Ok(Json(changed))
 }
 
+#[utoipa::path(
+    post,
+    path = "/auth-grant/{id}/revoke",
+    operation_id = "revokeAuthGrant",
+    tag = "Auth grants",
+    summary = "Revoke an auth grant (scope authGrants:write; idempotent)",
+    params(("id" = String, Path)),
+    security(("bearerToken" = [])),
+    responses(
+        (status = 200, description = "Revoked.", body = inline(True)),
+        Errors<LearnCard, 401, 404, 429, 500, 503>,
+    ),
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     Caller(principal, _): Profile,
@@ -288,6 +390,20 @@ pub async fn revoke(
     Ok(Json(true))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/auth-grant/{id}",
+    operation_id = "deleteAuthGrant",
+    tag = "Auth grants",
+    summary = "Delete a revoked auth grant (scope authGrants:delete)",
+    description = "An active grant must be revoked first (401).",
+    params(("id" = String, Path)),
+    security(("bearerToken" = [])),
+    responses(
+        (status = 200, description = "Deleted.", body = inline(True)),
+        Errors<LearnCard, 401, 404, 429, 500, 503>,
+    ),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Caller(principal, _): Profile,
@@ -297,6 +413,20 @@ pub async fn delete(
     Ok(Json(true))
 }
 
+#[utoipa::path(
+    post,
+    path = "/auth-grant/{id}/api-token",
+    operation_id = "createAuthGrantApiToken",
+    tag = "Auth grants",
+    summary = "Mint an API token acting with the grant's scope (scope authGrants:read)",
+    description = "401 when the grant is revoked or expired.",
+    params(("id" = String, Path)),
+    security(("bearerToken" = [])),
+    responses(
+        (status = 200, description = "The token (a JWT).", body = inline(TokenString)),
+        Errors<LearnCard, 401, 403, 404, 429, 500, 503>,
+    ),
+)]
 pub async fn api_token(
     State(state): State<AppState>,
     Caller(principal, _): Profile,
@@ -375,6 +505,35 @@ impl Dialect for LearnCard {
                 .into_iter()
                 .collect(),
         }
+    }
+}
+
+impl Documented for LearnCard {
+    const NAME: &'static str = "LearnCard";
+    const CODE_AT: &'static [&'static str] = &["code"];
+    const CHALLENGE: Option<&'static str> = Some("When the bearer token is missing or invalid.");
+
+    fn envelope_schema() -> Value {
+        json!({
+            "description": "The LearnCard error envelope.",
+            "type": "object",
+            "required": ["message", "code", "issues"],
+            "properties": {
+                "message": { "type": "string" },
+                "code": { "type": "string" },
+                "issues": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["message", "path"],
+                        "properties": {
+                            "message": { "type": "string" },
+                            "path": { "type": "array", "items": { "type": "string" } }
+                        }
+                    }
+                }
+            }
+        })
     }
 }
 

@@ -7,6 +7,7 @@ use axum::{
     response::IntoResponse,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::{
@@ -15,6 +16,7 @@ use super::{
     client_auth::{AuthenticatesClients, ClientAuth, client_credentials},
     error::{ApiError, Dialect, Failure},
     extract::{BodyFormat, ClientIp, JsonKeys},
+    openapi::{Documented, Errors},
 };
 use crate::{
     authority::{AuthorityError, TokenRoute},
@@ -58,6 +60,7 @@ impl ScopeParam {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = EndorsedTokenResponse)]
 pub struct TokenResponse {
     #[schema(schema_with = super::openapi::always_false)]
     is_error: bool,
@@ -70,6 +73,25 @@ pub struct TokenResponse {
     scope: Vec<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/tokens",
+    operation_id = "createEndorsedToken",
+    tag = "Endorsed",
+    summary = "Issue an access token (client_credentials)",
+    description = "Client credentials travel in the body. A body without a content type is read as a form.",
+    request_body(
+        description = "JSON, or the same fields as a form.",
+        content(
+            (CreateTokenRequest = "application/json"),
+            (CreateTokenRequest = "application/x-www-form-urlencoded"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "The token.", body = TokenResponse),
+        Errors<Endorsed, 400, 401, 403, 413, 415, 429, 500, 503>,
+    ),
+)]
 pub async fn create_token(
     State(state): State<AppState>,
     ClientIp(source_ip): ClientIp,
@@ -170,6 +192,39 @@ impl Dialect for Endorsed {
                 }],
             },
         }
+    }
+}
+
+impl Documented for Endorsed {
+    const NAME: &'static str = "Endorsed";
+    const CODE_AT: &'static [&'static str] = &["error", "code"];
+    const CHALLENGE: Option<&'static str> = None;
+
+    fn envelope_schema() -> Value {
+        json!({
+            "description": "The Endorsed error envelope.",
+            "type": "object",
+            "required": ["is_error", "error"],
+            "properties": {
+                "is_error": { "type": "boolean", "enum": [true] },
+                "error": {
+                    "type": "object",
+                    "required": ["code", "issues"],
+                    "properties": {
+                        "code": { "type": "string" },
+                        "issues": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {
+                                "type": "object",
+                                "required": ["message"],
+                                "properties": { "message": { "type": "string" } }
+                            }
+                        }
+                    }
+                }
+            }
+        })
     }
 }
 

@@ -10,7 +10,7 @@ use axum::{
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::{
@@ -20,6 +20,7 @@ use super::{
     client_auth::{AuthenticatesClients, ClientAuth, client_credentials},
     error::{ApiError, Dialect, Failure},
     extract::{BodyFormat, ClientIp, JsonKeys, bearer_token},
+    openapi::{Documented, Errors},
 };
 use crate::{
     authority::{AuthorityError, EnrollmentQuery, Rule},
@@ -111,6 +112,26 @@ fn no_store(body: EnrollmentResponse) -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-store")], Json(body))
 }
 
+#[utoipa::path(
+    post,
+    path = "/access/v1/enrollment/authorize",
+    operation_id = "authorizeEnrollment",
+    tag = "Access",
+    summary = "Issue an enrollment token",
+    description = "The application authenticates in the body, by HTTP Basic, or both (as the official Go client does; both must name the same credentials). The enrollment is named by `id`, `owner_id`, or an `Authorization: Bearer` enrollment token being renewed (then the credentials go in the body).",
+    request_body(
+        description = "JSON, or the same fields as a form.",
+        content(
+            (AuthorizeEnrollmentRequest = "application/json"),
+            (AuthorizeEnrollmentRequest = "application/x-www-form-urlencoded"),
+        ),
+    ),
+    security(("clientBasic" = []), ("bearerToken" = []), ()),
+    responses(
+        (status = 200, description = "The enrollment with a new token.", body = EnrollmentResponse),
+        Errors<Access, 400, 401, 403, 404, 413, 415, 429, 500, 503>,
+    ),
+)]
 pub async fn authorize(
     State(state): State<AppState>,
     ClientIp(source_ip): ClientIp,
@@ -135,6 +156,18 @@ pub async fn authorize(
     Ok(no_store(body))
 }
 
+#[utoipa::path(
+    get,
+    path = "/access/v1/enrollment",
+    operation_id = "showEnrollment",
+    tag = "Access",
+    summary = "The bearer token's enrollment",
+    security(("bearerToken" = [])),
+    responses(
+        (status = 200, description = "The enrollment, without a token.", body = EnrollmentResponse),
+        Errors<Access, 401, 403, 404, 429, 500, 503>,
+    ),
+)]
 pub async fn show(
     State(state): State<AppState>,
     Caller(principal, _): Caller<Access>,
@@ -143,7 +176,62 @@ pub async fn show(
     Ok(no_store(enrollment.into()))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/access/v1/enrollment",
+    operation_id = "updateEnrollment",
+    tag = "Access",
+    summary = "Replace the bearer token's enrollment data",
+    request_body(
+        description = "JSON, or the same fields as a form.",
+        content(
+            (UpdateEnrollmentRequest = "application/json"),
+            (UpdateEnrollmentRequest = "application/x-www-form-urlencoded"),
+        ),
+    ),
+    security(("bearerToken" = [])),
+    responses(
+        (status = 200, description = "The updated enrollment.", body = EnrollmentResponse),
+        Errors<Access, 400, 401, 403, 404, 413, 415, 429, 500, 503>,
+    ),
+)]
 pub async fn update(
+    state: State<AppState>,
+    caller: Caller<Access>,
+    body: Body<Access, UpdateEnrollmentRequest>,
+) -> Result<impl IntoResponse, AccessError> {
+    replace_data(state, caller, body).await
+}
+
+/// `PATCH`, as the official client sends it.
+#[utoipa::path(
+    post,
+    path = "/access/v1/enrollment",
+    operation_id = "updateEnrollmentByPost",
+    tag = "Access",
+    summary = "Replace the bearer token's enrollment data (as the official client sends it)",
+    request_body(
+        description = "JSON, or the same fields as a form.",
+        content(
+            (UpdateEnrollmentRequest = "application/json"),
+            (UpdateEnrollmentRequest = "application/x-www-form-urlencoded"),
+        ),
+    ),
+    security(("bearerToken" = [])),
+    responses(
+        (status = 200, description = "The updated enrollment.", body = EnrollmentResponse),
+        Errors<Access, 400, 401, 403, 404, 413, 415, 429, 500, 503>,
+    ),
+)]
+pub async fn update_by_post(
+    state: State<AppState>,
+    caller: Caller<Access>,
+    body: Body<Access, UpdateEnrollmentRequest>,
+) -> Result<impl IntoResponse, AccessError> {
+    replace_data(state, caller, body).await
+}
+
+async fn replace_data(
     State(state): State<AppState>,
     Caller(principal, _): Caller<Access>,
     Body(request, _): Body<Access, UpdateEnrollmentRequest>,
@@ -158,6 +246,27 @@ pub async fn update(
     Ok(no_store(enrollment.into()))
 }
 
+#[utoipa::path(
+    put,
+    path = "/access/v1/enrollment/{id}",
+    operation_id = "createEnrollment",
+    tag = "Access",
+    summary = "Enroll an owner (idempotent for the same app, owner and id)",
+    description = "The bearer token must speak for `owner_id`; the application's credentials go in the body.",
+    params(("id" = String, Path)),
+    request_body(
+        description = "JSON, or the same fields as a form.",
+        content(
+            (CreateEnrollmentRequest = "application/json"),
+            (CreateEnrollmentRequest = "application/x-www-form-urlencoded"),
+        ),
+    ),
+    security(("bearerToken" = [])),
+    responses(
+        (status = 200, description = "The enrollment.", body = EnrollmentResponse),
+        Errors<Access, 400, 401, 403, 409, 413, 415, 429, 500, 503>,
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     ClientIp(source_ip): ClientIp,
@@ -250,6 +359,28 @@ impl Dialect for Access {
                 .field()
                 .map(|(field, rule)| BTreeMap::from([(field, rule)])),
         }
+    }
+}
+
+impl Documented for Access {
+    const NAME: &'static str = "Access";
+    const CODE_AT: &'static [&'static str] = &["code"];
+    const CHALLENGE: Option<&'static str> = Some("When the bearer token is missing or invalid.");
+
+    fn envelope_schema() -> Value {
+        json!({
+            "description": "The Invopop Access error envelope; `fields` only for validation errors.",
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": { "type": "string" },
+                "message": { "type": "string" },
+                "fields": {
+                    "type": "object",
+                    "additionalProperties": { "type": "string" }
+                }
+            }
+        })
     }
 }
 

@@ -44,6 +44,28 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Every failure, for the document that lists what each dialect can answer.
+    pub const ALL: [Self; 18] = [
+        Self::BadRequest,
+        Self::Invalid,
+        Self::UnsupportedMediaType,
+        Self::PayloadTooLarge,
+        Self::MissingToken,
+        Self::InvalidToken,
+        Self::InvalidClient,
+        Self::RateLimited,
+        Self::Refused,
+        Self::InsufficientScope,
+        Self::GrantState,
+        Self::UnsupportedGrantType,
+        Self::MalformedScope,
+        Self::ScopeNotGranted,
+        Self::NotFound,
+        Self::Conflict,
+        Self::Unavailable,
+        Self::Internal,
+    ];
+
     fn of(e: &AuthorityError) -> Self {
         match e {
             AuthorityError::InvalidClient => Self::InvalidClient,

@@ -31,12 +31,11 @@ use std::{
 };
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{DefaultBodyLimit, MatchedPath, Request},
     http::{HeaderName, Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post, put},
 };
 use secrecy::SecretString;
 use serde_json::json;
@@ -46,6 +45,7 @@ use tower_http::{
     trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer},
 };
 use tracing::Level;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{authority::Authority, telemetry};
 use extract::TrustedProxies;
@@ -97,42 +97,40 @@ impl Lifecycle {
     }
 }
 
-/// Every public route, in one place.
+/// Every public route, in one place: the router and its OpenAPI document are built from
+/// this one list, so no route is served undocumented.
+fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(endorsed::create_token))
+        .routes(routes!(oauth::token))
+        .routes(routes!(oauth::introspect))
+        .routes(routes!(oauth::revoke))
+        .routes(routes!(enrollment::authorize))
+        .routes(routes!(
+            enrollment::show,
+            enrollment::update,
+            enrollment::update_by_post
+        ))
+        .routes(routes!(enrollment::create))
+        .routes(routes!(auth_grant::create))
+        .routes(routes!(auth_grant::show, auth_grant::delete))
+        .routes(routes!(auth_grant::update))
+        .routes(routes!(auth_grant::revoke))
+        .routes(routes!(auth_grant::api_token))
+        .routes(routes!(auth_grant::list))
+        .routes(routes!(wellknown::jwks))
+        .routes(routes!(wellknown::metadata))
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(openapi::serve))
+}
+
+/// The public listener's router; its OpenAPI document is rendered here, once.
 pub fn public_router(state: AppState, request_timeout: Duration) -> Router {
-    let routes = Router::new()
-        .route("/api/v1/auth/tokens", post(endorsed::create_token))
-        .route("/oauth2/token", post(oauth::token))
-        .route("/oauth2/introspect", post(oauth::introspect))
-        .route("/oauth2/revoke", post(oauth::revoke))
-        .route(
-            "/access/v1/enrollment/authorize",
-            post(enrollment::authorize),
-        )
-        .route(
-            "/access/v1/enrollment",
-            get(enrollment::show)
-                .patch(enrollment::update)
-                .post(enrollment::update),
-        )
-        .route("/access/v1/enrollment/{id}", put(enrollment::create))
-        .route("/auth-grant/create", post(auth_grant::create))
-        .route(
-            "/auth-grant/{id}",
-            get(auth_grant::show).delete(auth_grant::delete),
-        )
-        .route("/auth-grant/update/{id}", post(auth_grant::update))
-        .route("/auth-grant/{id}/revoke", post(auth_grant::revoke))
-        .route("/auth-grant/{id}/api-token", post(auth_grant::api_token))
-        .route("/profile/auth-grants", post(auth_grant::list))
-        .route("/.well-known/jwks.json", get(wellknown::jwks))
-        .route(
-            "/.well-known/oauth-authorization-server",
-            get(wellknown::metadata),
-        )
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/openapi.json", get(openapi::serve))
+    let (routes, document) = public_routes().split_for_parts();
+    let routes = routes
         .fallback(not_found)
+        .layer(Extension(openapi::Document::render(document)))
         .with_state(state);
     with_common_layers(routes, request_timeout)
 }

@@ -7,6 +7,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::{
@@ -15,6 +16,7 @@ use super::{
     client_auth::{AuthenticatesClients, ClientAuth, client_credentials},
     error::{ApiError, Dialect, Failure},
     extract::{BodyFormat, ClientIp, JsonKeys},
+    openapi::{Documented, Errors, typed},
 };
 use crate::{
     authority::{
@@ -32,6 +34,7 @@ const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 /// `client_id` + `client_secret` here, never both) and RFC 8693 token exchange (the
 /// `subject_token` is the credential; no client authentication).
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = OAuthTokenRequest)]
 pub struct TokenRequest {
     #[schema(schema_with = super::openapi::oauth_grant_type, required = true)]
     grant_type: Option<String>,
@@ -54,6 +57,7 @@ pub struct TokenRequest {
 
 /// RFC 6749 §5.1; `issued_token_type` only for token exchange (RFC 8693 §2.2.1).
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = OAuthTokenResponse)]
 pub struct TokenResponse {
     access_token: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,6 +89,23 @@ fn token_response(
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/oauth2/token",
+    operation_id = "oauthToken",
+    tag = "OAuth 2.0",
+    summary = "Token endpoint: client_credentials and RFC 8693 token exchange",
+    description = "client_credentials authenticates the client by HTTP Basic (`client_secret_basic`) or in the form (`client_secret_post`), never both. Token exchange needs no client authentication: its `subject_token` (an auth-grant API token) is the credential.",
+    request_body(
+        description = "A form.",
+        content((TokenRequest = "application/x-www-form-urlencoded")),
+    ),
+    security(("clientBasic" = []), ()),
+    responses(
+        (status = 200, description = "RFC 6749 §5.1 token response.", body = TokenResponse),
+        Errors<OAuth, 400, 401, 413, 429, 500, 503>,
+    ),
+)]
 pub async fn token(
     State(state): State<AppState>,
     ClientIp(source_ip): ClientIp,
@@ -186,9 +207,47 @@ pub struct IntrospectionResponse {
     claims: Option<IntrospectedClaims>,
 }
 
+/// The flattened optional claims would derive to a schema that rejects `{"active":false}`;
+/// its two shapes are spelled out instead.
+impl utoipa::PartialSchema for IntrospectionResponse {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        typed(json!({
+            "description": "RFC 7662 §2.2: an inactive token is `{\"active\":false}` and nothing else.",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["active"],
+                    "properties": { "active": { "type": "boolean", "enum": [false] } },
+                    "additionalProperties": false
+                },
+                {
+                    "allOf": [
+                        { "$ref": "#/components/schemas/IntrospectedClaims" },
+                        {
+                            "type": "object",
+                            "required": ["active"],
+                            "properties": { "active": { "type": "boolean", "enum": [true] } }
+                        }
+                    ]
+                }
+            ]
+        }))
+    }
+}
+
+impl ToSchema for IntrospectionResponse {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::Schema>)>) {
+        schemas.push((
+            IntrospectedClaims::name().into(),
+            <IntrospectedClaims as utoipa::PartialSchema>::schema(),
+        ));
+        IntrospectedClaims::schemas(schemas);
+    }
+}
+
 /// The claims of an active token.
 #[derive(Debug, Serialize, ToSchema)]
-pub(super) struct IntrospectedClaims {
+pub struct IntrospectedClaims {
     scope: String,
     client_id: String,
     sub: String,
@@ -245,6 +304,23 @@ fn token_parameter(request: &mut TokenParameterRequest) -> Result<String, OAuthE
     Ok(token)
 }
 
+#[utoipa::path(
+    post,
+    path = "/oauth2/introspect",
+    operation_id = "oauthIntrospect",
+    tag = "OAuth 2.0",
+    summary = "RFC 7662 token introspection",
+    description = "Unknown, expired, revoked or foreign tokens are `{\"active\":false}`.",
+    request_body(
+        description = "A form.",
+        content((TokenParameterRequest = "application/x-www-form-urlencoded")),
+    ),
+    security(("clientBasic" = []), ()),
+    responses(
+        (status = 200, description = "The token's state.", body = IntrospectionResponse),
+        Errors<OAuth, 400, 401, 413, 429, 500, 503>,
+    ),
+)]
 pub async fn introspect(
     State(state): State<AppState>,
     ClientIp(source_ip): ClientIp,
@@ -270,6 +346,23 @@ pub async fn introspect(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/oauth2/revoke",
+    operation_id = "oauthRevoke",
+    tag = "OAuth 2.0",
+    summary = "RFC 7009 token revocation",
+    description = "200 even for unknown tokens.",
+    request_body(
+        description = "A form.",
+        content((TokenParameterRequest = "application/x-www-form-urlencoded")),
+    ),
+    security(("clientBasic" = []), ()),
+    responses(
+        (status = 200, description = "Revoked, or nothing to revoke; empty body."),
+        Errors<OAuth, 400, 401, 413, 429, 500, 503>,
+    ),
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     ClientIp(source_ip): ClientIp,
@@ -352,6 +445,24 @@ impl Dialect for OAuth {
     // every 401, so every invalid_client carries it.
     const CLIENT_CHALLENGE: Option<&'static str> =
         Some("Basic realm=\"portcullis\", charset=\"UTF-8\"");
+}
+
+impl Documented for OAuth {
+    const NAME: &'static str = "OAuth";
+    const CODE_AT: &'static [&'static str] = &["error"];
+    const CHALLENGE: Option<&'static str> = Some("Always: `Basic realm=\"portcullis\"`.");
+
+    fn envelope_schema() -> Value {
+        json!({
+            "description": "The RFC 6749 §5.2 error response.",
+            "type": "object",
+            "required": ["error", "error_description"],
+            "properties": {
+                "error": { "type": "string" },
+                "error_description": { "type": "string" }
+            }
+        })
+    }
 }
 
 impl ReadsBodies for OAuth {

@@ -1,250 +1,137 @@
 //! The OpenAPI 3.1 document of the public listener, served at `GET /openapi.json`.
 //!
-//! Request and response schemas are derived (`utoipa::ToSchema`) on the wire types beside
-//! their handlers. This module adds what the types cannot say: where each operation lives,
-//! how it authenticates, every status it can answer with, and each dialect's error envelope.
-//! The document is rendered once; requests get the same bytes.
+//! The document is generated from the router: each handler carries its `#[utoipa::path]`
+//! (method, path, body, security, success and the error statuses it can answer with), and
+//! `OpenApiRouter` collects them as the routes are registered, so a route cannot be served
+//! without being documented. Request and response schemas are derived (`utoipa::ToSchema`) on
+//! the wire types beside their handlers. This module adds what every route shares — each
+//! dialect's error envelope with the codes its table gives each status, `x-request-id` on
+//! every answer, the timeout's 408 — and renders the document once, when the router is built.
 
-use std::sync::LazyLock;
+use std::{collections::BTreeMap, marker::PhantomData};
 
-use axum::{
-    body::Bytes,
-    http::{StatusCode, header},
-    response::IntoResponse,
-};
+use axum::{Extension, body::Bytes, http::header, response::IntoResponse};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use utoipa::{
-    ToSchema,
+    IntoResponses, ToSchema,
     openapi::{
-        Components, ContentBuilder, Info, OpenApi, OpenApiBuilder, Paths, RefOr, Required,
-        Response, ResponseBuilder, Schema,
-        path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn},
-        request_body::RequestBodyBuilder,
-        security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
+        Components, ContentBuilder, Info, OpenApi, OpenApiBuilder, RefOr, Response,
+        ResponseBuilder, Schema,
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
         tag::TagBuilder,
     },
 };
 
-use super::{auth_grant, endorsed, enrollment, oauth};
+use super::{
+    auth_grant::LearnCard,
+    endorsed::Endorsed,
+    enrollment::Access,
+    error::{Dialect, Failure},
+    oauth::{self, OAuth},
+};
 
 const JSON: &str = "application/json";
-const FORM: &str = "application/x-www-form-urlencoded";
-const BASIC: &str = "clientBasic";
-const BEARER: &str = "bearerToken";
+const METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
 
-static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| {
-    Bytes::from(serde_json::to_vec(&document_json()).expect("the document serializes"))
-});
+/// A dialect as the document describes it.
+pub trait Documented: Dialect {
+    /// Its envelope's schema is `#/components/schemas/{NAME}Error`.
+    const NAME: &'static str;
+    /// Where in the envelope the code sits.
+    const CODE_AT: &'static [&'static str];
+    /// When its 401s carry `WWW-Authenticate`, if they ever do.
+    const CHALLENGE: Option<&'static str>;
 
-/// `GET /openapi.json`.
-pub async fn serve() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, JSON),
-            (header::CACHE_CONTROL, "public, max-age=3600"),
-        ],
-        DOCUMENT.clone(),
-    )
+    fn envelope_schema() -> Value;
 }
 
-/// The document as JSON, with the few keywords utoipa's types cannot carry filled in.
-fn document_json() -> Value {
-    let mut doc = serde_json::to_value(document()).expect("the document serializes");
-    fix_keywords(&mut doc);
-    doc
-}
+/// The error answers an operation documents, in `D`'s envelope: `Errors<Access, 401, 404>`.
+/// Unused slots are 0.
+pub struct Errors<
+    D,
+    const A: u16,
+    const B: u16 = 0,
+    const C: u16 = 0,
+    const E: u16 = 0,
+    const F: u16 = 0,
+    const G: u16 = 0,
+    const H: u16 = 0,
+    const I: u16 = 0,
+    const J: u16 = 0,
+>(PhantomData<D>);
 
-/// The wire dialects, each with its own error envelope.
-#[derive(Debug, Clone, Copy)]
-enum Dialect {
-    Endorsed,
-    OAuth,
-    Access,
-    LearnCard,
-}
-
-impl Dialect {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Endorsed => "Endorsed",
-            Self::OAuth => "OAuth",
-            Self::Access => "Access",
-            Self::LearnCard => "LearnCard",
-        }
-    }
-
-    /// The error codes each status carries, as the dialect's error mapping produces them.
-    fn codes(self, status: u16) -> &'static [&'static str] {
-        match (self, status) {
-            (Self::Endorsed, 400) => &["BAD_REQUEST"],
-            (Self::Endorsed, 401) => &["UNAUTHENTICATED"],
-            (Self::Endorsed, 403) => &["FORBIDDEN"],
-            (Self::Endorsed, 413) => &["PAYLOAD_TOO_LARGE"],
-            (Self::Endorsed, 415) => &["UNSUPPORTED_MEDIA_TYPE"],
-            (Self::Endorsed, 429) => &["TOO_MANY_REQUESTS"],
-            (Self::Endorsed, 500) => &["INTERNAL_SERVER_ERROR"],
-            (Self::Endorsed, 503) => &["SERVICE_UNAVAILABLE"],
-            (Self::OAuth, 400) => &[
-                "invalid_request",
-                "invalid_grant",
-                "invalid_scope",
-                "unsupported_grant_type",
-            ],
-            (Self::OAuth, 401) => &["invalid_client"],
-            (Self::OAuth, 413) => &["invalid_request"],
-            (Self::OAuth, 429 | 503) => &["temporarily_unavailable"],
-            (Self::OAuth, 500) => &["server_error"],
-            (Self::Access, 400) => &["bad_request", "validation"],
-            (Self::Access, 401) => &["unauthorized"],
-            (Self::Access, 403) => &["forbidden"],
-            (Self::Access, 404) => &["not_found"],
-            (Self::Access, 409) => &["conflict"],
-            (Self::Access, 413) => &["payload_too_large"],
-            (Self::Access, 415) => &["unsupported_media_type"],
-            (Self::Access, 429) => &["too_many_requests"],
-            (Self::Access, 500) => &["internal"],
-            (Self::Access, 503) => &["unavailable"],
-            (Self::LearnCard, 400) => &["BAD_REQUEST"],
-            (Self::LearnCard, 401) => &["UNAUTHORIZED"],
-            (Self::LearnCard, 403) => &["FORBIDDEN"],
-            (Self::LearnCard, 404) => &["NOT_FOUND"],
-            (Self::LearnCard, 413) => &["PAYLOAD_TOO_LARGE"],
-            (Self::LearnCard, 415) => &["UNSUPPORTED_MEDIA_TYPE"],
-            (Self::LearnCard, 429) => &["TOO_MANY_REQUESTS"],
-            (Self::LearnCard, 500) => &["INTERNAL_SERVER_ERROR"],
-            (Self::LearnCard, 503) => &["SERVICE_UNAVAILABLE"],
-            (dialect, status) => panic!("{dialect:?} never answers {status}"),
-        }
-    }
-
-    fn envelope(self) -> Value {
-        match self {
-            Self::Endorsed => json!({
-                "description": "The Endorsed error envelope.",
-                "type": "object",
-                "required": ["is_error", "error"],
-                "properties": {
-                    "is_error": { "type": "boolean", "enum": [true] },
-                    "error": {
-                        "type": "object",
-                        "required": ["code", "issues"],
-                        "properties": {
-                            "code": { "type": "string" },
-                            "issues": {
-                                "type": "array",
-                                "minItems": 1,
-                                "items": {
-                                    "type": "object",
-                                    "required": ["message"],
-                                    "properties": { "message": { "type": "string" } }
-                                }
-                            }
-                        }
-                    }
-                }
-            }),
-            Self::OAuth => json!({
-                "description": "The RFC 6749 §5.2 error response.",
-                "type": "object",
-                "required": ["error", "error_description"],
-                "properties": {
-                    "error": { "type": "string" },
-                    "error_description": { "type": "string" }
-                }
-            }),
-            Self::Access => json!({
-                "description": "The Invopop Access error envelope; `fields` only for validation errors.",
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {
-                    "code": { "type": "string" },
-                    "message": { "type": "string" },
-                    "fields": {
-                        "type": "object",
-                        "additionalProperties": { "type": "string" }
-                    }
-                }
-            }),
-            Self::LearnCard => json!({
-                "description": "The LearnCard error envelope.",
-                "type": "object",
-                "required": ["message", "code", "issues"],
-                "properties": {
-                    "message": { "type": "string" },
-                    "code": { "type": "string" },
-                    "issues": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["message", "path"],
-                            "properties": {
-                                "message": { "type": "string" },
-                                "path": { "type": "array", "items": { "type": "string" } }
-                            }
-                        }
-                    }
-                }
-            }),
-        }
-    }
-
-    /// The envelope with `code` narrowed to what this status carries.
-    fn error_schema(self, status: u16) -> Value {
-        let codes = self.codes(status);
-        let code = json!({ "type": "string", "enum": codes });
-        let narrowed = match self {
-            Self::Endorsed => json!({
-                "type": "object",
-                "properties": { "error": { "type": "object", "properties": { "code": code } } }
-            }),
-            Self::OAuth => json!({ "type": "object", "properties": { "error": code } }),
-            Self::Access | Self::LearnCard => {
-                json!({ "type": "object", "properties": { "code": code } })
-            }
-        };
-        json!({
-            "allOf": [
-                { "$ref": format!("#/components/schemas/{}Error", self.name()) },
-                narrowed,
-            ]
-        })
-    }
-
-    /// The response for one error status, with the headers it carries.
-    fn error_response(self, status: u16) -> Response {
-        let mut response = ResponseBuilder::new()
-            .description(error_description(status))
-            .content(JSON, content(self.error_schema(status)))
-            .header("x-request-id", request_id_header());
-        if status == 429 {
-            response = response.header(
-                "Retry-After",
-                header_schema(
-                    json!({ "type": "string", "pattern": "^[1-9][0-9]*$" }),
-                    "Seconds to wait before retrying.",
-                ),
-            );
-        }
-        if status == 401 {
-            let when = match self {
-                Self::OAuth => "Always: `Basic realm=\"portcullis\"`.",
-                Self::Access | Self::LearnCard => "When the bearer token is missing or invalid.",
-                Self::Endorsed => "Never sent.",
-            };
-            if !matches!(self, Self::Endorsed) {
-                response = response.header(
-                    "WWW-Authenticate",
-                    header_schema(json!({ "type": "string" }), when),
-                );
-            }
-        }
-        response.build()
+impl<
+    D: Documented,
+    const A: u16,
+    const B: u16,
+    const C: u16,
+    const E: u16,
+    const F: u16,
+    const G: u16,
+    const H: u16,
+    const I: u16,
+    const J: u16,
+> IntoResponses for Errors<D, A, B, C, E, F, G, H, I, J>
+{
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        [A, B, C, E, F, G, H, I, J]
+            .into_iter()
+            .filter(|status| *status != 0)
+            .map(|status| (status.to_string(), RefOr::T(error_response::<D>(status))))
+            .collect()
     }
 }
 
-fn error_description(status: u16) -> String {
-    let what = match status {
+/// The codes `D` gives the failures it answers with `status`, as its table says.
+fn codes<D: Documented>(status: u16) -> Vec<&'static str> {
+    let mut codes = Vec::new();
+    for failure in Failure::ALL {
+        let (answered, code) = D::answer(failure);
+        if answered.as_u16() == status && !codes.contains(&code) {
+            codes.push(code);
+        }
+    }
+    assert!(!codes.is_empty(), "{} never answers {status}", D::NAME);
+    codes
+}
+
+/// `D`'s envelope with the code narrowed to what `status` carries.
+fn error_schema<D: Documented>(status: u16) -> Value {
+    let narrowed = D::CODE_AT.iter().rev().fold(
+        json!({ "type": "string", "enum": codes::<D>(status) }),
+        |inner, key| json!({ "type": "object", "properties": { *key: inner } }),
+    );
+    json!({ "allOf": [schema_ref(&format!("{}Error", D::NAME)), narrowed] })
+}
+
+/// The response for one error status, with the headers it carries.
+fn error_response<D: Documented>(status: u16) -> Response {
+    let mut response = ResponseBuilder::new()
+        .description(error_description(status))
+        .content(JSON, content(error_schema::<D>(status)));
+    if status == 429 {
+        response = response.header(
+            "Retry-After",
+            header_schema(
+                json!({ "type": "string", "pattern": "^[1-9][0-9]*$" }),
+                "Seconds to wait before retrying.",
+            ),
+        );
+    }
+    if let (401, Some(when)) = (status, D::CHALLENGE) {
+        response = response.header(
+            "WWW-Authenticate",
+            header_schema(json!({ "type": "string" }), when),
+        );
+    }
+    response.build()
+}
+
+fn error_description(status: u16) -> &'static str {
+    match status {
         400 => "The request is malformed or invalid.",
         401 => "The credentials or bearer token are missing, invalid or insufficient.",
         403 => "The caller is known but may not do this.",
@@ -256,15 +143,13 @@ fn error_description(status: u16) -> String {
         500 => "Internal error; the body is opaque.",
         503 => "The store is unavailable; retry shortly.",
         other => panic!("no description for {other}"),
-    };
-    what.to_owned()
+    }
 }
 
 /// Tower's timeout layer answers before any dialect sees the request: no body.
 fn timeout_response() -> Response {
     ResponseBuilder::new()
         .description("The request did not complete within `server.request_timeout_ms`; empty body.")
-        .header("x-request-id", request_id_header())
         .build()
 }
 
@@ -277,7 +162,7 @@ fn request_id_header() -> utoipa::openapi::header::Header {
 
 fn header_schema(schema: Value, description: &str) -> utoipa::openapi::header::Header {
     utoipa::openapi::header::HeaderBuilder::new()
-        .schema(typed::<RefOr<Schema>>(schema))
+        .schema(Some(typed::<RefOr<Schema>>(schema)))
         .description(Some(description))
         .build()
 }
@@ -294,7 +179,7 @@ fn schema_ref(name: &str) -> Value {
 
 /// A hand-written piece of the document as utoipa's type. The round trip must be lossless:
 /// a keyword utoipa does not model would otherwise vanish without a word.
-fn typed<T: DeserializeOwned + serde::Serialize>(value: Value) -> T {
+pub(super) fn typed<T: DeserializeOwned + serde::Serialize>(value: Value) -> T {
     let typed: T = serde_json::from_value(value.clone())
         .unwrap_or_else(|e| panic!("utoipa cannot read {value}: {e}"));
     debug_assert_eq!(
@@ -305,521 +190,32 @@ fn typed<T: DeserializeOwned + serde::Serialize>(value: Value) -> T {
     typed
 }
 
-/// How an operation authenticates.
-#[derive(Debug, Clone, Copy)]
-enum Auth {
-    None,
-    /// HTTP Basic, or `client_id` + `client_secret` in the body (`client_secret_post`).
-    Client,
-    /// Client credentials as for `Client`, optionally with a bearer enrollment token.
-    ClientOrBearer,
-    Bearer,
-}
-
-/// One documented operation.
-struct Op {
-    method: HttpMethod,
-    path: &'static str,
-    id: &'static str,
-    tag: &'static str,
-    summary: &'static str,
-    description: &'static str,
-    auth: Auth,
-    /// The request body schema, sent as JSON or as a form.
-    body: Option<Body>,
-    ok: Success,
-    errors: Option<(Dialect, &'static [u16])>,
-    links: &'static [(&'static str, &'static str)],
-}
-
-#[derive(Clone, Copy)]
-enum Body {
-    /// JSON and form, the same schema.
-    JsonOrForm(&'static str, bool),
-    /// Forms only.
-    Form(&'static str),
-}
-
-enum Success {
-    Json(&'static str, Value),
-    Empty(&'static str),
-}
-
-/// Every public operation. `tests/api/openapi.rs` checks this against the router.
-fn operations() -> Vec<Op> {
-    use HttpMethod::{Delete, Get, Patch, Post, Put};
-    const TOKEN_ERRORS: &[u16] = &[400, 401, 403, 413, 415, 429, 500, 503];
-    const OAUTH_ERRORS: &[u16] = &[400, 401, 413, 429, 500, 503];
-    let id_link: &[(&str, &str)] = &[
-        ("show", "showAuthGrant"),
-        ("update", "updateAuthGrant"),
-        ("revoke", "revokeAuthGrant"),
-        ("delete", "deleteAuthGrant"),
-        ("apiToken", "createAuthGrantApiToken"),
-    ];
-    let enrollment = |description| Success::Json(description, schema_ref("EnrollmentResponse"));
-    vec![
-        Op {
-            method: Post,
-            path: "/api/v1/auth/tokens",
-            id: "createEndorsedToken",
-            tag: "Endorsed",
-            summary: "Issue an access token (client_credentials)",
-            description: "Client credentials travel in the body. A body without a content type is read as a form.",
-            auth: Auth::None,
-            body: Some(Body::JsonOrForm("CreateTokenRequest", true)),
-            ok: Success::Json("The token.", schema_ref("EndorsedTokenResponse")),
-            errors: Some((Dialect::Endorsed, TOKEN_ERRORS)),
-            links: &[],
-        },
-        Op {
-            method: Post,
-            path: "/oauth2/token",
-            id: "oauthToken",
-            tag: "OAuth 2.0",
-            summary: "Token endpoint: client_credentials and RFC 8693 token exchange",
-            description: "client_credentials authenticates the client by HTTP Basic (`client_secret_basic`) or in the form (`client_secret_post`), never both. Token exchange needs no client authentication: its `subject_token` (an auth-grant API token) is the credential.",
-            auth: Auth::Client,
-            body: Some(Body::Form("OAuthTokenRequest")),
-            ok: Success::Json(
-                "RFC 6749 §5.1 token response.",
-                schema_ref("OAuthTokenResponse"),
-            ),
-            errors: Some((Dialect::OAuth, OAUTH_ERRORS)),
-            links: &[],
-        },
-        Op {
-            method: Post,
-            path: "/oauth2/introspect",
-            id: "oauthIntrospect",
-            tag: "OAuth 2.0",
-            summary: "RFC 7662 token introspection",
-            description: "Unknown, expired, revoked or foreign tokens are `{\"active\":false}`.",
-            auth: Auth::Client,
-            body: Some(Body::Form("TokenParameterRequest")),
-            ok: Success::Json("The token's state.", schema_ref("IntrospectionResponse")),
-            errors: Some((Dialect::OAuth, OAUTH_ERRORS)),
-            links: &[],
-        },
-        Op {
-            method: Post,
-            path: "/oauth2/revoke",
-            id: "oauthRevoke",
-            tag: "OAuth 2.0",
-            summary: "RFC 7009 token revocation",
-            description: "200 even for unknown tokens.",
-            auth: Auth::Client,
-            body: Some(Body::Form("TokenParameterRequest")),
-            ok: Success::Empty("Revoked, or nothing to revoke; empty body."),
-            errors: Some((Dialect::OAuth, OAUTH_ERRORS)),
-            links: &[],
-        },
-        Op {
-            method: Post,
-            path: "/access/v1/enrollment/authorize",
-            id: "authorizeEnrollment",
-            tag: "Access",
-            summary: "Issue an enrollment token",
-            description: "The application authenticates in the body, by HTTP Basic, or both (as the official Go client does; both must name the same credentials). The enrollment is named by `id`, `owner_id`, or an `Authorization: Bearer` enrollment token being renewed (then the credentials go in the body).",
-            auth: Auth::ClientOrBearer,
-            body: Some(Body::JsonOrForm("AuthorizeEnrollmentRequest", true)),
-            ok: enrollment("The enrollment with a new token."),
-            errors: Some((
-                Dialect::Access,
-                &[400, 401, 403, 404, 413, 415, 429, 500, 503],
-            )),
-            links: &[],
-        },
-        Op {
-            method: Get,
-            path: "/access/v1/enrollment",
-            id: "showEnrollment",
-            tag: "Access",
-            summary: "The bearer token's enrollment",
-            description: "",
-            auth: Auth::Bearer,
-            body: None,
-            ok: enrollment("The enrollment, without a token."),
-            errors: Some((Dialect::Access, &[401, 403, 404, 429, 500, 503])),
-            links: &[],
-        },
-        Op {
-            method: Patch,
-            path: "/access/v1/enrollment",
-            id: "updateEnrollment",
-            tag: "Access",
-            summary: "Replace the bearer token's enrollment data",
-            description: "",
-            auth: Auth::Bearer,
-            body: Some(Body::JsonOrForm("UpdateEnrollmentRequest", true)),
-            ok: enrollment("The updated enrollment."),
-            errors: Some((
-                Dialect::Access,
-                &[400, 401, 403, 404, 413, 415, 429, 500, 503],
-            )),
-            links: &[],
-        },
-        Op {
-            method: Post,
-            path: "/access/v1/enrollment",
-            id: "updateEnrollmentByPost",
-            tag: "Access",
-            summary: "Replace the bearer token's enrollment data (as the official client sends it)",
-            description: "",
-            auth: Auth::Bearer,
-            body: Some(Body::JsonOrForm("UpdateEnrollmentRequest", true)),
-            ok: enrollment("The updated enrollment."),
-            errors: Some((
-                Dialect::Access,
-                &[400, 401, 403, 404, 413, 415, 429, 500, 503],
-            )),
-            links: &[],
-        },
-        Op {
-            method: Put,
-            path: "/access/v1/enrollment/{id}",
-            id: "createEnrollment",
-            tag: "Access",
-            summary: "Enroll an owner (idempotent for the same app, owner and id)",
-            description: "The bearer token must speak for `owner_id`; the application's credentials go in the body.",
-            auth: Auth::Bearer,
-            body: Some(Body::JsonOrForm("CreateEnrollmentRequest", true)),
-            ok: enrollment("The enrollment."),
-            errors: Some((
-                Dialect::Access,
-                &[400, 401, 403, 409, 413, 415, 429, 500, 503],
-            )),
-            links: &[],
-        },
-        Op {
-            method: Post,
-            path: "/auth-grant/create",
-            id: "createAuthGrant",
-            tag: "Auth grants",
-            summary: "Create an auth grant (scope authGrants:write)",
-            description: "403 when the requested scope exceeds the caller's, when the caller's token derives from a grant, or when the profile holds the maximum number of active grants.",
-            auth: Auth::Bearer,
-            body: Some(Body::JsonOrForm("CreateAuthGrantRequest", false)),
-            ok: Success::Json(
-                "The new grant's id.",
-                json!({ "type": "string", "format": "uuid" }),
-            ),
-            errors: Some((
-                Dialect::LearnCard,
-                &[400, 401, 403, 413, 415, 429, 500, 503],
-            )),
-            links: id_link,
-        },
-        Op {
-            method: Get,
-            path: "/auth-grant/{id}",
-            id: "showAuthGrant",
-            tag: "Auth grants",
-            summary: "Show an auth grant (scope authGrants:read)",
-            description: "",
-            auth: Auth::Bearer,
-            body: None,
-            ok: Success::Json("The grant.", schema_ref("AuthGrantResponse")),
-            errors: Some((Dialect::LearnCard, &[401, 404, 429, 500, 503])),
-            links: &[],
-        },
-        Op {
-            method: Delete,
-            path: "/auth-grant/{id}",
-            id: "deleteAuthGrant",
-            tag: "Auth grants",
-            summary: "Delete a revoked auth grant (scope authGrants:delete)",
-            description: "An active grant must be revoked first (401).",
-            auth: Auth::Bearer,
-            body: None,
-            ok: Success::Json("Deleted.", json!({ "type": "boolean", "enum": [true] })),
-            errors: Some((Dialect::LearnCard, &[401, 404, 429, 500, 503])),
-            links: &[],
-        },
-        Op {
-            method: Post,
-            path: "/auth-grant/update/{id}",
-            id: "updateAuthGrant",
-            tag: "Auth grants",
-            summary: "Rename or redescribe an auth grant (scope authGrants:write)",
-            description: "",
-            auth: Auth::Bearer,
-            body: Some(Body::JsonOrForm("UpdateAuthGrantRequest", true)),
-            ok: Success::Json(
-                "`true` if changed; `false` when only non-updatable fields were sent.",
-                json!({ "type": "boolean" }),
-            ),
-            errors: Some((
-                Dialect::LearnCard,
-                &[400, 401, 404, 413, 415, 429, 500, 503],
-            )),
-            links: &[],
-        },
-        Op {
-            method: Post,
-            path: "/auth-grant/{id}/revoke",
-            id: "revokeAuthGrant",
-            tag: "Auth grants",
-            summary: "Revoke an auth grant (scope authGrants:write; idempotent)",
-            description: "",
-            auth: Auth::Bearer,
-            body: None,
-            ok: Success::Json("Revoked.", json!({ "type": "boolean", "enum": [true] })),
-            errors: Some((Dialect::LearnCard, &[401, 404, 429, 500, 503])),
-            links: &[],
-        },
-        Op {
-            method: Post,
-            path: "/auth-grant/{id}/api-token",
-            id: "createAuthGrantApiToken",
-            tag: "Auth grants",
-            summary: "Mint an API token acting with the grant's scope (scope authGrants:read)",
-            description: "401 when the grant is revoked or expired.",
-            auth: Auth::Bearer,
-            body: None,
-            ok: Success::Json(
-                "The token (a JWT).",
-                json!({ "type": "string", "minLength": 1 }),
-            ),
-            errors: Some((Dialect::LearnCard, &[401, 403, 404, 429, 500, 503])),
-            links: &[],
-        },
-        Op {
-            method: Post,
-            path: "/profile/auth-grants",
-            id: "listAuthGrants",
-            tag: "Auth grants",
-            summary: "List the caller's auth grants, newest first (scope authGrants:read)",
-            description: "",
-            auth: Auth::Bearer,
-            body: Some(Body::JsonOrForm("ListAuthGrantsRequest", false)),
-            ok: Success::Json(
-                "At most `limit` grants.",
-                json!({ "type": "array", "items": schema_ref("AuthGrantResponse") }),
-            ),
-            errors: Some((Dialect::LearnCard, &[400, 401, 413, 415, 429, 500, 503])),
-            links: &[],
-        },
-        Op {
-            method: Get,
-            path: "/.well-known/jwks.json",
-            id: "jwks",
-            tag: "Discovery",
-            summary: "The public signing keys (RFC 7517)",
-            description: "",
-            auth: Auth::None,
-            body: None,
-            ok: Success::Json("The key set.", schema_ref("JwkSet")),
-            errors: None,
-            links: &[],
-        },
-        Op {
-            method: Get,
-            path: "/.well-known/oauth-authorization-server",
-            id: "authorizationServerMetadata",
-            tag: "Discovery",
-            summary: "RFC 8414 authorization server metadata",
-            description: "",
-            auth: Auth::None,
-            body: None,
-            ok: Success::Json("The metadata.", schema_ref("AuthorizationServerMetadata")),
-            errors: None,
-            links: &[],
-        },
-        Op {
-            method: Get,
-            path: "/openapi.json",
-            id: "openapi",
-            tag: "Discovery",
-            summary: "This document",
-            description: "",
-            auth: Auth::None,
-            body: None,
-            ok: Success::Json(
-                "OpenAPI 3.1.",
-                json!({
-                    "type": "object",
-                    "required": ["openapi", "info", "paths"],
-                    "properties": { "openapi": { "type": "string", "pattern": "^3\\.1\\." } }
-                }),
-            ),
-            errors: None,
-            links: &[],
-        },
-        Op {
-            method: Get,
-            path: "/health/live",
-            id: "live",
-            tag: "Health",
-            summary: "Liveness",
-            description: "",
-            auth: Auth::None,
-            body: None,
-            ok: Success::Json("Alive.", health_schema(&["ok"])),
-            errors: None,
-            links: &[],
-        },
-        Op {
-            method: Get,
-            path: "/health/ready",
-            id: "ready",
-            tag: "Health",
-            summary: "Readiness (checks the store)",
-            description: "",
-            auth: Auth::None,
-            body: None,
-            ok: Success::Json("Ready.", health_schema(&["ok"])),
-            errors: None,
-            links: &[],
-        },
-    ]
-}
-
-fn health_schema(statuses: &[&str]) -> Value {
-    json!({
-        "type": "object",
-        "required": ["status"],
-        "properties": {
-            "status": { "type": "string", "enum": statuses },
-            "store": { "type": "string", "enum": ["unreachable"] }
-        }
-    })
-}
-
-/// The derived schemas of the wire types, under the names the operations refer to.
-fn wire_schemas() -> Vec<(String, RefOr<Schema>)> {
-    let mut schemas = Vec::new();
-    fn add<T: ToSchema>(schemas: &mut Vec<(String, RefOr<Schema>)>, name: &str) {
-        schemas.push((name.to_owned(), T::schema()));
-        T::schemas(schemas);
-    }
-    add::<endorsed::CreateTokenRequest>(&mut schemas, "CreateTokenRequest");
-    add::<endorsed::TokenResponse>(&mut schemas, "EndorsedTokenResponse");
-    add::<oauth::TokenRequest>(&mut schemas, "OAuthTokenRequest");
-    add::<oauth::TokenResponse>(&mut schemas, "OAuthTokenResponse");
-    add::<oauth::TokenParameterRequest>(&mut schemas, "TokenParameterRequest");
-    add::<oauth::IntrospectedClaims>(&mut schemas, "IntrospectedClaims");
-    add::<enrollment::AuthorizeEnrollmentRequest>(&mut schemas, "AuthorizeEnrollmentRequest");
-    add::<enrollment::UpdateEnrollmentRequest>(&mut schemas, "UpdateEnrollmentRequest");
-    add::<enrollment::CreateEnrollmentRequest>(&mut schemas, "CreateEnrollmentRequest");
-    add::<enrollment::EnrollmentResponse>(&mut schemas, "EnrollmentResponse");
-    add::<auth_grant::CreateAuthGrantRequest>(&mut schemas, "CreateAuthGrantRequest");
-    add::<auth_grant::ListAuthGrantsRequest>(&mut schemas, "ListAuthGrantsRequest");
-    add::<auth_grant::UpdateAuthGrantRequest>(&mut schemas, "UpdateAuthGrantRequest");
-    add::<auth_grant::AuthGrantResponse>(&mut schemas, "AuthGrantResponse");
-    schemas
-}
-
-/// Schemas of documents that are not wire types of ours.
-fn other_schemas() -> Vec<(String, Value)> {
-    let mut schemas: Vec<(String, Value)> = [
-        Dialect::Endorsed,
-        Dialect::OAuth,
-        Dialect::Access,
-        Dialect::LearnCard,
-    ]
-    .into_iter()
-    .map(|d| (format!("{}Error", d.name()), d.envelope()))
-    .collect();
-    // `IntrospectionResponse` flattens optional claims, which derives to a schema that
-    // rejects `{"active":false}`; its two shapes are spelled out instead.
-    schemas.push((
-        "IntrospectionResponse".into(),
-        json!({
-            "description": "RFC 7662 §2.2: an inactive token is `{\"active\":false}` and nothing else.",
-            "oneOf": [
-                {
-                    "type": "object",
-                    "required": ["active"],
-                    "properties": { "active": { "type": "boolean", "enum": [false] } },
-                    "additionalProperties": false
-                },
-                {
-                    "allOf": [
-                        schema_ref("IntrospectedClaims"),
-                        {
-                            "type": "object",
-                            "required": ["active"],
-                            "properties": { "active": { "type": "boolean", "enum": [true] } }
-                        }
-                    ]
-                }
-            ]
-        }),
-    ));
-    schemas.push((
-        "JwkSet".into(),
-        json!({
-            "type": "object",
-            "required": ["keys"],
-            "properties": {
-                "keys": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["kty", "kid", "alg", "use"],
-                        "properties": {
-                            "kty": { "type": "string" },
-                            "kid": { "type": "string" },
-                            "alg": { "type": "string" },
-                            "use": { "type": "string", "enum": ["sig"] }
-                        }
-                    }
-                }
-            }
-        }),
-    ));
-    schemas.push((
-        "AuthorizationServerMetadata".into(),
-        json!({
-            "type": "object",
-            "required": [
-                "issuer",
-                "token_endpoint",
-                "jwks_uri",
-                "grant_types_supported",
-                "response_types_supported"
-            ],
-            "properties": {
-                "issuer": { "type": "string" },
-                "token_endpoint": { "type": "string" },
-                "jwks_uri": { "type": "string" },
-                "introspection_endpoint": { "type": "string" },
-                "revocation_endpoint": { "type": "string" },
-                "grant_types_supported": { "type": "array", "items": { "type": "string" } },
-                "response_types_supported": { "type": "array", "items": { "type": "string" } }
-            }
-        }),
-    ));
-    schemas.push((
-        "RouteNotFound".into(),
-        json!({
-            "description": "Any path no route serves.",
-            "type": "object",
-            "required": ["error", "message"],
-            "properties": {
-                "error": { "type": "string", "enum": ["not_found"] },
-                "message": { "type": "string" }
-            }
-        }),
-    ));
-    schemas
-}
-
-fn document() -> OpenApi {
-    let mut paths = Paths::new();
-    for op in operations() {
-        let (path, method, operation) = build_operation(op);
-        paths.add_path_operation(path, vec![method], operation);
-    }
-
+/// What the operations' own annotations do not say: the info, tags, security schemes, each
+/// dialect's error envelope and the fallback's answer. The router adds the operations.
+pub fn base() -> OpenApi {
     let mut components = Components::new();
-    components.schemas.extend(wire_schemas());
-    for (name, schema) in other_schemas() {
+    for (name, schema) in [
+        envelope::<Endorsed>(),
+        envelope::<OAuth>(),
+        envelope::<Access>(),
+        envelope::<LearnCard>(),
+        (
+            "RouteNotFound".to_owned(),
+            json!({
+                "description": "Any path no route serves.",
+                "type": "object",
+                "required": ["error", "message"],
+                "properties": {
+                    "error": { "type": "string", "enum": ["not_found"] },
+                    "message": { "type": "string" }
+                }
+            }),
+        ),
+    ] {
         components.schemas.insert(name, typed(schema));
     }
     components.add_security_scheme(
-        BASIC,
+        "clientBasic",
         SecurityScheme::Http(
             HttpBuilder::new()
                 .scheme(HttpAuthScheme::Basic)
@@ -830,7 +226,7 @@ fn document() -> OpenApi {
         ),
     );
     components.add_security_scheme(
-        BEARER,
+        "bearerToken",
         SecurityScheme::Http(
             HttpBuilder::new()
                 .scheme(HttpAuthScheme::Bearer)
@@ -877,115 +273,73 @@ fn document() -> OpenApi {
     );
     OpenApiBuilder::new()
         .info(info)
-        .paths(paths)
         .components(Some(components))
         .tags(Some(tags))
         .build()
 }
 
-fn build_operation(op: Op) -> (&'static str, HttpMethod, utoipa::openapi::path::Operation) {
-    let mut builder = OperationBuilder::new()
-        .operation_id(Some(op.id))
-        .tag(op.tag)
-        .summary(Some(op.summary))
-        .description((!op.description.is_empty()).then_some(op.description));
-
-    if op.path.contains("{id}") {
-        builder = builder.parameter(
-            ParameterBuilder::new()
-                .name("id")
-                .parameter_in(ParameterIn::Path)
-                .required(Required::True)
-                .schema(Some(typed::<RefOr<Schema>>(json!({ "type": "string" }))))
-                .build(),
-        );
-    }
-
-    if let Some(body) = op.body {
-        let (name, json, required) = match body {
-            Body::JsonOrForm(name, required) => (name, true, required),
-            Body::Form(name) => (name, false, true),
-        };
-        let mut request = RequestBodyBuilder::new()
-            .required(Some(if required {
-                Required::True
-            } else {
-                Required::False
-            }))
-            .description(Some(if json {
-                "JSON, or the same fields as a form."
-            } else {
-                "A form."
-            }));
-        if json {
-            request = request.content(JSON, content(schema_ref(name)));
-        }
-        request = request.content(FORM, content(schema_ref(name)));
-        builder = builder.request_body(Some(request.build()));
-    }
-
-    let securities: Vec<SecurityRequirement> = match op.auth {
-        Auth::None => Vec::new(),
-        Auth::Client => vec![
-            SecurityRequirement::new(BASIC, Vec::<String>::new()),
-            SecurityRequirement::default(),
-        ],
-        Auth::ClientOrBearer => vec![
-            SecurityRequirement::new(BASIC, Vec::<String>::new()),
-            SecurityRequirement::new(BEARER, Vec::<String>::new()),
-            SecurityRequirement::default(),
-        ],
-        Auth::Bearer => vec![SecurityRequirement::new(BEARER, Vec::<String>::new())],
-    };
-    if !securities.is_empty() {
-        builder = builder.securities(Some(securities));
-    }
-
-    let mut ok = ResponseBuilder::new().header("x-request-id", request_id_header());
-    ok = match op.ok {
-        Success::Json(description, schema) => {
-            ok.description(description).content(JSON, content(schema))
-        }
-        Success::Empty(description) => ok.description(description),
-    };
-    for (name, operation_id) in op.links {
-        ok = ok.link(
-            *name,
-            utoipa::openapi::link::LinkBuilder::new()
-                .operation_id(*operation_id)
-                .parameter("id", "$response.body")
-                .build(),
-        );
-    }
-    builder = builder.response("200", ok.build());
-    if op.path == "/health/ready" {
-        builder = builder.response(
-            "503",
-            ResponseBuilder::new()
-                .description("Draining for shutdown, or the store is unreachable.")
-                .content(JSON, content(health_schema(&["draining", "unavailable"])))
-                .header("x-request-id", request_id_header())
-                .build(),
-        );
-    }
-    builder = builder.response("408", timeout_response());
-    if let Some((dialect, statuses)) = op.errors {
-        for &status in statuses {
-            builder = builder.response(
-                StatusCode::from_u16(status)
-                    .expect("a status")
-                    .as_str()
-                    .to_owned(),
-                RefOr::T(dialect.error_response(status)),
-            );
-        }
-    }
-    (op.path, op.method, builder.build())
+fn envelope<D: Documented>() -> (String, Value) {
+    (format!("{}Error", D::NAME), D::envelope_schema())
 }
 
-/// Fills the gaps in utoipa 5's output: its header object has no `required` (every header
-/// this document names is always sent, except the conditional challenge), and its link
-/// object serializes `operation_id` where OpenAPI says `operationId`.
+/// The rendered document, the same bytes for every request.
+#[derive(Clone)]
+pub struct Document(Bytes);
+
+impl Document {
+    /// Adds what every operation shares, as the layers around every route make it true.
+    pub fn render(document: OpenApi) -> Self {
+        let mut doc = serde_json::to_value(document).expect("the document serializes");
+        let timeout = serde_json::to_value(timeout_response()).expect("serializes");
+        let request_id = serde_json::to_value(request_id_header()).expect("serializes");
+        let operations = doc["paths"]
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|paths| paths.values_mut())
+            .filter_map(Value::as_object_mut)
+            .flat_map(|item| item.iter_mut())
+            .filter(|(key, _)| METHODS.contains(&key.as_str()))
+            .map(|(_, operation)| operation);
+        for operation in operations {
+            let responses = &mut operation["responses"];
+            responses["408"] = timeout.clone();
+            for response in responses
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|r| r.values_mut())
+            {
+                response["headers"]["x-request-id"] = request_id.clone();
+            }
+        }
+        fix_keywords(&mut doc);
+        Self(Bytes::from(
+            serde_json::to_vec(&doc).expect("the document serializes"),
+        ))
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    tag = "Discovery",
+    summary = "This document",
+    responses((status = 200, description = "OpenAPI 3.1.", body = inline(OpenApiDocument))),
+)]
+pub async fn serve(Extension(document): Extension<Document>) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, JSON),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        document.0,
+    )
+}
+
+/// Fills the gaps in utoipa's output: its header object has no `required` (every header this
+/// document names is always sent, except the conditional challenge), and it renders an
+/// optional body (`Option<T>`) as a body that may be JSON `null`, where OpenAPI says
+/// `required: false`.
 fn fix_keywords(doc: &mut Value) {
     fn walk(value: &mut Value) {
         match value {
@@ -997,12 +351,8 @@ fn fix_keywords(doc: &mut Value) {
                         }
                     }
                 }
-                if let Some(Value::Object(links)) = map.get_mut("links") {
-                    for link in links.values_mut().filter_map(Value::as_object_mut) {
-                        if let Some(id) = link.remove("operation_id") {
-                            link.insert("operationId".into(), id);
-                        }
-                    }
+                if let Some(Value::Object(body)) = map.get_mut("requestBody") {
+                    optional_body(body);
                 }
                 map.values_mut().for_each(walk);
             }
@@ -1011,6 +361,131 @@ fn fix_keywords(doc: &mut Value) {
         }
     }
     walk(doc);
+}
+
+fn optional_body(body: &mut serde_json::Map<String, Value>) {
+    if body.contains_key("required") {
+        return;
+    }
+    let schemas = body
+        .get_mut("content")
+        .and_then(Value::as_object_mut)
+        .into_iter()
+        .flat_map(|content| content.values_mut())
+        .map(|media| &mut media["schema"]);
+    for schema in schemas {
+        if let Some([some, null]) = schema["oneOf"].as_array().map(Vec::as_slice)
+            && *null == json!({ "type": "null" })
+        {
+            *schema = some.clone();
+        }
+    }
+    body.insert("required".into(), Value::Bool(false));
+}
+
+/// A schema written out in JSON, for what is not a derived wire type of ours.
+macro_rules! json_schema {
+    ($(#[$doc:meta])* $name:ident = $schema:expr) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                typed($schema)
+            }
+        }
+
+        impl ToSchema for $name {}
+    };
+}
+
+json_schema!(
+    /// This document.
+    OpenApiDocument = json!({
+        "type": "object",
+        "required": ["openapi", "info", "paths"],
+        "properties": { "openapi": { "type": "string", "pattern": "^3\\.1\\." } }
+    })
+);
+
+json_schema!(
+    /// `true`, the only answer of routes that succeed or fail.
+    True = json!({ "type": "boolean", "enum": [true] })
+);
+
+json_schema!(
+    /// A new auth grant's id.
+    GrantIdString = json!({ "type": "string", "format": "uuid" })
+);
+
+json_schema!(
+    /// A token, as a bare JSON string.
+    TokenString = json!({ "type": "string", "minLength": 1 })
+);
+
+json_schema!(
+    JwkSet = json!({
+        "type": "object",
+        "required": ["keys"],
+        "properties": {
+            "keys": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["kty", "kid", "alg", "use"],
+                    "properties": {
+                        "kty": { "type": "string" },
+                        "kid": { "type": "string" },
+                        "alg": { "type": "string" },
+                        "use": { "type": "string", "enum": ["sig"] }
+                    }
+                }
+            }
+        }
+    })
+);
+
+json_schema!(
+    AuthorizationServerMetadata = json!({
+        "type": "object",
+        "required": [
+            "issuer",
+            "token_endpoint",
+            "jwks_uri",
+            "grant_types_supported",
+            "response_types_supported"
+        ],
+        "properties": {
+            "issuer": { "type": "string" },
+            "token_endpoint": { "type": "string" },
+            "jwks_uri": { "type": "string" },
+            "introspection_endpoint": { "type": "string" },
+            "revocation_endpoint": { "type": "string" },
+            "grant_types_supported": { "type": "array", "items": { "type": "string" } },
+            "response_types_supported": { "type": "array", "items": { "type": "string" } }
+        }
+    })
+);
+
+json_schema!(
+    /// Alive, or ready.
+    Healthy = health_schema(&["ok"])
+);
+
+json_schema!(
+    /// Not ready.
+    Unhealthy = health_schema(&["draining", "unavailable"])
+);
+
+fn health_schema(statuses: &[&str]) -> Value {
+    json!({
+        "type": "object",
+        "required": ["status"],
+        "properties": {
+            "status": { "type": "string", "enum": statuses },
+            "store": { "type": "string", "enum": ["unreachable"] }
+        }
+    })
 }
 
 // Field schemas the wire types refer to with `#[schema(schema_with = …)]`.
@@ -1092,8 +567,11 @@ pub(super) fn grant_updates() -> Schema {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_document_builds() {
-        let doc = super::document_json();
+    fn the_document_is_built_from_the_router() {
+        let (_, document) = super::super::public_routes().split_for_parts();
+        let super::Document(bytes) = super::Document::render(document);
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        assert!(doc["paths"]["/openapi.json"]["get"].is_object());
     }
 }

@@ -1,8 +1,19 @@
 use axum::{Json, extract::State, http::header, response::IntoResponse};
 use serde_json::{Value, json};
 
-use super::AppState;
+use super::{
+    AppState,
+    openapi::{AuthorizationServerMetadata, JwkSet},
+};
 
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    operation_id = "jwks",
+    tag = "Discovery",
+    summary = "The public signing keys (RFC 7517)",
+    responses((status = 200, description = "The key set.", body = JwkSet)),
+)]
 pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
     let keys = state.authority.jwks();
     (
@@ -12,6 +23,14 @@ pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+#[utoipa::path(
+    get,
+    path = "/.well-known/oauth-authorization-server",
+    operation_id = "authorizationServerMetadata",
+    tag = "Discovery",
+    summary = "RFC 8414 authorization server metadata",
+    responses((status = 200, description = "The metadata.", body = AuthorizationServerMetadata)),
+)]
 pub async fn metadata(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CACHE_CONTROL, "public, max-age=3600")],
