@@ -560,3 +560,46 @@ pub fn master_key(settings: &Settings) -> anyhow::Result<MasterKey> {
     }
     MasterKey::load_or_create(path).map_err(|e| anyhow::anyhow!("keys.master_key_file: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(env: &[(&str, &str)]) -> Settings {
+        Settings::load_from(
+            None,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_connection_cap_fits_the_open_file_limit() {
+        let defaults = settings(&[]);
+        let (public, _) = connection_limits(&defaults, None).unwrap();
+        assert_eq!(
+            public.max_connections, 10_000,
+            "no known limit: as configured"
+        );
+        let (public, _) = connection_limits(&defaults, Some(1 << 20)).unwrap();
+        assert_eq!(public.max_connections, 10_000, "room enough: as configured");
+
+        // 64 for the process, 3 × (16 pooled + 2 feed) database connections, 32 for health.
+        let (public, admin) = connection_limits(&defaults, Some(1024)).unwrap();
+        assert_eq!(public.max_connections, 1024 - 64 - 54 - 32);
+        assert_eq!(public.reserve, HEALTH_RESERVE);
+        assert_eq!(admin.reserve, 0, "the admin listener has no health routes");
+
+        let with_admin = settings(&[(
+            "PORTCULLIS__ADMIN__TOKEN",
+            "an-admin-token-of-at-least-32-characters",
+        )]);
+        let (public, _) = connection_limits(&with_admin, Some(1024)).unwrap();
+        assert_eq!(public.max_connections, 1024 - 64 - 54 - 32 - 64);
+
+        let err = connection_limits(&defaults, Some(160))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("open-file limit (160)"), "{err}");
+    }
+}
