@@ -27,7 +27,11 @@ use crate::{
     },
     config::Settings,
     domain::ChangeEvent,
-    http::{self, AppState, Lifecycle, Surface, extract::TrustedProxies},
+    http::{
+        self, AppState, Lifecycle, Surface,
+        connections::{self, ConnectionLimits},
+        extract::TrustedProxies,
+    },
     store::{self, ConnectOptions, DynStore, StoreError},
 };
 
@@ -38,10 +42,32 @@ const MAINTENANCE_EVERY: Duration = Duration::from_secs(10);
 /// How often keys and revocations are reloaded while the change feed cannot be trusted.
 const RELOAD_WHILE_DEGRADED: Duration = Duration::from_secs(1);
 
+/// File descriptors kept for everything but client connections: standard streams, the
+/// runtime, listeners, key and log files.
+const FDS_RESERVED: u64 = 64;
+
+/// Per database connection: a socket with PostgreSQL; with SQLite the database, its WAL and
+/// its shared-memory file.
+const FDS_PER_DB_CONNECTION: u64 = 3;
+
+/// Connections beyond `server.max_connections` accepted on the public listener to answer
+/// the health routes (see `http::connections`).
+const HEALTH_RESERVE: usize = 32;
+
+/// The admin listener serves operators and a metrics scraper, never the public.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// Below this many public connections the open-file limit is a misconfiguration.
+const MIN_CONNECTIONS: u64 = 16;
+
 pub struct Server {
     blueprint: Blueprint,
     public: TcpListener,
     admin: Option<TcpListener>,
+    public_limits: ConnectionLimits,
+    admin_limits: ConnectionLimits,
+    /// The soft open-file limit after raising it, when known.
+    fd_limit: Option<u64>,
     /// `None` while the store has not been reached: the server still starts (liveness
     /// answers, readiness says "starting") and keeps trying in the background, so a
     /// database that comes up after us causes no crash loop.
@@ -99,6 +125,8 @@ impl Server {
         // Installed before the first request so nothing goes uncounted.
         crate::telemetry::metrics::handle();
         let hasher = Arc::new(secret_hasher(settings)?);
+        let fd_limit = raise_fd_limit();
+        let (public_limits, admin_limits) = connection_limits(settings, fd_limit)?;
         let public = TcpListener::bind(settings.server.public_addr)
             .await
             .with_context(|| {
@@ -124,6 +152,9 @@ impl Server {
             },
             public,
             admin,
+            public_limits,
+            admin_limits,
+            fd_limit,
             core: None,
         })
     }
@@ -156,7 +187,15 @@ impl Server {
         mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.public_addr(), "public listener up");
+        let limits = self.public_limits;
+        tracing::info!(
+            addr = %self.public_addr(),
+            max_connections = limits.max_connections,
+            header_timeout_ms = limits.header_timeout.as_millis() as u64,
+            idle_timeout_ms = limits.idle_timeout.as_millis() as u64,
+            open_file_limit = self.fd_limit,
+            "public listener up"
+        );
         let (stop_tx, stop_rx) = watch::channel(false);
         let stop_tx = Arc::new(stop_tx);
         tokio::spawn({
@@ -182,10 +221,22 @@ impl Server {
             ),
         };
         let public = self.public;
-        let mut servers = vec![tokio::spawn(serve(public, public_router, stop_rx.clone()))];
+        let mut servers = vec![tokio::spawn(serve(
+            public,
+            public_router,
+            self.public_limits,
+            "public",
+            stop_rx.clone(),
+        ))];
         if let (Some(listener), Some(router)) = (self.admin.take(), admin_router) {
             tracing::info!(addr = %listener.local_addr()?, "admin listener up");
-            servers.push(tokio::spawn(serve(listener, router, stop_rx.clone())));
+            servers.push(tokio::spawn(serve(
+                listener,
+                router,
+                self.admin_limits,
+                "admin",
+                stop_rx.clone(),
+            )));
         }
 
         let core = match self.core.take() {
@@ -244,7 +295,7 @@ impl Server {
         });
 
         for server in servers {
-            server.await??;
+            server.await?;
         }
         if let Some((authority, maintenance, feed)) = background {
             maintenance.abort();
@@ -340,17 +391,73 @@ fn is_unavailable(e: &anyhow::Error) -> bool {
 async fn serve(
     listener: TcpListener,
     router: Router,
+    limits: ConnectionLimits,
+    name: &'static str,
     mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+) {
+    connections::serve(listener, router, limits, name, async move {
         let _ = stop.wait_for(|stop| *stop).await;
     })
-    .await?;
-    Ok(())
+    .await;
+}
+
+/// Raises the soft open-file limit to the hard one (the soft default, often 1024, is far
+/// below what a busy listener needs) and returns the limit in force.
+fn raise_fd_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => Some(limit),
+        Err(e) => {
+            let current = rlimit::getrlimit(rlimit::Resource::NOFILE).ok();
+            tracing::warn!(error = %e, ?current, "could not raise the open-file limit");
+            current.map(|(soft, _)| soft)
+        }
+    }
+}
+
+/// Each listener's bounds. The public cap is lowered to what the open-file limit leaves once
+/// the database, the admin listener and the health reserve have theirs, so the process never
+/// runs out of descriptors because of client connections.
+fn connection_limits(
+    settings: &Settings,
+    fd_limit: Option<u64>,
+) -> anyhow::Result<(ConnectionLimits, ConnectionLimits)> {
+    let mut max_connections = settings.server.max_connections;
+    if let Some(limit) = fd_limit {
+        // The PostgreSQL change feed holds two connections outside the pool.
+        let database = FDS_PER_DB_CONNECTION * (u64::from(settings.database.max_connections) + 2);
+        let admin = match settings.admin.token {
+            Some(_) => ADMIN_MAX_CONNECTIONS as u64,
+            None => 0,
+        };
+        let room = limit.saturating_sub(FDS_RESERVED + database + admin + HEALTH_RESERVE as u64);
+        if room < MIN_CONNECTIONS {
+            bail!(
+                "the open-file limit ({limit}) leaves room for {room} connections; raise it \
+                 (ulimit -n, systemd LimitNOFILE=, docker --ulimit nofile=)"
+            );
+        }
+        if max_connections as u64 > room {
+            tracing::warn!(
+                configured = max_connections,
+                lowered_to = room,
+                open_file_limit = limit,
+                "server.max_connections lowered to fit the open-file limit"
+            );
+            max_connections = usize::try_from(room).unwrap_or(usize::MAX);
+        }
+    }
+    let public = ConnectionLimits {
+        header_timeout: settings.header_timeout(),
+        idle_timeout: settings.idle_timeout(),
+        max_connections,
+        reserve: HEALTH_RESERVE,
+    };
+    let admin = ConnectionLimits {
+        max_connections: ADMIN_MAX_CONNECTIONS,
+        reserve: 0,
+        ..public
+    };
+    Ok((public, admin))
 }
 
 /// Connects to the configured store and applies its migrations.
@@ -452,4 +559,47 @@ pub fn master_key(settings: &Settings) -> anyhow::Result<MasterKey> {
         );
     }
     MasterKey::load_or_create(path).map_err(|e| anyhow::anyhow!("keys.master_key_file: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(env: &[(&str, &str)]) -> Settings {
+        Settings::load_from(
+            None,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_connection_cap_fits_the_open_file_limit() {
+        let defaults = settings(&[]);
+        let (public, _) = connection_limits(&defaults, None).unwrap();
+        assert_eq!(
+            public.max_connections, 10_000,
+            "no known limit: as configured"
+        );
+        let (public, _) = connection_limits(&defaults, Some(1 << 20)).unwrap();
+        assert_eq!(public.max_connections, 10_000, "room enough: as configured");
+
+        // 64 for the process, 3 × (16 pooled + 2 feed) database connections, 32 for health.
+        let (public, admin) = connection_limits(&defaults, Some(1024)).unwrap();
+        assert_eq!(public.max_connections, 1024 - 64 - 54 - 32);
+        assert_eq!(public.reserve, HEALTH_RESERVE);
+        assert_eq!(admin.reserve, 0, "the admin listener has no health routes");
+
+        let with_admin = settings(&[(
+            "PORTCULLIS__ADMIN__TOKEN",
+            "an-admin-token-of-at-least-32-characters",
+        )]);
+        let (public, _) = connection_limits(&with_admin, Some(1024)).unwrap();
+        assert_eq!(public.max_connections, 1024 - 64 - 54 - 32 - 64);
+
+        let err = connection_limits(&defaults, Some(160))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("open-file limit (160)"), "{err}");
+    }
 }

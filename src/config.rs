@@ -34,6 +34,9 @@ pub struct ServerSettings {
     pub request_timeout_ms: u64,
     pub trusted_proxies: Vec<IpNet>,
     pub drain_delay_ms: u64,
+    pub header_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -187,6 +190,14 @@ impl Settings {
         Duration::from_millis(self.server.drain_delay_ms)
     }
 
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.header_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.idle_timeout_ms)
+    }
+
     /// The issuer, defaulting to the public address (an unspecified IP reads as localhost).
     pub fn issuer(&self) -> String {
         if !self.tokens.issuer.is_empty() {
@@ -231,6 +242,17 @@ impl Layers {
     fn validate(self) -> Result<Settings, ConfigError> {
         if self.server.request_timeout_ms == 0 {
             return Err(invalid("server.request_timeout_ms", "must be positive"));
+        }
+        for (key, ms) in [
+            ("server.header_timeout_ms", self.server.header_timeout_ms),
+            ("server.idle_timeout_ms", self.server.idle_timeout_ms),
+        ] {
+            if ms == 0 || ms > 3600 * 1000 {
+                return Err(invalid(key, "must be between 1 ms and one hour"));
+            }
+        }
+        if self.server.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be positive"));
         }
         if self.database.acquire_timeout_ms >= self.server.request_timeout_ms {
             return Err(invalid(
@@ -394,6 +416,21 @@ mod tests {
                 "tokens.oauth_lifetime_secs",
             ),
             ("PORTCULLIS__SERVER__NO_SUCH_KEY", "1", "no_such_key"),
+            (
+                "PORTCULLIS__SERVER__HEADER_TIMEOUT_MS",
+                "0",
+                "server.header_timeout_ms",
+            ),
+            (
+                "PORTCULLIS__SERVER__IDLE_TIMEOUT_MS",
+                "0",
+                "server.idle_timeout_ms",
+            ),
+            (
+                "PORTCULLIS__SERVER__MAX_CONNECTIONS",
+                "0",
+                "server.max_connections",
+            ),
         ];
         for (var, value, key) in cases {
             let err = load(&[(var, value)]).expect_err(var).to_string();

@@ -12,6 +12,7 @@ mod auth_grant;
 mod bearer;
 mod body;
 mod client_auth;
+pub mod connections;
 mod endorsed;
 mod enrollment;
 mod error;

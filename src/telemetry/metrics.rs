@@ -79,6 +79,23 @@ fn describe() {
         "argon2 computations: secrets hashed and verified, dummy verifications included"
     );
     describe_gauge!(
+        "portcullis_connections_open",
+        "Open client connections, by listener (public, admin)"
+    );
+    describe_counter!(
+        "portcullis_connections_over_capacity_total",
+        "Connections accepted beyond server.max_connections (health routes only, or refused)"
+    );
+    describe_counter!(
+        "portcullis_connections_timed_out_total",
+        "Connections closed by the server: phase=header (the request head came too slowly) \
+         or idle (kept alive with nothing to do)"
+    );
+    describe_counter!(
+        "portcullis_accept_errors_total",
+        "Failures to accept a connection (out of file descriptors, most likely)"
+    );
+    describe_gauge!(
         "portcullis_db_pool_connections",
         "Database pool connections, by state (idle, in_use) and the configured max"
     );
@@ -113,6 +130,33 @@ pub fn change_feed_up() {
 pub fn change_feed_lost() {
     gauge!("portcullis_change_feed_up").set(0.0);
     counter!("portcullis_change_feed_interruptions_total").increment(1);
+}
+
+/// Counts a connection as open until the returned guard is dropped.
+pub fn connection_opened(listener: &'static str) -> OpenConnection {
+    gauge!("portcullis_connections_open", "listener" => listener).increment(1.0);
+    OpenConnection(listener)
+}
+
+pub struct OpenConnection(&'static str);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        gauge!("portcullis_connections_open", "listener" => self.0).decrement(1.0);
+    }
+}
+
+pub fn connection_over_capacity(listener: &'static str) {
+    counter!("portcullis_connections_over_capacity_total", "listener" => listener).increment(1);
+}
+
+pub fn connection_timed_out(listener: &'static str, phase: &'static str) {
+    counter!("portcullis_connections_timed_out_total", "listener" => listener, "phase" => phase)
+        .increment(1);
+}
+
+pub fn accept_failed(listener: &'static str) {
+    counter!("portcullis_accept_errors_total", "listener" => listener).increment(1);
 }
 
 /// Gauges read at scrape time.

@@ -6,7 +6,6 @@
 //! test runs on both stores.
 
 use std::{
-    process::Stdio,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -25,7 +24,7 @@ use tokio::sync::oneshot;
 
 use crate::{
     helpers::{
-        ADMIN_TOKEN, Spawn, TestApp, TestDatabase, postgres_url, settings, settings_env,
+        ADMIN_TOKEN, Spawn, TestApp, TestDatabase, postgres_url, settings, start_binary,
         verify_token,
     },
     pg_proxy::{PgProxy, host_port},
@@ -663,70 +662,6 @@ async fn the_default_drain_outlasts_haproxys_default_health_checks() {
         "{answered:?}"
     );
     drop(child);
-}
-
-/// Starts the real binary on free ports and waits until it is ready. A port picked here can
-/// be taken by a parallel test before the child binds it: the child then exits, or another
-/// server answers, which the unique issuer exposes; either way it is tried again.
-async fn start_binary(
-    db: &TestDatabase,
-    overrides: &[(&str, &str)],
-) -> (tokio::process::Child, String, String) {
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .to_string()
-    };
-    for _ in 0..5 {
-        let (public, admin) = (free_port(), free_port());
-        let issuer = format!("http://sigterm-{}.test", uuid::Uuid::new_v4().simple());
-        let mut all = vec![
-            ("PORTCULLIS__SERVER__PUBLIC_ADDR", public.as_str()),
-            ("PORTCULLIS__ADMIN__ADDR", admin.as_str()),
-            ("PORTCULLIS__TOKENS__ISSUER", issuer.as_str()),
-        ];
-        all.extend_from_slice(overrides);
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(settings_env(db, &all))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the server binary starts");
-        let base = format!("http://{public}");
-        let http = Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                break; // it could not bind; try other ports
-            }
-            let metadata = http
-                .get(format!("{base}/.well-known/oauth-authorization-server"))
-                .send()
-                .await;
-            if let Ok(response) = metadata {
-                let ours = response
-                    .json::<Value>()
-                    .await
-                    .is_ok_and(|m| m["issuer"] == issuer.as_str());
-                if !ours {
-                    let _ = child.kill().await;
-                    break;
-                }
-                if get(&http, format!("{base}/health/ready")).await == 200 {
-                    return (child, base, format!("http://{admin}"));
-                }
-            }
-            assert!(Instant::now() < deadline, "the server never became ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    panic!("no free ports after five tries");
 }
 
 #[tokio::test]

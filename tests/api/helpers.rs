@@ -3,7 +3,9 @@
 
 use std::{
     io::Write,
+    process::Stdio,
     sync::{Arc, Mutex, OnceLock},
+    time::{Duration, Instant},
 };
 
 use portcullis::{
@@ -299,6 +301,97 @@ pub fn settings_env(db: &TestDatabase, overrides: &[(&str, &str)]) -> Vec<(Strin
         env.push((k.to_string(), v.to_string()));
     }
     env
+}
+
+/// Starts the real binary on free ports and waits until it is ready. A port picked here can
+/// be taken by a parallel test before the child binds it: the child then exits, or another
+/// server answers, which the unique issuer exposes; either way it is tried again.
+pub async fn start_binary(
+    db: &TestDatabase,
+    overrides: &[(&str, &str)],
+) -> (tokio::process::Child, String, String) {
+    start_binary_with_ulimit(db, overrides, None).await
+}
+
+/// [`start_binary`], with the shell's `ulimit` run first with these arguments (e.g. `-S -n
+/// 256`), so the server starts under those resource limits.
+pub async fn start_binary_with_ulimit(
+    db: &TestDatabase,
+    overrides: &[(&str, &str)],
+    ulimit: Option<&str>,
+) -> (tokio::process::Child, String, String) {
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string()
+    };
+    let binary = env!("CARGO_BIN_EXE_portcullis");
+    for _ in 0..5 {
+        let (public, admin) = (free_port(), free_port());
+        let issuer = format!("http://binary-{}.test", uuid::Uuid::new_v4().simple());
+        let mut all = vec![
+            ("PORTCULLIS__SERVER__PUBLIC_ADDR", public.as_str()),
+            ("PORTCULLIS__ADMIN__ADDR", admin.as_str()),
+            ("PORTCULLIS__TOKENS__ISSUER", issuer.as_str()),
+        ];
+        all.extend_from_slice(overrides);
+        let mut command = match ulimit {
+            // `exec` keeps one process, so the child's pid is the server's.
+            Some(limits) => {
+                let mut command = tokio::process::Command::new("sh");
+                command
+                    .arg("-c")
+                    .arg(format!("ulimit {limits} && exec \"$0\" serve"))
+                    .arg(binary);
+                command
+            }
+            None => {
+                let mut command = tokio::process::Command::new(binary);
+                command.arg("serve");
+                command
+            }
+        };
+        let mut child = command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(settings_env(db, &all))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the server binary starts");
+        let base = format!("http://{public}");
+        let http = Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break; // it could not bind; try other ports
+            }
+            let metadata = http
+                .get(format!("{base}/.well-known/oauth-authorization-server"))
+                .send()
+                .await;
+            if let Ok(response) = metadata {
+                let ours = response
+                    .json::<Value>()
+                    .await
+                    .is_ok_and(|m| m["issuer"] == issuer.as_str());
+                if !ours {
+                    let _ = child.kill().await;
+                    break;
+                }
+                let ready = http.get(format!("{base}/health/ready")).send().await;
+                if ready.is_ok_and(|r| r.status() == 200) {
+                    return (child, base, format!("http://{admin}"));
+                }
+            }
+            assert!(Instant::now() < deadline, "the server never became ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    panic!("no free ports after five tries");
 }
 
 /// The PostgreSQL server of a test that needs one. Such tests are marked

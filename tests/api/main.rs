@@ -4,6 +4,7 @@
 mod admin;
 mod basic_forms;
 mod cli;
+mod connections;
 mod credentials;
 mod edges;
 mod endorsed;
