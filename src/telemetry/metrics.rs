@@ -2,8 +2,9 @@
 //!
 //! Recording goes through the `metrics` facade into one process-wide recorder (installed on
 //! first use), so the core records without knowing who scrapes. Counters and histograms
-//! are lock-free atomics; gauges that describe state (argon2 queue, database pool) are
-//! read when scraped instead of being kept up to date on every request.
+//! are lock-free atomics. Gauges that describe state (argon2 queue and runs, database pool)
+//! are read when scraped instead of being kept up to date on every request; the open
+//! connections gauge is the exception, moved as connections open and close.
 
 use std::{sync::OnceLock, time::Duration};
 
