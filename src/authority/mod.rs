@@ -401,12 +401,19 @@ impl Authority {
     ) -> Result<IssuedToken, AuthorityError> {
         self.credentials.check_source(source_ip)?;
         let subject = self.authenticate_bearer(subject_token).await?;
-        // Only grant API tokens are exchanged; any other token is refused just below, at no
-        // cost to anyone's allowance but its source's.
-        if let Some(grant) = &subject.claims.grant_id {
-            self.credentials
-                .check_payer(&credentials::Payer::Grant(grant.clone()))?;
-        }
+        // Only a grant's own API token is exchanged, never one exchanged from it (whose
+        // holder could otherwise replay it to spend the grant's allowance); anything else is
+        // refused before it costs anyone's allowance but its source's.
+        let Some(grant) = subject
+            .claims
+            .grant_id
+            .as_ref()
+            .filter(|_| subject.claims.parent_jti.is_none())
+        else {
+            return Err(AuthorityError::InvalidToken);
+        };
+        self.credentials
+            .check_payer(&credentials::Payer::Grant(grant.clone()))?;
         self.grants.exchange(&subject, requested, &self.tokens)
     }
 

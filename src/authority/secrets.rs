@@ -226,19 +226,19 @@ impl SecretHasher {
     ) -> Result<Option<usize>, AuthorityError> {
         let hashes: Vec<Option<PasswordHash>> =
             hashes.iter().map(|h| PasswordHash::new(h).ok()).collect();
-        let dummy = hashes
-            .iter()
-            .all(Option::is_none)
-            .then(|| self.dummy_hash.clone());
+        let dummy_hash = self.dummy_hash.clone();
         let secret = SecretString::from(secret);
         let (matched, runs) = self
             .run(move |argon| {
                 let secret = secret.expose_secret().as_bytes();
-                if let Some(dummy) = dummy {
-                    let _ = argon.verify_password(secret, dummy.as_str());
-                    return (None, 1);
+                match match_any(argon, secret, &hashes) {
+                    // No client, or no hash argon2 could take: the dummy, so still one run.
+                    (_, 0) => {
+                        let _ = argon.verify_password(secret, dummy_hash.as_str());
+                        (None, 1)
+                    }
+                    found => found,
                 }
-                match_any(argon, secret, &hashes)
             })
             .await?;
         self.runs.fetch_add(runs, Ordering::Relaxed);
@@ -429,6 +429,22 @@ mod tests {
         ] {
             assert!(check_secret_shape(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_hash_argon2_cannot_take_still_costs_one_run() {
+        let h = hasher();
+        // Parses as PHC, but m=1 KiB is below argon2's minimum: nothing can be computed.
+        let unusable = "$argon2id$v=19$m=1,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
+        assert!(PasswordHash::new(unusable).is_ok());
+        let before = h.runs();
+        assert_eq!(
+            h.verify_any("pcs_anything-at-all", &[unusable])
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(h.runs() - before, 1, "the dummy runs instead");
     }
 
     #[tokio::test]

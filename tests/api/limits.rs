@@ -695,3 +695,35 @@ async fn exchanges_are_charged_to_the_grant_never_to_the_app() {
     let other = exchanges(&tokens[1]).await;
     assert_eq!(&other[..5], &[200; 5], "{other:?}");
 }
+
+/// A token exchanged from a grant's token is refused as a subject token before it is
+/// charged: whoever holds one (a downstream service) cannot spend the grant's allowance.
+#[tokio::test]
+async fn replaying_an_exchanged_token_costs_the_grant_nothing() {
+    let app = spawn(&[(
+        "PORTCULLIS__RATE_LIMIT__REQUESTS_PER_CLIENT_PER_SECOND",
+        "5",
+    )])
+    .await;
+    let (client, grant_token) = client_with_enrollment(&app).await;
+    let response = call_route(&app, "exchange", &client, &grant_token).await;
+    assert_eq!(response.status(), 200);
+    let exchanged = response.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..15 {
+        let response = call_route(&app, "exchange", &client, &exchanged).await;
+        assert_eq!(
+            response.status(),
+            400,
+            "an exchanged token is not exchanged again"
+        );
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let response = call_route(&app, "exchange", &client, &grant_token).await;
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [200; 4], "the grant's allowance is still its own");
+}
