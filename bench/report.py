@@ -21,6 +21,10 @@ GRANT_BEARER_RPS_C16 = 12_000
 GRANT_LIST_P99_RATIO = 1.5
 PEAK_RSS_MIB = 128
 STARTUP_MS = 1000
+# Issue 13's: the warm token path against the minimal server on the same stack (measured in
+# the same run, with production logging on), and against the peer.
+MINIMAL_RATIO = 0.85
+PEER_RATIO = 6.0
 
 
 def load(path):
@@ -151,6 +155,12 @@ def target_checks(pts, startups, grant_small, grant_big):
             checks.append((f"peak RSS under c=64 load ({store}) <= {PEAK_RSS_MIB} MiB",
                            f"{worst['rss_mib']:.1f} MiB (max, {worst['scenario']})",
                            verdict(worst["rss_mib"] <= PEAK_RSS_MIB)))
+    for line, ratio, errors in minimal_ratios(pts):
+        checks.append((f"oauth2_token / minimal_token >= {MINIMAL_RATIO}, 0 errors", line,
+                       verdict(ratio >= MINIMAL_RATIO and errors == 0)))
+    for line, ratio, errors in peer_ratios(pts):
+        checks.append((f"oauth2_token / peer >= {PEER_RATIO:g}x, 0 errors", line,
+                       verdict(ratio >= PEER_RATIO and errors == 0)))
     first = [s for s in startups if s["store"] == "sqlite" and s["kind"] == "first"]
     restarts = [float(s["ms"]) for s in startups if s["store"] == "sqlite" and s["kind"] == "restart"]
     if first or restarts:
@@ -176,16 +186,33 @@ def startup_lines(startups):
     return out
 
 
-def peer_lines(pts):
+def ratios_to(pts, scenario, store, name):
+    """(line, ratio, errors): oauth2_token on each store against `scenario` at the same conc."""
     out = []
-    for peer in find(pts, "peer_oidc_token", "node"):
-        ours_all = [p for p in pts if p["scenario"] == "oauth2_token" and p["conc"] == peer["conc"]]
-        for ours in ours_all:
-            ratio = ours["rps"] / peer["rps"] if peer["rps"] else float("inf")
-            out.append(f"c={peer['conc']}: Portcullis oauth2_token ({ours['store']}) {ours['rps']:.0f} req/s, "
-                       f"p99 {ours['p99']:.2f} ms vs peer {peer['rps']:.0f} req/s, p99 "
-                       f"{peer['p99']:.2f} ms -> {ratio:.2f}x")
+    for other in find(pts, scenario, store):
+        for ours in (p for p in pts if p["scenario"] == "oauth2_token" and p["conc"] == other["conc"]):
+            ratio = ours["rps"] / other["rps"] if other["rps"] else float("inf")
+            out.append((f"c={other['conc']}: Portcullis oauth2_token ({ours['store']}) "
+                        f"{ours['rps']:.0f} req/s, p99 {ours['p99']:.2f} ms vs {name} "
+                        f"{other['rps']:.0f} req/s, p99 {other['p99']:.2f} ms -> {ratio:.2f}x",
+                        ratio, ours["errors"] + other["errors"]))
     return out
+
+
+def peer_ratios(pts):
+    return ratios_to(pts, "peer_oidc_token", "node", "peer")
+
+
+def minimal_ratios(pts):
+    return ratios_to(pts, "minimal_token", "none", "minimal server")
+
+
+def peer_lines(pts):
+    return [line for line, _, _ in peer_ratios(pts)]
+
+
+def minimal_lines(pts):
+    return [line for line, _, _ in minimal_ratios(pts)]
 
 
 def read_meta(path):
@@ -216,6 +243,8 @@ def cmd_summary(work, out_md):
     print()
     for line in startup_lines(startups):
         print(f"startup  {line}")
+    for line in minimal_lines(pts):
+        print(f"minimal  {line}")
     for line in peer_lines(pts):
         print(f"peer     {line}")
     for target, measured, verdict in checks:
@@ -242,11 +271,15 @@ def cmd_summary(work, out_md):
           md_table(pts) if pts else "(no measurements)", ""]
     if startups:
         md += ["## Startup to ready", ""] + [f"- {l}" for l in startup_lines(startups)] + [""]
+    minimal = minimal_lines(pts)
+    if minimal:
+        md += ["## Against the minimal server (same stack, same run)", ""]
+        md += [f"- {l}" for l in minimal] + [""]
     peers = peer_lines(pts)
     if peers:
         md += ["## Peer comparison", ""] + [f"- {l}" for l in peers] + [""]
     if checks:
-        md += ["## Targets (issue 7)", "", "| target | measured | |", "|---|---|---|"]
+        md += ["## Targets (issues 7 and 13)", "", "| target | measured | |", "|---|---|---|"]
         md += [f"| {t} | {m} | {v} |" for t, m, v in checks] + [""]
     if notes:
         md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]

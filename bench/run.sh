@@ -15,11 +15,13 @@
 #   STORES=""           "sqlite", "postgres" or both (default: sqlite, plus postgres if
 #                       BENCH_PG_URL is set)
 #   BENCH_PEER=0        1 = also measure the peer OIDC provider (shared/peer-bench)
+#   MINIMAL_BIN=""      use this build of examples/minimal_token_server instead of building
+#                       one (the yardstick of the minimal_token scenario, issue 13)
 #   FLOOD_CONC=16       connections of the wrong-secret flood in the "mixed" scenario
 #   GRANTS_SMALL=10 GRANTS_BIG=100000   grants in the two profiles of the grant-list points
 #   GRANT_LIST_BODY='{"limit":10}'      body of POST /profile/auth-grants
-#   PORT=18080 ADMIN_PORT=18081 PEER_PORT=18090   loopback ports (free ones are picked
-#                       if these are taken)
+#   PORT=18080 ADMIN_PORT=18081 PEER_PORT=18090 MINIMAL_PORT=18095   loopback ports (free
+#                       ones are picked if these are taken)
 #   LOADGEN_CPUS="" SERVER_CPUS=""      taskset -c lists to pin oha / the server
 #   KEEPALIVE=1         0 = a new connection per request
 #   BENCH_SERVER_ENV="" extra settings for every server, e.g.
@@ -37,8 +39,9 @@ REPO="$(cd "$HERE/.." && pwd)"
 REPORT="$HERE/report.py"
 
 KNOBS=(DURATION CONCS REPEATS WARMUP SCENARIOS BENCH_PG_URL STORES BENCH_PEER FLOOD_CONC
-  GRANTS_SMALL GRANTS_BIG GRANT_LIST_BODY PORT ADMIN_PORT PEER_PORT LOADGEN_CPUS SERVER_CPUS
-  KEEPALIVE BENCH_SERVER_ENV PORTCULLIS_BIN OHA OHA_ROOT BENCH_OUT BENCH_KEEP)
+  GRANTS_SMALL GRANTS_BIG GRANT_LIST_BODY PORT ADMIN_PORT PEER_PORT MINIMAL_PORT LOADGEN_CPUS
+  SERVER_CPUS KEEPALIVE BENCH_SERVER_ENV PORTCULLIS_BIN MINIMAL_BIN OHA OHA_ROOT BENCH_OUT
+  BENCH_KEEP)
 # The exact command, with the knobs that were set (a password in BENCH_PG_URL is hidden).
 COMMAND=""
 for knob in "${KNOBS[@]}"; do
@@ -69,6 +72,7 @@ GRANT_LIST_BODY="${GRANT_LIST_BODY:-$DEFAULT_GRANT_LIST_BODY}"
 PORT="${PORT:-18080}"
 ADMIN_PORT="${ADMIN_PORT:-18081}"
 PEER_PORT="${PEER_PORT:-18090}"
+MINIMAL_PORT="${MINIMAL_PORT:-18095}"
 LOADGEN_CPUS="${LOADGEN_CPUS:-}"
 SERVER_CPUS="${SERVER_CPUS:-}"
 KEEPALIVE="${KEEPALIVE:-1}"
@@ -83,7 +87,9 @@ PEER_START="$REPO/../shared/peer-bench/peer-oidc/start.sh"
 unset PORTCULLIS_CONFIG RUST_LOG
 while read -r var; do unset "$var"; done < <(compgen -e | grep '^PORTCULLIS__' || true)
 
-ALL_SCENARIOS="oauth2_token endorsed_json enrollment_authorize enrollment_bearer \
+# minimal_token is not Portcullis: it runs once, just before the first store's oauth2_token,
+# so the two figures of the efficiency ratio are measured minutes apart, not an hour.
+ALL_SCENARIOS="minimal_token oauth2_token endorsed_json enrollment_authorize enrollment_bearer \
 grant_token_bearer grant_list_small grant_list_big cold_oauth2_token mixed"
 
 for s in $SCENARIOS; do
@@ -175,7 +181,7 @@ trap 'exit 143' TERM
 # ---- ports --------------------------------------------------------------------------------
 port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-for p in PORT ADMIN_PORT PEER_PORT; do
+for p in PORT ADMIN_PORT PEER_PORT MINIMAL_PORT; do
   if port_taken "${!p}"; then
     new="$(free_port)"
     log "port ${!p} is taken: $p=$new"
@@ -186,20 +192,28 @@ BASE="http://127.0.0.1:$PORT"
 ADMIN_BASE="http://127.0.0.1:$ADMIN_PORT"
 
 # ---- tools: the release binary and oha --------------------------------------------------
-if [ -n "${PORTCULLIS_BIN:-}" ]; then
-  [ -x "$PORTCULLIS_BIN" ] || die "PORTCULLIS_BIN=$PORTCULLIS_BIN is not executable"
-  SOURCE_BIN="$PORTCULLIS_BIN"
-else
+want_scenario() { [ -z "$SCENARIOS" ] || [[ " $SCENARIOS " == *" $1 "* ]]; }
+BUILD=()
+[ -z "${PORTCULLIS_BIN:-}" ] && BUILD+=(--bin portcullis)
+[ -z "${MINIMAL_BIN:-}" ] && want_scenario minimal_token && BUILD+=(--example minimal_token_server)
+if [ "${#BUILD[@]}" -gt 0 ]; then
   need cargo "https://rustup.rs"
-  log "building the release binary"
-  (cd "$REPO" && cargo build --release --bin portcullis) >&2
+  log "building the release binaries (${BUILD[*]})"
+  (cd "$REPO" && cargo build --release "${BUILD[@]}") >&2
   TARGET_DIR="$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-  SOURCE_BIN="$TARGET_DIR/release/portcullis"
 fi
-# A private copy: a rebuild during the run cannot swap the binary under it.
+SOURCE_BIN="${PORTCULLIS_BIN:-${TARGET_DIR:-}/release/portcullis}"
+[ -x "$SOURCE_BIN" ] || die "$SOURCE_BIN is not executable"
+# Private copies: a rebuild during the run cannot swap a binary under it.
 BIN="$WORK/bin/portcullis"
 cp "$SOURCE_BIN" "$BIN"
+if want_scenario minimal_token; then
+  SOURCE_MINIMAL="${MINIMAL_BIN:-${TARGET_DIR:-}/release/examples/minimal_token_server}"
+  [ -x "$SOURCE_MINIMAL" ] || die "$SOURCE_MINIMAL is not executable"
+  MINIMAL="$WORK/bin/minimal_token_server"
+  cp "$SOURCE_MINIMAL" "$MINIMAL"
+fi
 
 if [ -z "${OHA:-}" ]; then
   if command -v oha >/dev/null 2>&1; then
@@ -288,6 +302,21 @@ start_portcullis() {
   printf '%s\t%s\t%s\t%s\n' "$STORE" "$label" "$kind" "$ms" >>"$WORK/startups.tsv"
 }
 
+# The minimal token server (examples/minimal_token_server.rs), with the bench app's client id,
+# secret and default scopes, so its tokens and answers are the size of Portcullis's.
+start_minimal() {
+  (exec env MINIMAL_ADDR="127.0.0.1:$MINIMAL_PORT" MINIMAL_CLIENT_ID="$CLIENT_ID" \
+    MINIMAL_CLIENT_SECRET="$CLIENT_SECRET" MINIMAL_SCOPE="$APP_SCOPE" \
+    "${PIN_SERVER[@]}" "$MINIMAL") >"$WORK/logs/minimal.log" 2>&1 &
+  SERVER_PID=$!
+  local deadline=$(($(now_ns) + 30 * 1000000000))
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 -X POST "http://127.0.0.1:$MINIMAL_PORT/oauth2/token" || true)" != 000 ]; do
+    alive "$SERVER_PID" || { log "minimal server exited: $(tail -n 3 "$WORK/logs/minimal.log")"; return 1; }
+    [ "$(now_ns)" -lt "$deadline" ] || { log "minimal server not answering after 30 s"; return 1; }
+    sleep 0.02
+  done
+}
+
 start_peer() { # the peer OIDC provider; its PID is the last line of start.sh's output
   local out
   out="$(PORT="$PEER_PORT" JWT_ALG=ES256 CPUS="$SERVER_CPUS" "$PEER_START" 2>&1)" || {
@@ -361,6 +390,10 @@ json_field() { python3 -c 'import json,sys; v=json.loads(sys.argv[1]); print(v[s
 
 scenario_oauth2_token() {
   DESC="POST /oauth2/token, client_credentials with client_secret_basic, default scopes"
+  scenario_oauth2_token_request
+}
+
+scenario_oauth2_token_request() {
   request POST /oauth2/token -H "Authorization: Basic $BASIC" \
     -T application/x-www-form-urlencoded -d "grant_type=client_credentials"
 }
@@ -415,6 +448,12 @@ scenario_mixed() {
   DESC="oauth2_token (warm cache) measured while mixed_flood sends $FLOOD_CONC connections of client_secret_post requests with distinct wrong secrets (argon2 on each, 401 expected; rate limits raised so every one reaches argon2)"
   SERVER_ENV=("${NO_LIMITS[@]}")
   FLOOD=1
+}
+
+scenario_minimal_token() {
+  DESC="yardstick: examples/minimal_token_server (axum, form, Basic, HMAC-cached credential check, ES256 with a pre-parsed key; no store, logs, metrics, limits or middleware), POST /oauth2/token as oauth2_token sends it"
+  TARGET=minimal
+  scenario_oauth2_token_request
 }
 
 scenario_peer_oidc_token() {
@@ -490,8 +529,6 @@ prepare_grants() { # on the running setup server; each step probes its route fir
   fi
 }
 
-want_scenario() { [ -z "$SCENARIOS" ] || [[ " $SCENARIOS " == *" $1 "* ]]; }
-
 # Fresh database, setup server (its start is the "first start" time), app, enrollment, grants.
 prepare_store() {
   STORE="$1"
@@ -523,6 +560,10 @@ prepare_store() {
     "PORTCULLIS__RATE_LIMIT__REQUESTS_PER_IP_PER_SECOND=10000000"
     # The script stops servers itself between points; no gateway needs a drain delay.
     "PORTCULLIS__SERVER__DRAIN_DELAY_MS=0"
+    # Production logging, as the container image sets it: JSON lines at info, one audit
+    # event per token issued.
+    "PORTCULLIS__LOG__FORMAT=json"
+    "PORTCULLIS__LOG__LEVEL=info"
     # The big grant-list profile holds GRANTS_BIG active grants.
     "PORTCULLIS__GRANTS__MAX_ACTIVE_PER_PROFILE=$((GRANTS_BIG + GRANTS_SMALL + 10))"
   )
@@ -548,6 +589,9 @@ prepare_store() {
     --data-binary "{\"client_id\":\"$CLIENT_ID\",\"client_secret\":\"$CLIENT_SECRET\",\"owner_id\":\"$OWNER_ID\"}" \
     "$BASE/access/v1/enrollment/authorize")"
   ENROLLMENT_TOKEN="$(json_field "$reply" token)" || die "enrollment authorize failed: $reply"
+  reply="$(curl -s --max-time 30 -H "Authorization: Basic $BASIC" -d grant_type=client_credentials \
+    "$BASE/oauth2/token")"
+  APP_SCOPE="$(json_field "$reply" scope)" || die "the bench app got no token: $reply"
 
   # Distinct wrong secrets, one body per line: identical ones would share one argon2 run.
   python3 - "$CLIENT_ID" >"$WORK/flood-bodies.txt" <<'PY'
@@ -604,6 +648,9 @@ run_scenario() {
     if [ "$TARGET" = peer ]; then
       TARGET_BASE="http://127.0.0.1:$PEER_PORT"
       start_peer || { note "$label: the peer did not start"; return 0; }
+    elif [ "$TARGET" = minimal ]; then
+      TARGET_BASE="http://127.0.0.1:$MINIMAL_PORT"
+      start_minimal || { note "$label: the minimal server did not start"; FAILED=1; return 0; }
     else
       TARGET_BASE="$BASE"
       start_portcullis "$point" restart "${SERVER_ENV[@]}" || {
@@ -671,9 +718,21 @@ per_point=$(($(dur_secs "$WARMUP") + REPEATS * $(dur_secs "$DURATION") + 2))
 log "stores: $STORES; scenarios: $LIST; concurrencies: $CONCS; ~$((n_points * per_point / 60 + 1)) min of load (plus setup)"
 log "work dir $WORK; public 127.0.0.1:$PORT, admin 127.0.0.1:$ADMIN_PORT"
 
+MINIMAL_DONE=0
 for store in $STORES; do
   prepare_store "$store"
-  for s in $LIST; do run_scenario "$s"; done
+  for s in $LIST; do
+    if [ "$s" = minimal_token ]; then
+      # Once, beside the first store's oauth2_token; it has no store of its own.
+      [ "$MINIMAL_DONE" = 1 ] && continue
+      MINIMAL_DONE=1
+      saved_store="$STORE" STORE=none
+      run_scenario minimal_token
+      STORE="$saved_store"
+      continue
+    fi
+    run_scenario "$s"
+  done
   finish_store
 done
 

@@ -246,7 +246,7 @@ async fn open_core(settings: &Settings, clock: SharedClock) -> anyhow::Result<Au
 pub async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load()?;
-    let _log_writer = telemetry::init(settings.log.format, log_level(&cli.command, &settings));
+    let _log_writer = telemetry::init(settings.log.format, log_level(&cli.command, &settings))?;
     let clock: SharedClock = Arc::new(SystemClock);
     match cli.command {
         Command::Serve => {

@@ -348,9 +348,11 @@ impl Authority {
         tracing::info!(
             event = "token.issued",
             grant_type = "client_credentials",
-            client_id = %client.client_id,
+            // As strings, not `%` Display: a str field is copied, a Display one formatted
+            // into a fresh String, on the path every token takes.
+            client_id = client.client_id.as_str(),
             scope = %token.scope,
-            jti = %token.jti,
+            jti = token.jti.as_str(),
             source_ip = %credentials.source_ip
         );
         Ok(token)

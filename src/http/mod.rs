@@ -13,6 +13,7 @@ mod bearer;
 mod body;
 mod client_auth;
 pub mod connections;
+mod edge;
 mod endorsed;
 mod enrollment;
 mod error;
@@ -28,27 +29,17 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use axum::{
-    Extension, Json, Router,
-    extract::{DefaultBodyLimit, MatchedPath, Request},
-    http::{HeaderName, Method, StatusCode},
-    middleware::{self, Next},
-    response::{IntoResponse, Response},
+    Extension, Json, Router, extract::DefaultBodyLimit, http::StatusCode, response::IntoResponse,
 };
 use secrecy::SecretString;
 use serde_json::json;
-use tower_http::{
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    timeout::TimeoutLayer,
-    trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer},
-};
-use tracing::Level;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{authority::Authority, telemetry};
+use crate::authority::Authority;
 use extract::TrustedProxies;
 pub use starting::Surface;
 pub use wellknown::authorization_server_metadata as wellknown_metadata;
@@ -63,12 +54,8 @@ pub use oauth::{TokenParameterRequest, TokenRequest};
 /// Every request body is bounded; larger bodies get 413 in the route's own envelope.
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 
-/// Headers are bounded too (hyper already caps their number at 100): no credential or
-/// token we accept comes near these sizes.
-pub const HEADER_VALUE_LIMIT_BYTES: usize = 8 * 1024;
-pub const HEADERS_LIMIT_BYTES: usize = 32 * 1024;
-
-static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+use edge::{EdgeLayer, REQUEST_ID};
+pub use edge::{HEADER_VALUE_LIMIT_BYTES, HEADERS_LIMIT_BYTES};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -146,74 +133,9 @@ pub fn admin_router(
 }
 
 fn with_common_layers(router: Router, request_timeout: Duration) -> Router {
-    // Layers run outside-in from the bottom: the request id is set first so every log line
-    // and response carries it.
     router
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            request_timeout,
-        ))
-        .layer(middleware::from_fn(reject_oversized_headers))
-        // Outside the timeout, so a request cut off at the deadline is counted as its 408.
-        .layer(middleware::from_fn(record_metrics))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::DEBUG))
-                .on_request(())
-                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
-                // A 503 during an outage is expected, and a 500's cause is logged once where
-                // it happens; an ERROR line per response would only be noise.
-                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
-        )
-        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
-}
-
-/// Counts and times every request by route template (never the raw path, whose ids would
-/// make the label set unbounded).
-async fn record_metrics(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = method_label(request.method());
-    let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let response = next.run(request).await;
-    telemetry::metrics::request(route, method, response.status().as_u16(), started.elapsed());
-    response
-}
-
-async fn reject_oversized_headers(request: Request, next: Next) -> Response {
-    let mut total = 0;
-    for (name, value) in request.headers() {
-        let size = name.as_str().len() + value.len();
-        total += size;
-        if value.len() > HEADER_VALUE_LIMIT_BYTES || total > HEADERS_LIMIT_BYTES {
-            return (
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                Json(json!({
-                    "error": "request_header_fields_too_large",
-                    "message": format!(
-                        "each header value may hold {HEADER_VALUE_LIMIT_BYTES} bytes and all \
-                         headers {HEADERS_LIMIT_BYTES}"
-                    ),
-                })),
-            )
-                .into_response();
-        }
-    }
-    next.run(request).await
-}
-
-fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
-    }
+        .layer(EdgeLayer { request_timeout })
 }
 
 async fn not_found() -> impl IntoResponse {

@@ -6,9 +6,13 @@
 //! are read when scraped instead of being kept up to date on every request; the open
 //! connections gauge is the exception, moved as connections open and close.
 
-use std::{sync::OnceLock, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{LazyLock, OnceLock, RwLock},
+    time::Duration,
+};
 
-use metrics::{counter, gauge, histogram};
+use metrics::{Counter, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::authority::credentials::Limit;
@@ -102,16 +106,78 @@ fn describe() {
     );
 }
 
-pub fn request(route: String, method: &'static str, status: u16, elapsed: Duration) {
+/// Records one answered request. The handles for each (route, method, status) are kept, so
+/// a request costs two atomic updates instead of building and looking up two label sets.
+pub fn request(route: &str, method: &'static str, status: u16, elapsed: Duration) {
     let status = status_label(status);
-    histogram!(REQUEST_DURATION, "route" => route.clone(), "method" => method, "status" => status)
-        .record(elapsed.as_secs_f64());
-    counter!("portcullis_http_requests_total", "route" => route, "method" => method, "status" => status)
-        .increment(1);
+    let find = |known: &RequestHandles| known.method == method && known.status == status;
+    let cached = REQUEST_HANDLES
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(route)
+        .and_then(|known| known.iter().find(|h| find(h)).cloned());
+    let handles = cached.unwrap_or_else(|| {
+        // Handles are kept, so they must come from our recorder, never the no-op one.
+        handle();
+        let mut all = REQUEST_HANDLES.write().unwrap_or_else(|e| e.into_inner());
+        let known = all.entry(route.into()).or_default();
+        match known.iter().find(|h| find(h)) {
+            Some(handles) => handles.clone(),
+            None => {
+                let labels = [
+                    ("route", route.to_owned()),
+                    ("method", method.to_owned()),
+                    ("status", status.to_owned()),
+                ];
+                let handles = RequestHandles {
+                    method,
+                    status,
+                    count: counter!("portcullis_http_requests_total", &labels),
+                    duration: histogram!(REQUEST_DURATION, &labels),
+                };
+                known.push(handles.clone());
+                handles
+            }
+        }
+    });
+    handles.duration.record(elapsed.as_secs_f64());
+    handles.count.increment(1);
 }
 
+/// The request metrics of one route, method and status. Routes are the router's templates
+/// and "unmatched", so the map stays as small as the label set.
+#[derive(Clone)]
+struct RequestHandles {
+    method: &'static str,
+    status: &'static str,
+    count: Counter,
+    duration: Histogram,
+}
+
+static REQUEST_HANDLES: LazyLock<RwLock<HashMap<Box<str>, Vec<RequestHandles>>>> =
+    LazyLock::new(Default::default);
+
 pub fn token_issued(grant_type: &'static str) {
-    counter!("portcullis_tokens_issued_total", "grant_type" => grant_type).increment(1);
+    // One handle per grant type, kept: the label set is built once, not per token.
+    static ISSUED: LazyLock<RwLock<HashMap<&'static str, Counter>>> =
+        LazyLock::new(Default::default);
+    let known = ISSUED
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(grant_type)
+        .cloned();
+    let issued = known.unwrap_or_else(|| {
+        handle();
+        ISSUED
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(grant_type)
+            .or_insert_with(
+                || counter!("portcullis_tokens_issued_total", "grant_type" => grant_type),
+            )
+            .clone()
+    });
+    issued.increment(1);
 }
 
 pub fn auth_failed(kind: &'static str) {
