@@ -1,5 +1,6 @@
-//! `last_used_at` bookkeeping without a database write per request: uses are coalesced in
-//! memory (one entry per credential, latest time wins) and flushed in one batch.
+//! `last_used_at` (and a secret's use count) bookkeeping without a database write per
+//! request: uses are coalesced in memory (one entry per credential, latest time wins, uses
+//! added up) and flushed in one batch.
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -10,30 +11,40 @@ use crate::store::{DynStore, Usage, UsageOf};
 
 #[derive(Default)]
 pub struct UsageTracker {
-    pending: Mutex<HashMap<UsageOf, DateTime<Utc>>>,
+    /// The latest use and how many uses.
+    pending: Mutex<HashMap<UsageOf, (DateTime<Utc>, u64)>>,
 }
 
 impl UsageTracker {
+    /// One use at `at`.
     pub fn record(&self, of: UsageOf, at: DateTime<Utc>) {
+        self.add(of, at, 1);
+    }
+
+    fn add(&self, of: UsageOf, at: DateTime<Utc>, uses: u64) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let latest = pending.entry(of).or_insert(at);
+        let (latest, count) = pending.entry(of).or_insert((at, 0));
         if *latest < at {
             *latest = at;
         }
+        *count = count.saturating_add(uses);
     }
 
     /// Writes what has accumulated. On failure the batch is put back for the next try.
     pub async fn flush(&self, store: &DynStore) -> Result<usize, AuthorityError> {
         let batch: Vec<Usage> = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            pending.drain().map(|(of, at)| Usage { of, at }).collect()
+            pending
+                .drain()
+                .map(|(of, (at, uses))| Usage { of, at, uses })
+                .collect()
         };
         if batch.is_empty() {
             return Ok(0);
         }
         if let Err(e) = store.record_usage(&batch).await {
             for usage in &batch {
-                self.record(usage.of, usage.at);
+                self.add(usage.of, usage.at, usage.uses);
             }
             return Err(e.into());
         }
