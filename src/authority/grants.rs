@@ -45,6 +45,14 @@ pub struct ListGrants {
     pub filter: GrantFilter,
 }
 
+/// How long grant-derived tokens live, and how many grants a profile may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct GrantLimits {
+    pub api_token_max_lifetime: Duration,
+    pub exchanged_lifetime: Duration,
+    pub max_active_per_profile: u32,
+}
+
 pub struct Grants {
     store: DynStore,
     records: Arc<Records>,
@@ -81,9 +89,7 @@ impl Grants {
         revocations: Arc<RevocationList>,
         changes: Arc<ChangeHub>,
         clock: SharedClock,
-        api_token_max_lifetime: Duration,
-        exchanged_lifetime: Duration,
-        max_active_per_profile: u32,
+        limits: GrantLimits,
     ) -> Self {
         Self {
             store,
@@ -91,9 +97,9 @@ impl Grants {
             revocations,
             changes,
             clock,
-            api_token_max_lifetime,
-            exchanged_lifetime,
-            max_active_per_profile,
+            api_token_max_lifetime: limits.api_token_max_lifetime,
+            exchanged_lifetime: limits.exchanged_lifetime,
+            max_active_per_profile: limits.max_active_per_profile,
         }
     }
 

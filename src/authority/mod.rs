@@ -44,7 +44,7 @@ use clock::SharedClock;
 use credentials::{ClientAuthenticator, CredentialCache, VerificationLimits, VerifiedClient};
 use enrollments::{CreateEnrollment, Enrollments, parse_enrollment_id, parse_owner};
 use fresh::Generations;
-use grants::Grants;
+use grants::{GrantLimits, Grants};
 use keys::{KeyRing, KeyRingOptions, MasterKey};
 use lineage::{Judge, Standing};
 use records::Records;
@@ -286,9 +286,11 @@ impl Authority {
                 revocations.clone(),
                 changes.clone(),
                 clock.clone(),
-                lifetimes.grant_token_max,
-                lifetimes.oauth,
-                options.max_active_grants_per_profile,
+                GrantLimits {
+                    api_token_max_lifetime: lifetimes.grant_token_max,
+                    exchanged_lifetime: lifetimes.oauth,
+                    max_active_per_profile: options.max_active_grants_per_profile,
+                },
             ),
             credentials: ClientAuthenticator::new(
                 store.clone(),

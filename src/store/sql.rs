@@ -508,11 +508,11 @@ where
     ) -> Result<SecretAdded, StoreError> {
         let now = secret.created_at;
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        if !take_app_lock::<DB>(app_id, now)
+        if take_app_lock::<DB>(app_id, now)
             .fetch_optional(&mut *tx)
             .await
             .map_err(map_err)?
-            .is_some()
+            .is_none()
         {
             return Ok(SecretAdded::Missing);
         }
@@ -541,11 +541,11 @@ where
     ) -> Result<SecretAdded, StoreError> {
         let now = secret.created_at;
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        if !take_app_lock::<DB>(app_id, now)
+        if take_app_lock::<DB>(app_id, now)
             .fetch_optional(&mut *tx)
             .await
             .map_err(map_err)?
-            .is_some()
+            .is_none()
         {
             return Ok(SecretAdded::Missing);
         }
@@ -605,11 +605,11 @@ where
         now: DateTime<Utc>,
     ) -> Result<Option<Vec<GrantId>>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        if !take_app_lock::<DB>(app_id, now)
+        if take_app_lock::<DB>(app_id, now)
             .fetch_optional(&mut *tx)
             .await
             .map_err(map_err)?
-            .is_some()
+            .is_none()
         {
             return Ok(None);
         }

@@ -323,8 +323,16 @@ async fn every_failed_verification_costs_one_argon2_run() {
         ("in grace, the new secret", newest, 200),
         ("three secrets, wrong", wrong(&several), 401),
         ("three secrets, the first", several_secrets[0].clone(), 200),
-        ("three secrets, the limited one", several_secrets[1].clone(), 200),
-        ("three secrets, the expiring one", several_secrets[2].clone(), 200),
+        (
+            "three secrets, the limited one",
+            several_secrets[1].clone(),
+            200,
+        ),
+        (
+            "three secrets, the expiring one",
+            several_secrets[2].clone(),
+            200,
+        ),
     ] {
         let before = runs().await;
         let response = app.endorsed_json(client.json(None)).await;
