@@ -665,13 +665,14 @@ async fn run_secrets(core: &Authority, command: SecretsCommand) -> anyhow::Resul
                         let expires = s.expires_at.map_or("never".to_owned(), |t| {
                             t.to_rfc3339_opts(SecondsFormat::Secs, true)
                         });
-                        println!(
+                        let line = format!(
                             "{}  {:<12}  {:<8}  expires {expires}  {uses}  {}",
                             s.id,
                             s.prefix.as_deref().unwrap_or("-"),
                             state.as_str(),
                             s.description
                         );
+                        println!("{}", line.trim_end());
                     }
                 }
             }

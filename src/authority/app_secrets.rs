@@ -183,7 +183,7 @@ impl AppSecrets {
         &self,
         siblings: &[AppSecret],
         description: String,
-        expires_at: Option<DateTime<Utc>>,
+        (created_at, expires_at): (DateTime<Utc>, Option<DateTime<Utc>>),
         max_uses: Option<u64>,
     ) -> Result<(SecretString, NewSecret), AuthorityError> {
         let secret = secrets::generate_secret();
@@ -195,7 +195,7 @@ impl AppSecrets {
             hash,
             prefix: secrets::shown_prefix(secret.expose_secret()),
             description,
-            created_at: self.clock.now(),
+            created_at,
             expires_at,
             max_uses,
         };
@@ -210,12 +210,13 @@ impl AppSecrets {
     ) -> Result<CreatedSecret, AuthorityError> {
         let description = request.description.clone().unwrap_or_default();
         check_description(&description)?;
-        let expires_at = expiry(&request, self.clock.now())?;
+        let now = self.clock.now();
+        let expires_at = expiry(&request, now)?;
         check_max_uses(request.max_uses)?;
         let app = apps.get(app_id).await?;
         let siblings = self.store.app_secrets(app_id).await?;
         let (client_secret, new) = self
-            .generate_beside(&siblings, description, expires_at, request.max_uses)
+            .generate_beside(&siblings, description, (now, expires_at), request.max_uses)
             .await?;
         let secret = match self
             .store
@@ -307,8 +308,9 @@ impl AppSecrets {
         let too_long = || AuthorityError::invalid("grace_period_secs", Rule::TooLong);
         let grace = TimeDelta::from_std(grace).map_err(|_| too_long())?;
         let siblings = self.store.app_secrets(app_id).await?;
+        let now = self.clock.now();
         let (client_secret, new) = self
-            .generate_beside(&siblings, String::new(), None, None)
+            .generate_beside(&siblings, String::new(), (now, None), None)
             .await?;
         let grace_ends = new
             .created_at

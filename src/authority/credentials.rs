@@ -328,10 +328,16 @@ impl ClientAuthenticator {
                 );
                 return Err(AuthorityError::InvalidClient);
             }
+            self.usage.record(UsageOf::App(client.app_id), now);
         } else {
-            self.usage.record(UsageOf::Secret(client.secret_id), now);
+            self.usage.record_all(
+                &[
+                    UsageOf::App(client.app_id),
+                    UsageOf::Secret(client.secret_id),
+                ],
+                now,
+            );
         }
-        self.usage.record(UsageOf::App(client.app_id), now);
         Ok(client)
     }
 

@@ -18,16 +18,15 @@ pub struct UsageTracker {
 impl UsageTracker {
     /// One use at `at`.
     pub fn record(&self, of: UsageOf, at: DateTime<Utc>) {
-        self.add(of, at, 1);
+        self.record_all(&[of], at);
     }
 
-    fn add(&self, of: UsageOf, at: DateTime<Utc>, uses: u64) {
+    /// One use of each at `at`, under one lock (the hot path records an app and its secret).
+    pub fn record_all(&self, all: &[UsageOf], at: DateTime<Utc>) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let (latest, count) = pending.entry(of).or_insert((at, 0));
-        if *latest < at {
-            *latest = at;
+        for of in all {
+            add(&mut pending, *of, at, 1);
         }
-        *count = count.saturating_add(uses);
     }
 
     /// Writes what has accumulated. On failure the batch is put back for the next try.
@@ -43,11 +42,26 @@ impl UsageTracker {
             return Ok(0);
         }
         if let Err(e) = store.record_usage(&batch).await {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             for usage in &batch {
-                self.add(usage.of, usage.at, usage.uses);
+                add(&mut pending, usage.of, usage.at, usage.uses);
             }
             return Err(e.into());
         }
         Ok(batch.len())
     }
+}
+
+/// The latest time wins; uses add up.
+fn add(
+    pending: &mut HashMap<UsageOf, (DateTime<Utc>, u64)>,
+    of: UsageOf,
+    at: DateTime<Utc>,
+    uses: u64,
+) {
+    let (latest, count) = pending.entry(of).or_insert((at, 0));
+    if *latest < at {
+        *latest = at;
+    }
+    *count = count.saturating_add(uses);
 }
