@@ -334,6 +334,17 @@ mod tests {
         assert_ne!(s, generate_secret().expose_secret());
         assert!(check_secret_shape(s).is_ok());
         assert!(generate_client_id().as_str().starts_with(CLIENT_ID_PREFIX));
+        assert_eq!(shown_prefix(s).as_deref(), Some(&s[..12]));
+        for imported in [
+            "legacy-secret-from-another-provider",
+            "pcs_short-but-prefixed",
+        ] {
+            assert_eq!(
+                shown_prefix(imported),
+                None,
+                "{imported}: none of it is shown"
+            );
+        }
     }
 
     #[tokio::test]
