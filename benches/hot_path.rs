@@ -147,6 +147,8 @@ fn bench_mint_and_verify(c: &mut Criterion) {
         grant_id: None,
         grant_type: "client_credentials",
         parent_jti: None,
+        // What a client_credentials token carries now: the secret that minted it.
+        secret_id: Some("01900000-0000-7000-8000-000000000000".to_owned()),
     };
 
     let mut mint = c.benchmark_group("mint");

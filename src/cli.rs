@@ -14,13 +14,15 @@ use crate::{
     app::{self, Server},
     authority::{
         Authority, AuthorityError, Invalid, MintRequest,
+        app_secrets::{CreateSecret, CreatedSecret},
         apps::{CreateApplication, CreatedApplication, UpdateApplication},
         clock::{SharedClock, SystemClock},
         enrollments::CreateEnrollment,
     },
     config::Settings,
     domain::{
-        AppId, Application, Enrollment, EnrollmentId, OwnerId, ScopeSet, Subject, SubjectKind,
+        AppId, AppSecret, Application, Enrollment, EnrollmentId, OwnerId, ScopeSet, SecretId,
+        SecretState, Subject, SubjectKind,
     },
     store::EnrollmentFilter,
     telemetry,
@@ -184,7 +186,11 @@ enum AppsCommand {
     Enable { id: String },
     /// Delete the application.
     Delete { id: String },
-    /// Issue a new secret (printed once); the old one keeps working for the grace period.
+    /// Manage an application's secrets: several may be live at once.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Issue a new secret (printed once); the app's other secrets keep working for the
+    /// grace period.
     RotateSecret {
         id: String,
         /// Seconds the previous secret stays valid; 0 ends it at once. Default:
@@ -193,6 +199,45 @@ enum AppsCommand {
         grace_secs: Option<u64>,
         #[command(flatten)]
         output: OutputArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretsCommand {
+    /// Add a secret to an application; it is printed once.
+    Create {
+        /// The application id.
+        app_id: String,
+        /// What the secret is for (at most 200 characters).
+        #[arg(long)]
+        description: Option<String>,
+        /// When it stops working: an RFC 3339 UTC timestamp such as 2030-01-31T00:00:00Z.
+        #[arg(long, conflicts_with = "expires_in")]
+        expires_at: Option<String>,
+        /// Seconds from now until it stops working.
+        #[arg(long)]
+        expires_in: Option<u64>,
+        /// It verifies at most this many times (counted exactly across replicas).
+        #[arg(long)]
+        max_uses: Option<u64>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// List an application's secrets (never the secrets themselves).
+    List {
+        /// The application id.
+        app_id: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Revoke one secret; the application's others keep working.
+    Revoke {
+        /// The application id.
+        app_id: String,
+        secret_id: String,
+        /// Also refuse every token the secret minted, and the auth grants created with them.
+        #[arg(long)]
+        revoke_tokens: bool,
     },
 }
 
@@ -318,13 +363,7 @@ async fn run_token(
             lifetime: expires_in.map(Duration::from_secs),
         })
         .await
-        .map_err(|e| match e {
-            // The core names the admin API's fields; here they are flags.
-            AuthorityError::Invalid(Invalid { field, rule }) => {
-                anyhow::anyhow!("--{}: {rule}", field.replace('_', "-"))
-            }
-            e => e.into(),
-        })?;
+        .map_err(flag_error)?;
     match output.output {
         Output::Text => println!("{}", token.access_token),
         Output::Json => println!(
@@ -577,8 +616,148 @@ async fn run_apps(
                 .await?;
             print_created(&rotated, output.output);
         }
+        AppsCommand::Secrets(command) => run_secrets(&core, command).await?,
     }
     Ok(())
+}
+
+async fn run_secrets(core: &Authority, command: SecretsCommand) -> anyhow::Result<()> {
+    match command {
+        SecretsCommand::Create {
+            app_id,
+            description,
+            expires_at,
+            expires_in,
+            max_uses,
+            output,
+        } => {
+            let created = core
+                .create_app_secret(
+                    parse_id(&app_id)?,
+                    CreateSecret {
+                        description,
+                        expires_at,
+                        expires_in,
+                        max_uses,
+                    },
+                )
+                .await
+                .map_err(flag_error)?;
+            print_created_secret(&created, output.output);
+        }
+        SecretsCommand::List { app_id, output } => {
+            let list = core.app_secrets(parse_id(&app_id)?).await?;
+            match output.output {
+                Output::Json => println!(
+                    "{}",
+                    json!(
+                        list.iter()
+                            .map(|(s, state)| secret_json(s, *state))
+                            .collect::<Vec<_>>()
+                    )
+                ),
+                _ => {
+                    for (s, state) in &list {
+                        let uses = match s.max_uses {
+                            Some(max) => format!("{}/{max} uses", s.use_count),
+                            None => format!("{} uses", s.use_count),
+                        };
+                        let expires = s.expires_at.map_or("never".to_owned(), |t| {
+                            t.to_rfc3339_opts(SecondsFormat::Secs, true)
+                        });
+                        let line = format!(
+                            "{}  {:<12}  {:<8}  expires {expires}  {uses}  {}",
+                            s.id,
+                            s.prefix.as_deref().unwrap_or("-"),
+                            state.as_str(),
+                            s.description
+                        );
+                        println!("{}", line.trim_end());
+                    }
+                }
+            }
+        }
+        SecretsCommand::Revoke {
+            app_id,
+            secret_id,
+            revoke_tokens,
+        } => {
+            let id = SecretId::parse(&secret_id)
+                .with_context(|| format!("'{secret_id}' is not a secret id (a UUID)"))?;
+            let revoked = core
+                .revoke_app_secret(parse_id(&app_id)?, id, revoke_tokens)
+                .await?;
+            if revoked.tokens_revoked {
+                println!(
+                    "revoked {secret_id}, its tokens and {} auth grant(s) created with them",
+                    revoked.grants_revoked
+                );
+            } else {
+                println!("revoked {secret_id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The core names the admin API's fields; here they are flags.
+fn flag_error(e: AuthorityError) -> anyhow::Error {
+    match e {
+        AuthorityError::Invalid(Invalid { field, rule }) => {
+            anyhow::anyhow!("--{}: {rule}", field.replace('_', "-"))
+        }
+        e => e.into(),
+    }
+}
+
+fn secret_json(s: &AppSecret, state: SecretState) -> serde_json::Value {
+    json!({
+        "id": s.id,
+        "app_id": s.app_id,
+        "prefix": s.prefix,
+        "description": s.description,
+        "status": state.as_str(),
+        "created_at": s.created_at,
+        "expires_at": s.expires_at,
+        "last_used_at": s.last_used_at,
+        "use_count": s.use_count,
+        "max_uses": s.max_uses,
+    })
+}
+
+fn print_created_secret(created: &CreatedSecret, output: Output) {
+    let secret = created.client_secret.expose_secret();
+    let s = &created.secret;
+    match output {
+        Output::Json => {
+            let mut value = secret_json(s, SecretState::Active);
+            value["client_secret"] = json!(secret);
+            println!("{value}");
+        }
+        Output::Env => {
+            println!("SECRET_ID={}", s.id);
+            println!("CLIENT_SECRET={secret}");
+        }
+        Output::Text => {
+            println!("secret_id:      {}", s.id);
+            println!("app_id:         {}", s.app_id);
+            if !s.description.is_empty() {
+                println!("description:    {}", s.description);
+            }
+            if let Some(at) = s.expires_at {
+                println!(
+                    "expires_at:     {}",
+                    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+                );
+            }
+            if let Some(max) = s.max_uses {
+                println!("max_uses:       {max}");
+            }
+            println!("client_secret:  {secret}");
+            println!();
+            println!("The secret is shown only this once; store it now.");
+        }
+    }
 }
 
 fn parse_id(raw: &str) -> anyhow::Result<AppId> {

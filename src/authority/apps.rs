@@ -11,7 +11,7 @@ use super::{
     secrets::{self, SecretHasher},
 };
 use crate::{
-    domain::{AppId, Application, Change, ClientId, NewApplication, ScopeSet},
+    domain::{AppId, Application, Change, ClientId, NewApplication, NewSecret, ScopeSet, SecretId},
     store::{DynStore, Guarded},
 };
 
@@ -98,48 +98,13 @@ impl Applications {
     }
 
     /// Makes every replica forget what it remembers about this app.
-    async fn forget(&self, app: &Application) {
+    pub(super) async fn forget(&self, app: &Application) {
         self.changes
             .announce(Change::App {
                 client_id: app.client_id.to_string(),
                 id: Some(app.id.0),
             })
             .await;
-    }
-
-    /// Replaces the secret. The previous one keeps working for `grace` (zero ends it at
-    /// once); the new one is returned in plain text this one time. Only the secret columns
-    /// are written, and only if the secret is still the one read: of two concurrent
-    /// rotations one wins and the other gets a conflict, so no answered secret is unusable.
-    pub async fn rotate_secret(
-        &self,
-        id: AppId,
-        grace: std::time::Duration,
-    ) -> Result<CreatedApplication, AuthorityError> {
-        let app = self.get(id).await?;
-        let secret = secrets::generate_secret();
-        let new_hash = self.hasher.hash_beside(&secret, &app.secret_hash).await?;
-        let now = self.clock.now();
-        let too_long = || AuthorityError::invalid("grace_period_secs", Rule::TooLong);
-        let grace = chrono::TimeDelta::from_std(grace).map_err(|_| too_long())?;
-        let grace_ends = now.checked_add_signed(grace).ok_or_else(too_long)?;
-        let previous_valid_until = (!grace.is_zero()).then_some(grace_ends);
-        let written = self
-            .store
-            .rotate_application_secret(id, &app.secret_hash, &new_hash, previous_valid_until, now)
-            .await?;
-        let app = match written {
-            Guarded::Written(app) => app,
-            Guarded::Stale => {
-                return Err(Conflict::SecretRotatedMeanwhile.into());
-            }
-            Guarded::Missing => return Err(AuthorityError::NotFound),
-        };
-        self.announce(&app, "app.secret_rotated").await;
-        Ok(CreatedApplication {
-            app,
-            client_secret: Some(secret),
-        })
     }
 
     pub async fn create(
@@ -181,18 +146,27 @@ impl Applications {
                 false,
             ),
         };
-        let secret_hash = self.hasher.hash(&secret).await?;
+        let hash = self.hasher.hash(&secret).await?;
+        let now = self.clock.now();
         let app = self
             .store
             .insert_application(&NewApplication {
                 id: AppId::generate(),
                 client_id,
                 name: request.name,
-                secret_hash,
+                secret: NewSecret {
+                    id: SecretId::generate(),
+                    hash,
+                    prefix: secrets::shown_prefix(secret.expose_secret()),
+                    description: String::new(),
+                    created_at: now,
+                    expires_at: None,
+                    max_uses: None,
+                },
                 allowed_scopes,
                 default_scopes,
                 sandbox: request.sandbox,
-                created_at: self.clock.now(),
+                created_at: now,
             })
             .await
             .map_err(|e| match AuthorityError::from(e) {

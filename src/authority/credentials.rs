@@ -5,6 +5,12 @@
 //! matching it is as good as a constant-time comparison of the secret. Cold path: rate
 //! limits first (per client and per source IP), then a store lookup and argon2, which runs
 //! against a dummy hash for unknown clients so every failure looks and times the same.
+//!
+//! An app may hold several live secrets; they share a salt, so one argon2 run checks them
+//! all. A verified pair remembers which secret matched and when it expires, so an expired
+//! secret is refused at its expiry on every replica whatever is cached. A secret with
+//! `max_uses` has each use counted by one atomic statement in the store, warm hits
+//! included, so replicas share its count exactly; secrets without it never pay that.
 
 use std::{net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
@@ -28,7 +34,7 @@ use super::{
     usage::UsageTracker,
 };
 use crate::{
-    domain::{AppId, Application, ClientId, ScopeSet},
+    domain::{AppId, AppSecret, Application, ClientId, ScopeSet, SecretId, SecretState},
     store::{DynStore, UsageOf},
 };
 
@@ -40,19 +46,25 @@ pub struct VerifiedClient {
     pub allowed_scopes: ScopeSet,
     pub default_scopes: ScopeSet,
     pub sandbox: bool,
-    /// Set when the secret that matched is a rotated-out one: its grace period's end.
+    /// The secret that matched; tokens it mints name it.
+    pub secret_id: SecretId,
+    /// The secret has `max_uses`: every use is counted in the store.
+    pub counted: bool,
+    /// The matched secret's expiry (a rotated-out secret's is the end of its grace).
     pub valid_until: Option<DateTime<Utc>>,
 }
 
 impl VerifiedClient {
-    fn new(app: &Application, valid_until: Option<DateTime<Utc>>) -> Self {
+    fn new(app: &Application, secret: &AppSecret) -> Self {
         Self {
             app_id: app.id,
             client_id: app.client_id.clone(),
             allowed_scopes: app.allowed_scopes.clone(),
             default_scopes: app.default_scopes.clone(),
             sandbox: app.sandbox,
-            valid_until,
+            secret_id: secret.id,
+            counted: secret.max_uses.is_some(),
+            valid_until: secret.expires_at,
         }
     }
 }
@@ -255,10 +267,11 @@ impl Limiters {
     }
 }
 
-/// A client's record as one verification read it, stamped just before the read.
+/// A client's record and secrets as one verification read them, stamped just before.
 struct ReadApp<'r> {
     client_id: &'r ClientId,
     app: Option<Application>,
+    secrets: Vec<AppSecret>,
     stamp: (Stamp, DateTime<Utc>),
 }
 
@@ -302,8 +315,29 @@ impl ClientAuthenticator {
             Some(entries) => self.verify_cached(entries, presented).await?,
         };
         self.check_payer(&Payer::App(client.client_id.to_string()))?;
-        self.usage
-            .record(UsageOf::App(client.app_id), self.clock.now());
+        let now = self.clock.now();
+        if client.counted {
+            if !self.store.spend_secret_use(client.secret_id, now).await? {
+                crate::telemetry::metrics::auth_failed("client");
+                tracing::info!(
+                    event = "auth.failed",
+                    client_id = %client.client_id,
+                    secret_id = %client.secret_id,
+                    reason = "secret used up",
+                    source_ip = %presented.source_ip
+                );
+                return Err(AuthorityError::InvalidClient);
+            }
+            self.usage.record(UsageOf::App(client.app_id), now);
+        } else {
+            self.usage.record_all(
+                &[
+                    UsageOf::App(client.app_id),
+                    UsageOf::Secret(client.secret_id),
+                ],
+                now,
+            );
+        }
         Ok(client)
     }
 
@@ -322,7 +356,7 @@ impl ClientAuthenticator {
                 .await
                 .map_err(|shared| shared.as_ref().duplicate())?;
             // A verification that began before a change seen here (perhaps one this request
-            // merely joined), or a rotated-out secret whose grace ended while it sat here.
+            // merely joined), or a secret that expired while it sat here.
             let subject = Subject::Client(entry.value.client_id.as_str());
             let stale = !generations.is_fresh(subject, entry.stamp, entry.born)
                 || entry
@@ -378,20 +412,24 @@ impl ClientAuthenticator {
                         .generations
                         .stamp_now(Subject::Client(client_id.as_str()));
                     let app = self.store.application_by_client_id(client_id).await?;
+                    let secrets = match &app {
+                        Some(app) => self.store.app_secrets(app.id).await?,
+                        None => Vec::new(),
+                    };
                     read.insert(ReadApp {
                         client_id,
                         app,
+                        secrets,
                         stamp,
                     })
                 }
             };
-            if let Some(valid_until) = self.check_secret(secret, read.app.as_ref()).await?
+            if let Some(matched) = self
+                .check_secret(secret, read.app.as_ref(), &read.secrets)
+                .await?
                 && let Some(app) = read.app.as_ref().filter(|app| !app.disabled)
             {
-                return Ok(Stamped::new(
-                    VerifiedClient::new(app, valid_until),
-                    read.stamp,
-                ));
+                return Ok(Stamped::new(VerifiedClient::new(app, matched), read.stamp));
             }
         }
         crate::telemetry::metrics::auth_failed("client");
@@ -399,32 +437,30 @@ impl ClientAuthenticator {
         Err(AuthorityError::InvalidClient)
     }
 
-    /// Whether `secret` is the app's current secret (`Some(None)`), its rotated-out one
-    /// still in grace (`Some(Some(end of grace))`), or neither. Without an app the check
-    /// runs against a dummy hash, so "no such client" costs what "wrong secret" does.
-    async fn check_secret(
+    /// Which of the app's live secrets (unexpired, not used up as read) `secret` is, if
+    /// any. Without an app, or without live secrets, the check runs against a dummy hash,
+    /// so "no such client" costs what "wrong secret" does.
+    async fn check_secret<'s>(
         &self,
         secret: &str,
         app: Option<&Application>,
-    ) -> Result<Option<Option<DateTime<Utc>>>, AuthorityError> {
+        secrets: &'s [AppSecret],
+    ) -> Result<Option<&'s AppSecret>, AuthorityError> {
         let now = self.clock.now();
-        let Some(app) = app else {
+        if app.is_none() {
             self.hasher.verify_any(secret, &[]).await?;
             return Ok(None);
-        };
-        // The current secret and the rotated-out one share a salt (see
-        // `SecretHasher::hash_beside`): one argon2 run checks both, so being inside a
-        // rotation's grace period does not show in how long a wrong secret takes.
-        let previous = app.previous_secret_at(now);
-        let hashes: Vec<&str> = std::iter::once(app.secret_hash.as_str())
-            .chain(previous)
-            .collect();
-        match self.hasher.verify_any(secret, &hashes).await? {
-            Some(0) => return Ok(Some(None)),
-            Some(_) => return Ok(Some(app.previous_secret_expires_at)),
-            None => {}
         }
-        Ok(None)
+        // An app's secrets share a salt (see `SecretHasher::hash_beside`): one argon2 run
+        // checks them all, so how many an app holds does not show in how long a wrong
+        // secret takes.
+        let live: Vec<&AppSecret> = secrets
+            .iter()
+            .filter(|s| s.state_at(now) == SecretState::Active)
+            .collect();
+        let hashes: Vec<&str> = live.iter().map(|s| s.hash.as_str()).collect();
+        let matched = self.hasher.verify_any(secret, &hashes).await?;
+        Ok(matched.map(|i| live[i]))
     }
 
     /// Charges one request to the caller's source network (0 = unlimited).

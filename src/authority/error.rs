@@ -67,6 +67,10 @@ pub enum Rule {
     NotUtcTimestamp,
     #[error("must be in the future")]
     NotInTheFuture,
+    #[error("may be at most {0} years ahead")]
+    AtMostYearsAhead(u32),
+    #[error("cannot be given together with {0}")]
+    NotWith(&'static str),
     #[error("must be a createdAt value")]
     NotACursor,
     #[error("one of id, owner_id or a bearer token is required")]
@@ -106,6 +110,8 @@ pub enum Conflict {
     SecretRotatedMeanwhile,
     #[error("the application kept changing during the update; retry")]
     AppKeptChanging,
+    #[error("the application holds {max} unexpired secrets, the most allowed; revoke one first")]
+    TooManySecrets { max: u32 },
     /// Some replicas may not publish the next key yet, so it may not sign.
     #[error(
         "the next signing key was published too recently for every replica to know it \

@@ -12,10 +12,11 @@ use super::{
     clock::SharedClock,
     lineage::Judge,
     records::Records,
+    revocations::RevocationList,
     tokens::{IssuedToken, TokenMinter, TokenSpec},
 };
 use crate::{
-    domain::{AuthGrant, Change, GrantId, GrantStatus, ScopeSet, parse_utc_timestamp},
+    domain::{AuthGrant, Change, GrantId, GrantStatus, ScopeSet, SecretId, parse_utc_timestamp},
     store::{DynStore, GrantFilter, Match},
 };
 
@@ -44,9 +45,18 @@ pub struct ListGrants {
     pub filter: GrantFilter,
 }
 
+/// How long grant-derived tokens live, and how many grants a profile may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct GrantLimits {
+    pub api_token_max_lifetime: Duration,
+    pub exchanged_lifetime: Duration,
+    pub max_active_per_profile: u32,
+}
+
 pub struct Grants {
     store: DynStore,
     records: Arc<Records>,
+    revocations: Arc<RevocationList>,
     changes: Arc<ChangeHub>,
     clock: SharedClock,
     api_token_max_lifetime: Duration,
@@ -76,20 +86,20 @@ impl Grants {
     pub fn new(
         store: DynStore,
         records: Arc<Records>,
+        revocations: Arc<RevocationList>,
         changes: Arc<ChangeHub>,
         clock: SharedClock,
-        api_token_max_lifetime: Duration,
-        exchanged_lifetime: Duration,
-        max_active_per_profile: u32,
+        limits: GrantLimits,
     ) -> Self {
         Self {
             store,
             records,
+            revocations,
             changes,
             clock,
-            api_token_max_lifetime,
-            exchanged_lifetime,
-            max_active_per_profile,
+            api_token_max_lifetime: limits.api_token_max_lifetime,
+            exchanged_lifetime: limits.exchanged_lifetime,
+            max_active_per_profile: limits.max_active_per_profile,
         }
     }
 
@@ -130,6 +140,11 @@ impl Grants {
             id,
             profile: principal.subject(),
             origin,
+            secret_id: principal
+                .claims
+                .secret_id
+                .as_deref()
+                .and_then(|raw| SecretId::parse(raw).ok()),
             client_id: principal.claims.client_id.clone(),
             name,
             description,
@@ -314,6 +329,7 @@ impl Grants {
         let now = self.clock.now();
         let judge = Judge {
             records: &self.records,
+            revocations: &self.revocations,
             now,
         };
         let scope = judge
@@ -341,6 +357,7 @@ impl Grants {
                     grant_id: Some(grant.id.to_string()),
                     grant_type: "auth_grant",
                     parent_jti: None,
+                    secret_id: None,
                 },
                 now,
             )
@@ -385,6 +402,7 @@ impl Grants {
             grant_id: Some(grant.id.to_string()),
             grant_type: "token_exchange",
             parent_jti: Some(subject.claims.jti.clone()),
+            secret_id: None,
         })?;
         tracing::info!(event = "grant.exchanged", grant_id = %grant.id, jti = %token.jti);
         Ok(token)

@@ -4,14 +4,17 @@
 //! scopes of every link intersect: nothing derived carries a scope its parent no longer has.
 //!
 //! This is the only place that judges a token's chain; whether the token itself (or the one
-//! it was exchanged from) was revoked is checked just before, in `authenticate_bearer`.
+//! it was exchanged from, or every token of the secret that minted it) was revoked is checked
+//! just before, in `authenticate_bearer`. A grant created with a token of a secret revoked
+//! with its tokens falls here, with that secret.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
 use super::{
-    ADMIN_CLIENT_ID, AuthorityError, records::Records, tokens::Claims, verify::LEEWAY_SECS,
+    ADMIN_CLIENT_ID, AuthorityError, records::Records, revocations::RevocationList, tokens::Claims,
+    verify::LEEWAY_SECS,
 };
 use crate::domain::{
     AppId, Application, AuthGrant, ClientId, Enrollment, EnrollmentId, GrantId, Origin, Profile,
@@ -41,6 +44,7 @@ pub struct EnrollmentChain {
 
 pub struct Judge<'a> {
     pub records: &'a Records,
+    pub revocations: &'a RevocationList,
     pub now: DateTime<Utc>,
 }
 
@@ -173,6 +177,13 @@ impl Judge<'_> {
     /// or anything it came from no longer stands.
     pub async fn grant(&self, grant: &AuthGrant) -> Result<Option<ScopeSet>, AuthorityError> {
         if !grant.is_active_at(self.now) {
+            return Ok(None);
+        }
+        // The store revokes such a grant too; this takes effect before its cache notices.
+        if grant
+            .secret_id
+            .is_some_and(|s| self.revocations.revokes_secret(s))
+        {
             return Ok(None);
         }
         let allowed = match grant.origin {

@@ -3,6 +3,7 @@
 //! Nothing here knows HTTP or SQL. Each HTTP dialect translates its wire format into these
 //! calls and maps [`AuthorityError`] to its own envelope.
 
+pub mod app_secrets;
 pub mod apps;
 pub mod changes;
 pub mod clock;
@@ -36,13 +37,14 @@ use crate::{
     },
     store::{DynStore, UsageOf},
 };
+use app_secrets::AppSecrets;
 use apps::Applications;
 use changes::ChangeHub;
 use clock::SharedClock;
 use credentials::{ClientAuthenticator, CredentialCache, VerificationLimits, VerifiedClient};
 use enrollments::{CreateEnrollment, Enrollments, parse_enrollment_id, parse_owner};
 use fresh::Generations;
-use grants::Grants;
+use grants::{GrantLimits, Grants};
 use keys::{KeyRing, KeyRingOptions, MasterKey};
 use lineage::{Judge, Standing};
 use records::Records;
@@ -200,6 +202,7 @@ pub struct Options {
 /// are its own. The server and the CLI build it the same way, with [`Authority::build`].
 pub struct Authority {
     apps: Applications,
+    secrets: AppSecrets,
     enrollments: Enrollments,
     grants: Grants,
     changes: Arc<ChangeHub>,
@@ -264,6 +267,13 @@ impl Authority {
                 changes.clone(),
                 clock.clone(),
             ),
+            secrets: AppSecrets::new(
+                store.clone(),
+                options.hasher.clone(),
+                changes.clone(),
+                clock.clone(),
+                lifetimes.longest(),
+            ),
             enrollments: Enrollments::new(
                 store.clone(),
                 records.clone(),
@@ -273,11 +283,14 @@ impl Authority {
             grants: Grants::new(
                 store.clone(),
                 records.clone(),
+                revocations.clone(),
                 changes.clone(),
                 clock.clone(),
-                lifetimes.grant_token_max,
-                lifetimes.oauth,
-                options.max_active_grants_per_profile,
+                GrantLimits {
+                    api_token_max_lifetime: lifetimes.grant_token_max,
+                    exchanged_lifetime: lifetimes.oauth,
+                    max_active_per_profile: options.max_active_grants_per_profile,
+                },
             ),
             credentials: ClientAuthenticator::new(
                 store.clone(),
@@ -344,6 +357,7 @@ impl Authority {
             grant_id: None,
             grant_type: "client_credentials",
             parent_jti: None,
+            secret_id: Some(client.secret_id.to_string()),
         })?;
         tracing::info!(
             event = "token.issued",
@@ -369,14 +383,13 @@ impl Authority {
 
     async fn judge_bearer(&self, token: &str) -> Result<Principal, AuthorityError> {
         let claims = self.verifier.verify(token)?;
-        let revoked =
-            |jti: &Option<String>| jti.as_ref().is_some_and(|j| self.revocations.contains(j));
-        if self.revocations.contains(&claims.jti) || revoked(&claims.parent_jti) {
+        if self.revocations.revokes(&claims) {
             return Err(AuthorityError::InvalidToken);
         }
         let now = self.clock.now();
         let judge = Judge {
             records: &self.records,
+            revocations: &self.revocations,
             now,
         };
         let standing = judge
@@ -493,7 +506,7 @@ impl Authority {
         let enrollment = match query.bearer {
             Some(token) => {
                 let claims = self.verifier.verify(token)?;
-                if self.revocations.contains(&claims.jti) {
+                if self.revocations.revokes(&claims) {
                     return Err(AuthorityError::InvalidToken);
                 }
                 let found = self.enrollment_named_by_token(&client, &claims).await?;
@@ -586,6 +599,7 @@ impl Authority {
             grant_id: None,
             grant_type: "enrollment",
             parent_jti: None,
+            secret_id: Some(client.secret_id.to_string()),
         })
     }
 
@@ -689,6 +703,7 @@ impl Authority {
             grant_id: None,
             grant_type: "admin_mint",
             parent_jti: None,
+            secret_id: None,
         })?;
         tracing::info!(
             event = "token.minted",

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 
 use super::{
     Authority, AuthorityError, Principal,
+    app_secrets::{CreateSecret, CreatedSecret, RevokedSecret},
     apps::{CreateApplication, CreatedApplication, UpdateApplication},
     changes::FeedHealth,
     enrollments::{CreateEnrollment, Created},
@@ -18,7 +19,8 @@ use super::{
 };
 use crate::{
     domain::{
-        AppId, Application, AuthGrant, Change, ChangeEvent, Enrollment, EnrollmentId, GrantId,
+        AppId, AppSecret, Application, AuthGrant, Change, ChangeEvent, Enrollment, EnrollmentId,
+        GrantId, SecretId, SecretState,
     },
     store::EnrollmentFilter,
     telemetry::metrics,
@@ -61,13 +63,42 @@ impl Authority {
         self.apps.delete(id).await
     }
 
-    /// A new secret, shown this once; the previous one works for `grace` more.
+    /// A new secret, shown this once; the app's other secrets work for `grace` more.
     pub async fn rotate_app_secret(
         &self,
         id: AppId,
         grace: Duration,
     ) -> Result<CreatedApplication, AuthorityError> {
-        self.apps.rotate_secret(id, grace).await
+        self.secrets.rotate(&self.apps, id, grace).await
+    }
+
+    /// Another secret for the app, shown this once.
+    pub async fn create_app_secret(
+        &self,
+        id: AppId,
+        request: CreateSecret,
+    ) -> Result<CreatedSecret, AuthorityError> {
+        self.secrets.create(&self.apps, id, request).await
+    }
+
+    /// The app's secrets (never the secrets themselves), oldest first.
+    pub async fn app_secrets(
+        &self,
+        id: AppId,
+    ) -> Result<Vec<(AppSecret, SecretState)>, AuthorityError> {
+        self.secrets.list(&self.apps, id).await
+    }
+
+    /// Revokes one of the app's secrets, and with `revoke_tokens` every token it minted.
+    pub async fn revoke_app_secret(
+        &self,
+        id: AppId,
+        secret_id: SecretId,
+        revoke_tokens: bool,
+    ) -> Result<RevokedSecret, AuthorityError> {
+        self.secrets
+            .revoke(&self.apps, id, secret_id, revoke_tokens)
+            .await
     }
 
     pub async fn create_enrollment(

@@ -18,8 +18,8 @@ use aws_lc_rs::digest;
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
-use super::{AuthorityError, verify::LEEWAY_SECS};
-use crate::store::DynStore;
+use super::{AuthorityError, tokens::Claims, verify::LEEWAY_SECS};
+use crate::{domain::SecretId, store::DynStore};
 
 /// How far an incremental read reaches back before the previous read began. `revoked_at` is
 /// the revoking replica's clock, taken before its transaction commits: a minute covers a
@@ -68,7 +68,32 @@ pub fn horizon(now: DateTime<Utc>) -> DateTime<Utc> {
     now - TimeDelta::seconds(LEEWAY_SECS)
 }
 
+/// The entry that revokes every token an app secret minted (those whose `secret_id` claim
+/// names it). Not a UUID, so never any token's `jti`.
+pub fn secret_marker(secret_id: &str) -> String {
+    format!("secret:{secret_id}")
+}
+
 impl RevocationList {
+    /// Whether the token was revoked: itself, the token it was exchanged from, or every
+    /// token of the secret that minted it.
+    pub fn revokes(&self, claims: &Claims) -> bool {
+        self.contains(&claims.jti)
+            || claims
+                .parent_jti
+                .as_deref()
+                .is_some_and(|j| self.contains(j))
+            || claims
+                .secret_id
+                .as_deref()
+                .is_some_and(|s| self.contains(&secret_marker(s)))
+    }
+
+    /// Whether the tokens of this secret were revoked with it.
+    pub fn revokes_secret(&self, secret_id: SecretId) -> bool {
+        self.contains(&secret_marker(&secret_id.to_string()))
+    }
+
     pub fn contains(&self, jti: &str) -> bool {
         self.revoked
             .read()

@@ -40,6 +40,17 @@ pub fn generate_secret() -> SecretString {
     random_token(SECRET_PREFIX, 32).into()
 }
 
+/// How much of a generated secret is shown to tell it apart from its siblings: the prefix
+/// and 8 characters (48 of its 256 bits).
+const SHOWN_LEN: usize = SECRET_PREFIX.len() + 8;
+
+/// The start of a generated secret, safe to show; `None` for any other (an imported secret
+/// may be short, so its start may be much of it).
+pub fn shown_prefix(secret: &str) -> Option<String> {
+    let generated = secret.starts_with(SECRET_PREFIX) && secret.len() == SECRET_PREFIX.len() + 43;
+    generated.then(|| secret[..SHOWN_LEN].to_owned())
+}
+
 pub fn generate_client_id() -> ClientId {
     ClientId::parse(&random_token(CLIENT_ID_PREFIX, 16)).expect("generated ids are valid")
 }
@@ -185,21 +196,24 @@ impl SecretHasher {
         .map_err(AuthorityError::internal)
     }
 
-    /// A PHC string for `secret` with the salt and parameters of `sibling`, another live
-    /// secret of the same client, when that one was hashed as this hasher hashes: a single
-    /// argon2 run then checks a presented secret against both ([`Self::verify_any`]), so a
-    /// client with two live secrets costs no more to fail against than one with one. The
-    /// salt's job (no work shared between different clients) is intact. A sibling hashed
-    /// under older parameters gets a fresh salt instead, so parameter upgrades still land.
+    /// A PHC string for `secret` with the salt and parameters of a sibling, another live
+    /// secret of the same client, the first of `siblings` hashed as this hasher hashes: a
+    /// single argon2 run then checks a presented secret against all of them
+    /// ([`Self::verify_any`]), so a client with several live secrets costs no more to fail
+    /// against than one with one. The salt's job (no work shared between different
+    /// clients) is intact. With no such sibling (none, or all hashed under older
+    /// parameters) it gets a fresh salt, so parameter upgrades still land.
     pub async fn hash_beside(
         &self,
         secret: &SecretString,
-        sibling: &str,
+        siblings: &[&str],
     ) -> Result<String, AuthorityError> {
-        let salt = PasswordHash::new(sibling)
-            .ok()
-            .filter(|sibling| same_function(sibling, &self.own))
-            .and_then(|sibling| sibling.salt);
+        let salt = siblings.iter().find_map(|sibling| {
+            PasswordHash::new(sibling)
+                .ok()
+                .filter(|sibling| same_function(sibling, &self.own))
+                .and_then(|sibling| sibling.salt)
+        });
         let Some(salt) = salt else {
             return self.hash(secret).await;
         };
@@ -320,6 +334,17 @@ mod tests {
         assert_ne!(s, generate_secret().expose_secret());
         assert!(check_secret_shape(s).is_ok());
         assert!(generate_client_id().as_str().starts_with(CLIENT_ID_PREFIX));
+        assert_eq!(shown_prefix(s).as_deref(), Some(&s[..12]));
+        for imported in [
+            "legacy-secret-from-another-provider",
+            "pcs_short-but-prefixed",
+        ] {
+            assert_eq!(
+                shown_prefix(imported),
+                None,
+                "{imported}: none of it is shown"
+            );
+        }
     }
 
     #[tokio::test]
@@ -346,7 +371,7 @@ mod tests {
         let h = hasher();
         let (old, new) = (generate_secret(), generate_secret());
         let old_phc = h.hash(&old).await.unwrap();
-        let new_phc = h.hash_beside(&new, &old_phc).await.unwrap();
+        let new_phc = h.hash_beside(&new, &[&old_phc]).await.unwrap();
         let salt = |phc: &str| PasswordHash::new(phc).unwrap().salt;
         assert_eq!(
             salt(&new_phc),
@@ -397,7 +422,7 @@ mod tests {
         .unwrap();
         let old_phc = older.hash(&generate_secret()).await.unwrap();
         let new = generate_secret();
-        let new_phc = h.hash_beside(&new, &old_phc).await.unwrap();
+        let new_phc = h.hash_beside(&new, &[&old_phc]).await.unwrap();
         let parsed = PasswordHash::new(&new_phc).unwrap();
         assert_ne!(parsed.salt, PasswordHash::new(&old_phc).unwrap().salt);
         assert!(

@@ -35,6 +35,10 @@ pub struct Claims {
     /// that one does, and never outlives it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_jti: Option<String>,
+    /// The app secret that minted this token (client_credentials and enrollment tokens):
+    /// revoking that secret with its tokens revokes this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_id: Option<String>,
 }
 
 /// What to put in a token; the minter adds issuer, audience, times and id.
@@ -49,6 +53,7 @@ pub struct TokenSpec<'a> {
     /// How the token was obtained, for metrics ("client_credentials", "token_exchange", …).
     pub grant_type: &'static str,
     pub parent_jti: Option<String>,
+    pub secret_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +123,7 @@ impl TokenMinter {
             enrollment_id: spec.enrollment_id,
             grant_id: spec.grant_id,
             parent_jti: spec.parent_jti,
+            secret_id: spec.secret_id,
         };
         let payload = serde_json::to_vec(&claims).map_err(AuthorityError::internal)?;
 

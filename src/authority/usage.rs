@@ -1,5 +1,6 @@
-//! `last_used_at` bookkeeping without a database write per request: uses are coalesced in
-//! memory (one entry per credential, latest time wins) and flushed in one batch.
+//! `last_used_at` (and a secret's use count) bookkeeping without a database write per
+//! request: uses are coalesced in memory (one entry per credential, latest time wins, uses
+//! added up) and flushed in one batch.
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -10,15 +11,21 @@ use crate::store::{DynStore, Usage, UsageOf};
 
 #[derive(Default)]
 pub struct UsageTracker {
-    pending: Mutex<HashMap<UsageOf, DateTime<Utc>>>,
+    /// The latest use and how many uses.
+    pending: Mutex<HashMap<UsageOf, (DateTime<Utc>, u64)>>,
 }
 
 impl UsageTracker {
+    /// One use at `at`.
     pub fn record(&self, of: UsageOf, at: DateTime<Utc>) {
+        self.record_all(&[of], at);
+    }
+
+    /// One use of each at `at`, under one lock (the hot path records an app and its secret).
+    pub fn record_all(&self, all: &[UsageOf], at: DateTime<Utc>) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let latest = pending.entry(of).or_insert(at);
-        if *latest < at {
-            *latest = at;
+        for of in all {
+            add(&mut pending, *of, at, 1);
         }
     }
 
@@ -26,17 +33,35 @@ impl UsageTracker {
     pub async fn flush(&self, store: &DynStore) -> Result<usize, AuthorityError> {
         let batch: Vec<Usage> = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            pending.drain().map(|(of, at)| Usage { of, at }).collect()
+            pending
+                .drain()
+                .map(|(of, (at, uses))| Usage { of, at, uses })
+                .collect()
         };
         if batch.is_empty() {
             return Ok(0);
         }
         if let Err(e) = store.record_usage(&batch).await {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             for usage in &batch {
-                self.record(usage.of, usage.at);
+                add(&mut pending, usage.of, usage.at, usage.uses);
             }
             return Err(e.into());
         }
         Ok(batch.len())
     }
+}
+
+/// The latest time wins; uses add up.
+fn add(
+    pending: &mut HashMap<UsageOf, (DateTime<Utc>, u64)>,
+    of: UsageOf,
+    at: DateTime<Utc>,
+    uses: u64,
+) {
+    let (latest, count) = pending.entry(of).or_insert((at, 0));
+    if *latest < at {
+        *latest = at;
+    }
+    *count = count.saturating_add(uses);
 }

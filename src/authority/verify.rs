@@ -198,6 +198,7 @@ mod properties {
                 grant_id: None,
                 grant_type: "client_credentials",
                 parent_jti: None,
+                secret_id: None,
             })
             .unwrap()
             .access_token;

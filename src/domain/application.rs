@@ -1,18 +1,14 @@
 use chrono::{DateTime, Utc};
 
-use super::{AppId, ClientId, ScopeSet};
+use super::{AppId, ClientId, NewSecret, ScopeSet};
 
-/// An OAuth client: a backend service holding a `client_id` and a secret.
+/// An OAuth client: a backend service holding a `client_id` and one or more secrets
+/// ([`super::AppSecret`], kept apart from this record).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Application {
     pub id: AppId,
     pub client_id: ClientId,
     pub name: String,
-    /// argon2id PHC string of the current secret.
-    pub secret_hash: String,
-    /// The secret replaced by the last rotation, accepted until `previous_secret_expires_at`.
-    pub previous_secret_hash: Option<String>,
-    pub previous_secret_expires_at: Option<DateTime<Utc>>,
     pub allowed_scopes: ScopeSet,
     pub default_scopes: ScopeSet,
     pub sandbox: bool,
@@ -31,14 +27,6 @@ impl Application {
             sandbox: self.sandbox,
         }
     }
-
-    /// The rotated-out secret's hash, while its grace period lasts.
-    pub fn previous_secret_at(&self, now: DateTime<Utc>) -> Option<&str> {
-        match (&self.previous_secret_hash, self.previous_secret_expires_at) {
-            (Some(hash), Some(until)) if until > now => Some(hash),
-            _ => None,
-        }
-    }
 }
 
 /// What an application update may change; never its secrets or whether it is disabled.
@@ -50,13 +38,13 @@ pub struct AppSettings {
     pub sandbox: bool,
 }
 
-/// What the store needs to insert a new application.
+/// What the store needs to insert a new application, with its first secret.
 #[derive(Debug, Clone)]
 pub struct NewApplication {
     pub id: AppId,
     pub client_id: ClientId,
     pub name: String,
-    pub secret_hash: String,
+    pub secret: NewSecret,
     pub allowed_scopes: ScopeSet,
     pub default_scopes: ScopeSet,
     pub sandbox: bool,

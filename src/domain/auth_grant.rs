@@ -3,7 +3,7 @@ use std::fmt;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use uuid::Uuid;
 
-use super::{AppId, EnrollmentId, InvalidId, ScopeSet, Subject};
+use super::{AppId, EnrollmentId, InvalidId, ScopeSet, SecretId, Subject};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GrantId(pub Uuid);
@@ -96,6 +96,9 @@ pub struct AuthGrant {
     /// The subject (with its kind) of the token that created the grant.
     pub profile: Subject,
     pub origin: Origin,
+    /// The app secret that minted the creating token, when one did: revoking that secret
+    /// together with its tokens revokes the grant too.
+    pub secret_id: Option<SecretId>,
     /// The client the creating token was issued to; tokens from the grant carry it.
     pub client_id: String,
     pub name: String,

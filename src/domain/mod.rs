@@ -1,5 +1,6 @@
 //! Plain data types shared by every layer. No I/O, no framework types.
 
+mod app_secret;
 mod application;
 mod auth_grant;
 mod change;
@@ -9,6 +10,7 @@ mod scope;
 mod signing_key;
 mod subject;
 
+pub use app_secret::{AppSecret, NewSecret, SecretId, SecretState};
 pub use application::{AppSettings, Application, NewApplication};
 pub use auth_grant::{AuthGrant, GrantId, GrantStatus, Origin, Profile, parse_utc_timestamp};
 pub use change::{Change, ChangeEvent};

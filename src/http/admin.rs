@@ -1,4 +1,5 @@
-//! The admin API (separate listener): manage applications. Errors are RFC 9457 problems.
+//! The admin API (separate listener): manage applications, their secrets, enrollments and
+//! keys. Errors are RFC 9457 problems.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use axum::{
     http::{StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{delete, get, post},
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use secrecy::{ExposeSecret, SecretString};
@@ -30,11 +31,15 @@ use super::{
 use crate::{
     authority::{
         AuthorityError, MintRequest,
+        app_secrets::CreateSecret,
         apps::{CreateApplication, UpdateApplication},
         enrollments::{CreateEnrollment, Created, parse_owner},
         keys::KeyInfo,
     },
-    domain::{AppId, Application, Enrollment, EnrollmentId, ScopeSet, Subject, SubjectKind},
+    domain::{
+        AppId, AppSecret, Application, Enrollment, EnrollmentId, ScopeSet, SecretId, SecretState,
+        Subject, SubjectKind,
+    },
     store::EnrollmentFilter,
 };
 
@@ -62,6 +67,14 @@ pub fn router(state: AppState, admin_token: SecretString) -> Router {
         )
         .route("/admin/v1/enrollments/{id}/enable", post(enable_enrollment))
         .route("/admin/v1/apps/{id}/rotate-secret", post(rotate_secret))
+        .route(
+            "/admin/v1/apps/{id}/secrets",
+            post(create_secret).get(list_secrets),
+        )
+        .route(
+            "/admin/v1/apps/{id}/secrets/{secret_id}",
+            delete(revoke_secret),
+        )
         .route("/admin/v1/keys", get(list_keys))
         .route("/admin/v1/keys/rotate", post(rotate_keys))
         .route("/admin/v1/tokens", post(mint_token))
@@ -449,12 +462,7 @@ async fn rotate_secret(
     RawBody(body, _): RawBody<Admin>,
 ) -> Result<Json<AppResponse>, Problem> {
     // The body is optional: an empty one means the configured grace period.
-    let request: RotateSecretRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateSecretRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))?
-    };
+    let request: RotateSecretRequest = optional_json(&body)?;
     let grace = request
         .grace_period_secs
         .unwrap_or(state.secret_grace.as_secs());
@@ -465,6 +473,136 @@ async fn rotate_secret(
     let mut body = AppResponse::from(rotated.app);
     body.client_secret = rotated.client_secret.map(|s| s.expose_secret().to_owned());
     Ok(Json(body))
+}
+
+/// Everything optional: an empty body asks for a secret that never expires, unlimited.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSecretRequest {
+    description: Option<String>,
+    /// RFC 3339 UTC, e.g. 2030-01-31T00:00:00Z; not with `expires_in`.
+    expires_at: Option<String>,
+    /// Seconds from now; not with `expires_at`.
+    expires_in: Option<u64>,
+    max_uses: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SecretResponse {
+    id: SecretId,
+    app_id: AppId,
+    /// The start of a generated secret, to tell which one a client holds; null for
+    /// imported secrets and those kept from before secrets had ids.
+    prefix: Option<String>,
+    description: String,
+    /// `active`, `expired` or `used_up`.
+    status: &'static str,
+    created_at: String,
+    expires_at: Option<String>,
+    last_used_at: Option<String>,
+    use_count: u64,
+    max_uses: Option<u64>,
+    /// Present only in the response that creates the secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_secret: Option<String>,
+}
+
+impl SecretResponse {
+    fn new(secret: AppSecret, state: SecretState) -> Self {
+        Self {
+            id: secret.id,
+            app_id: secret.app_id,
+            prefix: secret.prefix,
+            description: secret.description,
+            status: state.as_str(),
+            created_at: rfc3339(secret.created_at),
+            expires_at: secret.expires_at.map(rfc3339),
+            last_used_at: secret.last_used_at.map(rfc3339),
+            use_count: secret.use_count,
+            max_uses: secret.max_uses,
+            client_secret: None,
+        }
+    }
+}
+
+async fn create_secret(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawBody(body, _): RawBody<Admin>,
+) -> Result<(StatusCode, Json<SecretResponse>), Problem> {
+    let request: CreateSecretRequest = optional_json(&body)?;
+    let created = state
+        .authority
+        .create_app_secret(
+            parse_id(&id)?,
+            CreateSecret {
+                description: request.description,
+                expires_at: request.expires_at,
+                expires_in: request.expires_in,
+                max_uses: request.max_uses,
+            },
+        )
+        .await?;
+    let mut body = SecretResponse::new(created.secret, SecretState::Active);
+    body.client_secret = Some(created.client_secret.expose_secret().to_owned());
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+async fn list_secrets(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<SecretResponse>>, Problem> {
+    let secrets = state.authority.app_secrets(parse_id(&id)?).await?;
+    Ok(Json(
+        secrets
+            .into_iter()
+            .map(|(secret, state)| SecretResponse::new(secret, state))
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeSecretQuery {
+    /// Also refuse every token the secret minted, and what was derived from them.
+    #[serde(default)]
+    revoke_tokens: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RevokedSecretResponse {
+    id: SecretId,
+    tokens_revoked: bool,
+    grants_revoked: usize,
+}
+
+async fn revoke_secret(
+    State(state): State<AppState>,
+    Path((id, secret_id)): Path<(String, String)>,
+    query: Result<Query<RevokeSecretQuery>, QueryRejection>,
+) -> Result<Json<RevokedSecretResponse>, Problem> {
+    let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let app_id = parse_id(&id)?;
+    let secret_id =
+        SecretId::parse(&secret_id).map_err(|_| Problem::from(AuthorityError::NotFound))?;
+    let revoked = state
+        .authority
+        .revoke_app_secret(app_id, secret_id, query.revoke_tokens)
+        .await?;
+    Ok(Json(RevokedSecretResponse {
+        id: secret_id,
+        tokens_revoked: revoked.tokens_revoked,
+        grants_revoked: revoked.grants_revoked,
+    }))
+}
+
+/// A JSON body that may be left out: empty (or blank) means every field's default.
+fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))
 }
 
 #[derive(Debug, Serialize)]

@@ -14,8 +14,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::mpsc;
 
 use crate::domain::{
-    AppId, AppSettings, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment,
-    EnrollmentId, GrantId, GrantStatus, NewApplication, OwnerId, Profile, SigningKeyRecord,
+    AppId, AppSecret, AppSettings, Application, AuthGrant, Change, ChangeEvent, ClientId,
+    Enrollment, EnrollmentId, GrantId, GrantStatus, NewApplication, NewSecret, OwnerId, Profile,
+    SecretId, SigningKeyRecord,
 };
 
 pub type DynStore = Arc<dyn Store>;
@@ -36,6 +37,7 @@ pub trait Store: Send + Sync + 'static {
     /// The connection pool right now, for metrics.
     fn pool_stats(&self) -> PoolStats;
 
+    /// Inserts the application and its first secret, together.
     async fn insert_application(&self, app: &NewApplication) -> Result<Application, StoreError>;
     async fn application(&self, id: AppId) -> Result<Option<Application>, StoreError>;
     async fn application_by_client_id(
@@ -53,17 +55,42 @@ pub trait Store: Send + Sync + 'static {
         new: &AppSettings,
         now: DateTime<Utc>,
     ) -> Result<Guarded<Application>, StoreError>;
-    /// Makes `new_hash` the secret only while `expected_hash` still is (compare-and-swap: of
-    /// two rotations from one read, exactly one wins). The replaced secret stays valid until
-    /// `previous_valid_until`, or not at all when `None`. Writes only the secret columns.
-    async fn rotate_application_secret(
+    /// Every secret the app holds (expired and used-up ones included), oldest first.
+    async fn app_secrets(&self, app_id: AppId) -> Result<Vec<AppSecret>, StoreError>;
+    /// Adds a secret, unless the app already holds `max` that have not expired by the new
+    /// one's `created_at`. Secret writes to one app take turns.
+    async fn add_app_secret(
         &self,
-        id: AppId,
-        expected_hash: &str,
-        new_hash: &str,
-        previous_valid_until: Option<DateTime<Utc>>,
+        app_id: AppId,
+        secret: &NewSecret,
+        max: u32,
+    ) -> Result<SecretAdded, StoreError>;
+    /// Rotation: adds `secret` and ends every other secret of the app at `others_until`
+    /// (an earlier expiry stays), or at once (deleting them) when `None`. Only while the
+    /// app's secrets are still exactly `expected`, the ones read before: of two rotations
+    /// from one read exactly one wins, so no answered secret is unusable.
+    async fn rotate_app_secrets(
+        &self,
+        app_id: AppId,
+        expected: &[SecretId],
+        secret: &NewSecret,
+        others_until: Option<DateTime<Utc>>,
+        max: u32,
+    ) -> Result<SecretAdded, StoreError>;
+    /// Deletes the secret if the app holds it (else `None`). With `tokens`, in the same
+    /// transaction, records the marker that revokes every token the secret minted and
+    /// revokes the active grants created with them, whose ids it returns.
+    async fn revoke_app_secret(
+        &self,
+        app_id: AppId,
+        secret_id: SecretId,
+        tokens: Option<&SecretTokens>,
         now: DateTime<Utc>,
-    ) -> Result<Guarded<Application>, StoreError>;
+    ) -> Result<Option<Vec<GrantId>>, StoreError>;
+    /// Counts one use of a secret, unless it has `max_uses` and has been used that many
+    /// times (then false, nothing written). One atomic statement, so replicas sharing the
+    /// store share the count exactly.
+    async fn spend_secret_use(&self, id: SecretId, now: DateTime<Utc>) -> Result<bool, StoreError>;
     async fn set_application_disabled(
         &self,
         id: AppId,
@@ -157,7 +184,8 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets revocations of tokens that have expired; returns how many.
     async fn purge_expired_revocations(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
 
-    /// Moves `last_used_at` forward (never back) for each entry, in one transaction.
+    /// Moves `last_used_at` forward (never back) for each entry, and adds a secret's uses to
+    /// its count, in one transaction.
     async fn record_usage(&self, usage: &[Usage]) -> Result<(), StoreError>;
 
     /// Tells every replica (including this one) about a change; a no-op for a store that
@@ -207,6 +235,26 @@ pub enum Guarded<T> {
     Missing,
 }
 
+/// The outcome of adding a secret to an app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretAdded {
+    Added(AppSecret),
+    /// The app holds the most unexpired secrets allowed; nothing was written.
+    Full,
+    /// Rotation only: the app's secrets changed since they were read; nothing was written.
+    Stale,
+    /// No such app.
+    Missing,
+}
+
+/// How revoking a secret revokes the tokens it minted: a revocation entry under `marker`
+/// (what the tokens' `secret_id` claim maps to) kept until every such token has expired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretTokens {
+    pub marker: String,
+    pub until: DateTime<Utc>,
+}
+
 /// What a key rotation did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyRotation {
@@ -236,12 +284,16 @@ pub enum UsageOf {
     App(AppId),
     Enrollment(EnrollmentId),
     Grant(GrantId),
+    /// A secret without `max_uses` (the uses of one with it are counted as they happen).
+    Secret(SecretId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
     pub of: UsageOf,
     pub at: DateTime<Utc>,
+    /// Uses to add to a secret's `use_count`; ignored for anything else.
+    pub uses: u64,
 }
 
 /// One value, or any of several (`{"$in": [...]}` on the wire).

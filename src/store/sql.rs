@@ -17,13 +17,13 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{
-    ChangeBus, EnrollmentFilter, GrantFilter, Guarded, KeyRotation, Match, PoolStats, Store,
-    StoreError, Usage, UsageOf,
+    ChangeBus, EnrollmentFilter, GrantFilter, Guarded, KeyRotation, Match, PoolStats, SecretAdded,
+    SecretTokens, Store, StoreError, Usage, UsageOf,
 };
 use crate::domain::{
-    AppId, AppSettings, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment,
-    EnrollmentId, GrantId, GrantStatus, KeyState, NewApplication, Origin, OwnerId, Profile,
-    ScopeSet, SigningKeyRecord, Subject, SubjectKind,
+    AppId, AppSecret, AppSettings, Application, AuthGrant, Change, ChangeEvent, ClientId,
+    Enrollment, EnrollmentId, GrantId, GrantStatus, KeyState, NewApplication, NewSecret, Origin,
+    OwnerId, Profile, ScopeSet, SecretId, SigningKeyRecord, Subject, SubjectKind,
 };
 
 /// A point in time as the store keeps it. Each backend encodes it in its own way
@@ -51,18 +51,14 @@ impl<DB: Database> SqlStore<DB> {
     }
 }
 
-const APP_COLUMNS: &str = "id, client_id, name, secret_hash, previous_secret_hash, \
-     previous_secret_expires_at, allowed_scopes, default_scopes, sandbox, disabled, created_at, \
-     updated_at, last_used_at";
+const APP_COLUMNS: &str = "id, client_id, name, allowed_scopes, default_scopes, sandbox, \
+     disabled, created_at, updated_at, last_used_at";
 
 #[derive(FromRow)]
 struct AppRow {
     id: Uuid,
     client_id: String,
     name: String,
-    secret_hash: String,
-    previous_secret_hash: Option<String>,
-    previous_secret_expires_at: Option<Timestamp>,
     allowed_scopes: String,
     default_scopes: String,
     sandbox: bool,
@@ -80,9 +76,6 @@ impl TryFrom<AppRow> for Application {
             id: AppId(row.id),
             client_id: ClientId::parse(&row.client_id).map_err(corrupt)?,
             name: row.name,
-            secret_hash: row.secret_hash,
-            previous_secret_hash: row.previous_secret_hash,
-            previous_secret_expires_at: row.previous_secret_expires_at.map(|t| t.0),
             allowed_scopes: ScopeSet::parse(&row.allowed_scopes).map_err(corrupt)?,
             default_scopes: ScopeSet::parse(&row.default_scopes).map_err(corrupt)?,
             sandbox: row.sandbox,
@@ -92,6 +85,51 @@ impl TryFrom<AppRow> for Application {
             last_used_at: row.last_used_at.map(|t| t.0),
         })
     }
+}
+
+const SECRET_COLUMNS: &str = "id, app_id, secret_hash, prefix, description, created_at, \
+     expires_at, last_used_at, use_count, max_uses";
+
+#[derive(FromRow)]
+struct SecretRow {
+    id: Uuid,
+    app_id: Uuid,
+    secret_hash: String,
+    prefix: Option<String>,
+    description: String,
+    created_at: Timestamp,
+    expires_at: Option<Timestamp>,
+    last_used_at: Option<Timestamp>,
+    use_count: i64,
+    max_uses: Option<i64>,
+}
+
+impl TryFrom<SecretRow> for AppSecret {
+    type Error = StoreError;
+
+    fn try_from(row: SecretRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: SecretId(row.id),
+            app_id: AppId(row.app_id),
+            hash: row.secret_hash,
+            prefix: row.prefix,
+            description: row.description,
+            created_at: row.created_at.0,
+            expires_at: row.expires_at.map(|t| t.0),
+            last_used_at: row.last_used_at.map(|t| t.0),
+            use_count: u64::try_from(row.use_count).map_err(corrupt)?,
+            max_uses: row
+                .max_uses
+                .map(u64::try_from)
+                .transpose()
+                .map_err(corrupt)?,
+        })
+    }
+}
+
+/// A count as the store keeps it (BIGINT / INTEGER).
+fn stored_count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 const ENROLLMENT_COLUMNS: &str = "id, app_id, owner_id, data, scopes, sandbox, disabled, \
@@ -130,8 +168,8 @@ impl TryFrom<EnrollmentRow> for Enrollment {
     }
 }
 
-const GRANT_COLUMNS: &str = "id, profile_kind, profile_id, app_id, enrollment_id, client_id, \
-     name, description, challenge, status, scope, created_at, expires_at, last_used_at";
+const GRANT_COLUMNS: &str = "id, profile_kind, profile_id, app_id, enrollment_id, secret_id, \
+     client_id, name, description, challenge, status, scope, created_at, expires_at, last_used_at";
 
 /// Selects one profile's grants: its subject, through its app (`$3`, [`NO_APP`] for the
 /// operator's owner tokens). Plain equalities, so both backends walk the profile's index in
@@ -152,6 +190,7 @@ struct GrantRow {
     profile_id: String,
     app_id: Option<Uuid>,
     enrollment_id: Option<Uuid>,
+    secret_id: Option<Uuid>,
     client_id: String,
     name: String,
     description: String,
@@ -188,6 +227,7 @@ impl TryFrom<GrantRow> for AuthGrant {
                 id: row.profile_id,
             },
             origin,
+            secret_id: row.secret_id.map(SecretId),
             client_id: row.client_id,
             name: row.name,
             description: row.description,
@@ -316,6 +356,8 @@ where
     String: for<'r> Decode<'r, DB>,
     EnrollmentRow: for<'r> FromRow<'r, DB::Row>,
     GrantRow: for<'r> FromRow<'r, DB::Row>,
+    SecretRow: for<'r> FromRow<'r, DB::Row>,
+    Option<i64>: for<'q> Encode<'q, DB> + Type<DB>,
     Json<Value>: for<'q> Encode<'q, DB> + Type<DB>,
     Uuid: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     String: for<'q> Encode<'q, DB> + Type<DB>,
@@ -352,22 +394,27 @@ where
     }
 
     async fn insert_application(&self, app: &NewApplication) -> Result<Application, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
         let row = sqlx::query_as::<DB, AppRow>(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO applications (id, client_id, name, secret_hash, allowed_scopes, \
-             default_scopes, sandbox, disabled, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8) RETURNING {APP_COLUMNS}"
+            "INSERT INTO applications (id, client_id, name, allowed_scopes, default_scopes, \
+             sandbox, disabled, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $7) RETURNING {APP_COLUMNS}"
         )))
         .bind(app.id.0)
         .bind(app.client_id.as_str().to_owned())
         .bind(app.name.clone())
-        .bind(app.secret_hash.clone())
         .bind(app.allowed_scopes.to_string())
         .bind(app.default_scopes.to_string())
         .bind(app.sandbox)
         .bind(Timestamp(app.created_at))
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(map_err)?;
+        insert_secret::<DB>(app.id, &app.secret)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
         row.try_into()
     }
 
@@ -440,31 +487,185 @@ where
         self.guarded_application(id, row).await
     }
 
-    async fn rotate_application_secret(
-        &self,
-        id: AppId,
-        expected_hash: &str,
-        new_hash: &str,
-        previous_valid_until: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-    ) -> Result<Guarded<Application>, StoreError> {
-        // The right-hand sides see the row as it was, so the previous hash kept is exactly
-        // the one the guard matched.
-        let row = sqlx::query_as::<DB, AppRow>(sqlx::AssertSqlSafe(format!(
-            "UPDATE applications SET secret_hash = $3, \
-             previous_secret_hash = CASE WHEN $4 IS NULL THEN NULL ELSE secret_hash END, \
-             previous_secret_expires_at = $4, updated_at = $5 \
-             WHERE id = $1 AND secret_hash = $2 RETURNING {APP_COLUMNS}"
+    async fn app_secrets(&self, app_id: AppId) -> Result<Vec<AppSecret>, StoreError> {
+        sqlx::query_as::<DB, SecretRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {SECRET_COLUMNS} FROM app_secrets WHERE app_id = $1 ORDER BY created_at, id"
         )))
+        .bind(app_id.0)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?
+        .into_iter()
+        .map(TryInto::try_into)
+        .collect()
+    }
+
+    async fn add_app_secret(
+        &self,
+        app_id: AppId,
+        secret: &NewSecret,
+        max: u32,
+    ) -> Result<SecretAdded, StoreError> {
+        let now = secret.created_at;
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        if take_app_lock::<DB>(app_id, now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .is_none()
+        {
+            return Ok(SecretAdded::Missing);
+        }
+        let live = count_unexpired::<DB>(app_id, now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if live >= i64::from(max) {
+            return Ok(SecretAdded::Full);
+        }
+        let row = insert_secret::<DB>(app_id, secret)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(SecretAdded::Added(row.try_into()?))
+    }
+
+    async fn rotate_app_secrets(
+        &self,
+        app_id: AppId,
+        expected: &[SecretId],
+        secret: &NewSecret,
+        others_until: Option<DateTime<Utc>>,
+        max: u32,
+    ) -> Result<SecretAdded, StoreError> {
+        let now = secret.created_at;
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        if take_app_lock::<DB>(app_id, now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .is_none()
+        {
+            return Ok(SecretAdded::Missing);
+        }
+        let mut held =
+            sqlx::query_scalar::<DB, Uuid>("SELECT id FROM app_secrets WHERE app_id = $1")
+                .bind(app_id.0)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        let mut expected: Vec<Uuid> = expected.iter().map(|s| s.0).collect();
+        held.sort_unstable();
+        expected.sort_unstable();
+        if held != expected {
+            return Ok(SecretAdded::Stale);
+        }
+        match others_until {
+            None => {
+                sqlx::query::<DB>("DELETE FROM app_secrets WHERE app_id = $1")
+                    .bind(app_id.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+            }
+            Some(until) => {
+                let live = count_unexpired::<DB>(app_id, now)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                if live >= i64::from(max) {
+                    return Ok(SecretAdded::Full);
+                }
+                sqlx::query::<DB>(
+                    "UPDATE app_secrets SET expires_at = $2 \
+                     WHERE app_id = $1 AND (expires_at IS NULL OR expires_at > $3)",
+                )
+                .bind(app_id.0)
+                .bind(Timestamp(until))
+                .bind(Timestamp(until))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            }
+        }
+        let row = insert_secret::<DB>(app_id, secret)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(SecretAdded::Added(row.try_into()?))
+    }
+
+    async fn revoke_app_secret(
+        &self,
+        app_id: AppId,
+        secret_id: SecretId,
+        tokens: Option<&SecretTokens>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<GrantId>>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        if take_app_lock::<DB>(app_id, now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let deleted = sqlx::query_scalar::<DB, Uuid>(
+            "DELETE FROM app_secrets WHERE id = $1 AND app_id = $2 RETURNING id",
+        )
+        .bind(secret_id.0)
+        .bind(app_id.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if deleted.is_none() {
+            return Ok(None);
+        }
+        let mut grants = Vec::new();
+        if let Some(tokens) = tokens {
+            sqlx::query::<DB>(
+                "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (jti) DO NOTHING",
+            )
+            .bind(tokens.marker.clone())
+            .bind(Timestamp(tokens.until))
+            .bind(Timestamp(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            grants = sqlx::query_scalar::<DB, Uuid>(
+                "UPDATE auth_grants SET status = 'revoked' \
+                 WHERE secret_id = $1 AND status = 'active' RETURNING id",
+            )
+            .bind(secret_id.0)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .into_iter()
+            .map(GrantId)
+            .collect();
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(Some(grants))
+    }
+
+    async fn spend_secret_use(&self, id: SecretId, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        // One statement, so the check and the count cannot be split by another replica's.
+        let spent = sqlx::query_scalar::<DB, Uuid>(
+            "UPDATE app_secrets SET use_count = use_count + 1, \
+             last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $2 \
+             THEN $2 ELSE last_used_at END \
+             WHERE id = $1 AND (max_uses IS NULL OR use_count < max_uses) RETURNING id",
+        )
         .bind(id.0)
-        .bind(expected_hash.to_owned())
-        .bind(new_hash.to_owned())
-        .bind(previous_valid_until.map(Timestamp))
         .bind(Timestamp(now))
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;
-        self.guarded_application(id, row).await
+        Ok(spent.is_some())
     }
 
     async fn set_application_disabled(
@@ -689,7 +890,8 @@ where
         sqlx::query::<DB>(
             "INSERT INTO auth_grants (id, profile_kind, profile_id, profile_app, app_id, \
              enrollment_id, client_id, name, description, challenge, status, scope, created_at, \
-             expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+             expires_at, secret_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(g.id.0)
         .bind(kind)
@@ -705,6 +907,7 @@ where
         .bind(g.scope.to_string())
         .bind(Timestamp(g.created_at))
         .bind(g.expires_at.map(Timestamp))
+        .bind(g.secret_id.map(|s| s.0))
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -909,6 +1112,20 @@ where
                 UsageOf::App(id) => ("applications", id.0),
                 UsageOf::Enrollment(id) => ("enrollments", id.0),
                 UsageOf::Grant(id) => ("auth_grants", id.0),
+                UsageOf::Secret(id) => {
+                    sqlx::query::<DB>(
+                        "UPDATE app_secrets SET use_count = use_count + $3, \
+                         last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $2 \
+                         THEN $2 ELSE last_used_at END WHERE id = $1",
+                    )
+                    .bind(id.0)
+                    .bind(Timestamp(entry.at))
+                    .bind(stored_count(entry.uses))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                    continue;
+                }
             };
             sqlx::query::<DB>(sqlx::AssertSqlSafe(format!(
                 "UPDATE {table} SET last_used_at = $2 \
@@ -1147,4 +1364,75 @@ where
     .bind(key.public_jwk.clone())
     .bind(Timestamp(key.created_at))
     .bind(activated_at.map(Timestamp))
+}
+
+/// The first statement of every write to an app's secrets: a write to the app's row, so
+/// the transaction holds it (PostgreSQL: the row lock until commit; SQLite: the one writer
+/// slot) before it reads, and secret writes to one app take turns. No row: no such app.
+fn take_app_lock<'q, DB>(
+    app_id: AppId,
+    now: DateTime<Utc>,
+) -> sqlx::query::QueryScalar<'q, DB, Uuid, DB::Arguments>
+where
+    DB: Database,
+    Uuid: for<'e> Encode<'e, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    Timestamp: for<'e> Encode<'e, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    (Uuid,): for<'r> FromRow<'r, DB::Row>,
+{
+    sqlx::query_scalar::<DB, Uuid>(
+        "UPDATE applications SET updated_at = $2 WHERE id = $1 RETURNING id",
+    )
+    .bind(app_id.0)
+    .bind(Timestamp(now))
+}
+
+/// How many of the app's secrets have not expired by `now`.
+fn count_unexpired<'q, DB>(
+    app_id: AppId,
+    now: DateTime<Utc>,
+) -> sqlx::query::QueryScalar<'q, DB, i64, DB::Arguments>
+where
+    DB: Database,
+    Uuid: for<'e> Encode<'e, DB> + Type<DB>,
+    i64: for<'r> Decode<'r, DB> + Type<DB>,
+    Timestamp: for<'e> Encode<'e, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    (i64,): for<'r> FromRow<'r, DB::Row>,
+{
+    sqlx::query_scalar::<DB, i64>(
+        "SELECT COUNT(*) FROM app_secrets \
+         WHERE app_id = $1 AND (expires_at IS NULL OR expires_at > $2)",
+    )
+    .bind(app_id.0)
+    .bind(Timestamp(now))
+}
+
+fn insert_secret<'q, DB>(
+    app_id: AppId,
+    secret: &NewSecret,
+) -> sqlx::query::QueryAs<'q, DB, SecretRow, DB::Arguments>
+where
+    DB: Database,
+    SecretRow: for<'r> FromRow<'r, DB::Row>,
+    Uuid: for<'e> Encode<'e, DB> + Type<DB>,
+    String: for<'e> Encode<'e, DB> + Type<DB>,
+    Option<String>: for<'e> Encode<'e, DB> + Type<DB>,
+    Option<i64>: for<'e> Encode<'e, DB> + Type<DB>,
+    Timestamp: for<'e> Encode<'e, DB> + Type<DB>,
+    Option<Timestamp>: for<'e> Encode<'e, DB> + Type<DB>,
+{
+    sqlx::query_as::<DB, SecretRow>(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO app_secrets (id, app_id, secret_hash, prefix, description, created_at, \
+         expires_at, max_uses) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         RETURNING {SECRET_COLUMNS}"
+    )))
+    .bind(secret.id.0)
+    .bind(app_id.0)
+    .bind(secret.hash.clone())
+    .bind(secret.prefix.clone())
+    .bind(secret.description.clone())
+    .bind(Timestamp(secret.created_at))
+    .bind(secret.expires_at.map(Timestamp))
+    .bind(secret.max_uses.map(stored_count))
 }

@@ -265,8 +265,8 @@ async fn secrets_never_appear_in_later_responses_or_in_the_logs() {
 }
 
 /// Every failed verification costs the same work: one argon2 run, whether the client is
-/// unknown, has one secret, or is inside a rotation's grace period with two live secrets
-/// (which share a salt, so one run checks both). Counted, not timed: the count is what the
+/// unknown, has one secret, is inside a rotation's grace period with two live secrets, or
+/// holds several (an app's secrets share a salt, so one run checks them all). Counted, not timed: the count is what the
 /// time follows, and it does not flake.
 #[tokio::test]
 async fn every_failed_verification_costs_one_argon2_run() {
@@ -288,6 +288,24 @@ async fn every_failed_verification_costs_one_argon2_run() {
         ..rotated.clone()
     };
 
+    // An app with several live secrets, one limited in uses, one in time.
+    let several = app.default_app().await;
+    let mut several_secrets = vec![several.clone()];
+    for body in [
+        json!({ "max_uses": 5 }),
+        json!({ "expires_in": 3600, "description": "third" }),
+    ] {
+        let response = app
+            .admin_post(&format!("/admin/v1/apps/{}/secrets", several.id), body)
+            .await;
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        several_secrets.push(TestClient {
+            secret: body["client_secret"].as_str().unwrap().to_owned(),
+            ..several.clone()
+        });
+    }
+
     let runs = async || sample(&scrape(&app).await, "portcullis_argon2_runs_total", &[]);
     let wrong = |client: &TestClient| TestClient {
         secret: "pcs_wrong-wrong-wrong-wrong".into(),
@@ -303,6 +321,18 @@ async fn every_failed_verification_costs_one_argon2_run() {
         ("unknown client", unknown, 401),
         ("in grace, the old secret", rotated.clone(), 200),
         ("in grace, the new secret", newest, 200),
+        ("three secrets, wrong", wrong(&several), 401),
+        ("three secrets, the first", several_secrets[0].clone(), 200),
+        (
+            "three secrets, the limited one",
+            several_secrets[1].clone(),
+            200,
+        ),
+        (
+            "three secrets, the expiring one",
+            several_secrets[2].clone(),
+            200,
+        ),
     ] {
         let before = runs().await;
         let response = app.endorsed_json(client.json(None)).await;

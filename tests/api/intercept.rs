@@ -17,12 +17,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use portcullis::{
     domain::{
-        AppId, AppSettings, Application, AuthGrant, Change, ChangeEvent, ClientId, Enrollment,
-        EnrollmentId, GrantId, NewApplication, OwnerId, Profile, SigningKeyRecord,
+        AppId, AppSecret, AppSettings, Application, AuthGrant, Change, ChangeEvent, ClientId,
+        Enrollment, EnrollmentId, GrantId, NewApplication, NewSecret, OwnerId, Profile, SecretId,
+        SigningKeyRecord,
     },
     store::{
-        DynStore, EnrollmentFilter, GrantFilter, Guarded, KeyRotation, PoolStats, Store,
-        StoreError, Usage,
+        DynStore, EnrollmentFilter, GrantFilter, Guarded, KeyRotation, PoolStats, SecretAdded,
+        SecretTokens, Store, StoreError, Usage,
     },
 };
 use serde_json::Value;
@@ -241,25 +242,53 @@ impl Store for InterceptStore {
         )
         .await
     }
-    async fn rotate_application_secret(
+    async fn app_secrets(&self, app_id: AppId) -> Result<Vec<AppSecret>, StoreError> {
+        self.around("app_secrets", self.inner.app_secrets(app_id))
+            .await
+    }
+    async fn add_app_secret(
         &self,
-        id: AppId,
-        expected_hash: &str,
-        new_hash: &str,
-        previous_valid_until: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-    ) -> Result<Guarded<Application>, StoreError> {
+        app_id: AppId,
+        secret: &NewSecret,
+        max: u32,
+    ) -> Result<SecretAdded, StoreError> {
         self.around(
-            "rotate_application_secret",
-            self.inner.rotate_application_secret(
-                id,
-                expected_hash,
-                new_hash,
-                previous_valid_until,
-                now,
-            ),
+            "add_app_secret",
+            self.inner.add_app_secret(app_id, secret, max),
         )
         .await
+    }
+    async fn rotate_app_secrets(
+        &self,
+        app_id: AppId,
+        expected: &[SecretId],
+        secret: &NewSecret,
+        others_until: Option<DateTime<Utc>>,
+        max: u32,
+    ) -> Result<SecretAdded, StoreError> {
+        self.around(
+            "rotate_app_secrets",
+            self.inner
+                .rotate_app_secrets(app_id, expected, secret, others_until, max),
+        )
+        .await
+    }
+    async fn revoke_app_secret(
+        &self,
+        app_id: AppId,
+        secret_id: SecretId,
+        tokens: Option<&SecretTokens>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<GrantId>>, StoreError> {
+        self.around(
+            "revoke_app_secret",
+            self.inner.revoke_app_secret(app_id, secret_id, tokens, now),
+        )
+        .await
+    }
+    async fn spend_secret_use(&self, id: SecretId, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.around("spend_secret_use", self.inner.spend_secret_use(id, now))
+            .await
     }
     async fn set_application_disabled(
         &self,

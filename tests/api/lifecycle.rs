@@ -411,13 +411,27 @@ async fn last_used_at_is_recorded_in_batches() {
         assert_eq!(app.endorsed_json(client.json(None)).await.status(), 200);
     }
     let written = app.authority.flush_usage().await.unwrap();
-    assert_eq!(written, 1, "three uses coalesce into one write");
+    assert_eq!(
+        written, 2,
+        "three uses coalesce into one write for the app and one for its secret"
+    );
     let shown: Value = admin(&app, Method::GET, &format!("/admin/v1/apps/{}", client.id))
         .await
         .json()
         .await
         .unwrap();
     assert!(shown["last_used_at"].is_string(), "{shown}");
+    let secrets: Value = admin(
+        &app,
+        Method::GET,
+        &format!("/admin/v1/apps/{}/secrets", client.id),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(secrets[0]["use_count"], 3, "{secrets}");
+    assert!(secrets[0]["last_used_at"].is_string(), "{secrets}");
 }
 
 /// Polls until `check` holds, for at most two seconds: notices between replicas travel

@@ -376,6 +376,7 @@ enum AppChange {
     Disable,
     Delete,
     RotateWithoutGrace,
+    RevokeSecret,
 }
 
 async fn apply(app: &TestApp, client: &TestClient, change: AppChange) {
@@ -394,6 +395,22 @@ async fn apply(app: &TestApp, client: &TestClient, change: AppChange) {
             .admin_delete(&format!("/admin/v1/apps/{}", client.id))
             .await
             .status(),
+        AppChange::RevokeSecret => {
+            let secrets: Value = app
+                .http
+                .get(format!("{}/admin/v1/apps/{}/secrets", app.admin, client.id))
+                .bearer_auth(crate::helpers::ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let id = secrets[0]["id"].as_str().unwrap();
+            app.admin_delete(&format!("/admin/v1/apps/{}/secrets/{id}", client.id))
+                .await
+                .status()
+        }
     };
     assert!(status.is_success(), "{change:?}: {status}");
 }
@@ -404,11 +421,13 @@ async fn change_during_cold_verification_is_never_cached() {
         AppChange::Disable,
         AppChange::Delete,
         AppChange::RotateWithoutGrace,
+        AppChange::RevokeSecret,
     ] {
         let (app, hooks) = TestApp::spawn_intercepted(Spawn::default()).await;
         let client = app.default_app().await;
-        // The first verification of this secret reads the app, then pauses before argon2.
-        let mut paused = hooks.pause("application_by_client_id", When::After);
+        // The first verification of this secret reads the app and its secrets, then pauses
+        // before argon2.
+        let mut paused = hooks.pause("app_secrets", When::After);
         let first = tokio::spawn({
             let http = app.http.clone();
             let url = format!("{}/api/v1/auth/tokens", app.base);

@@ -22,6 +22,7 @@ mod metrics;
 mod oauth;
 mod openapi;
 mod pg_proxy;
+mod secrets;
 mod store_contract;
 mod tokens;
 mod writes;

@@ -5,12 +5,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 use portcullis::{
     domain::{
         AppId, AuthGrant, Change, ChangeEvent, ClientId, Enrollment, EnrollmentId, GrantId,
-        GrantStatus, KeyState, NewApplication, Origin, OwnerId, ScopeSet, SigningAlgorithm,
-        SigningKeyRecord, Subject, SubjectKind,
+        GrantStatus, KeyState, NewApplication, NewSecret, Origin, OwnerId, ScopeSet, SecretId,
+        SigningAlgorithm, SigningKeyRecord, Subject, SubjectKind,
     },
     store::{
         ConnectOptions, DynStore, EnrollmentFilter, GrantFilter, Guarded, KeyRotation, Match,
-        StoreError, Usage, UsageOf, connect,
+        SecretAdded, SecretTokens, StoreError, Usage, UsageOf, connect,
     },
 };
 use serde_json::json;
@@ -41,16 +41,29 @@ async fn backends() -> Vec<(&'static str, DynStore, TestDatabase)> {
 }
 
 fn new_app(client_id: &str) -> NewApplication {
+    // Millisecond precision, as the system clock gives: it must read back exactly.
+    let created_at = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
     NewApplication {
         id: AppId::generate(),
         client_id: ClientId::parse(client_id).unwrap(),
         name: "contract".into(),
-        secret_hash: "$argon2id$v=19$m=8192,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+        secret: new_secret("hash-0", created_at),
         allowed_scopes: ScopeSet::parse("all:read all:write").unwrap(),
         default_scopes: ScopeSet::parse("all:read").unwrap(),
         sandbox: true,
-        // Millisecond precision, as the system clock gives: it must read back exactly.
-        created_at: DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap(),
+        created_at,
+    }
+}
+
+fn new_secret(hash: &str, created_at: DateTime<Utc>) -> NewSecret {
+    NewSecret {
+        id: SecretId::generate(),
+        hash: hash.into(),
+        prefix: Some("pcs_AbCdEfGh".into()),
+        description: format!("the secret hashed as {hash}"),
+        created_at,
+        expires_at: None,
+        max_uses: None,
     }
 }
 
@@ -340,6 +353,7 @@ fn grant(origin: Origin, profile: &str, at: DateTime<Utc>) -> AuthGrant {
             id: profile.to_owned(),
         },
         origin,
+        secret_id: None,
         client_id: "pcc_grants".into(),
         name: "name".into(),
         description: "description".into(),
@@ -579,20 +593,29 @@ async fn usage_only_moves_forward() {
         store.insert_enrollment(&e).await.unwrap();
         let g = grant(Origin::App(app.id), "pcc_usage", t0());
         store.insert_grant(&g, 10).await.unwrap();
+        let secret = store.app_secrets(app.id).await.unwrap().remove(0);
         let at = |s: i64| t0() + TimeDelta::seconds(s);
         let all = |s: i64| {
             vec![
                 Usage {
                     of: UsageOf::App(app.id),
                     at: at(s),
+                    uses: 1,
                 },
                 Usage {
                     of: UsageOf::Enrollment(e.id),
                     at: at(s),
+                    uses: 1,
                 },
                 Usage {
                     of: UsageOf::Grant(g.id),
                     at: at(s),
+                    uses: 1,
+                },
+                Usage {
+                    of: UsageOf::Secret(secret.id),
+                    at: at(s),
+                    uses: 3,
                 },
             ]
         };
@@ -607,11 +630,13 @@ async fn usage_only_moves_forward() {
             .last_used_at;
         let e_used = store.enrollment(e.id).await.unwrap().unwrap().last_used_at;
         let g_used = store.grant(g.id).await.unwrap().unwrap().last_used_at;
+        let secret = store.app_secrets(app.id).await.unwrap().remove(0);
         assert_eq!(
-            [app_used, e_used, g_used],
-            [Some(at(10)); 3],
+            [app_used, e_used, g_used, secret.last_used_at],
+            [Some(at(10)); 4],
             "{name}: never back"
         );
+        assert_eq!(secret.use_count, 6, "{name}: a secret's uses add up");
     }
 }
 
@@ -799,10 +824,11 @@ async fn application_settings_are_written_only_from_the_values_read() {
         };
         assert_eq!(stored.settings(), renamed, "{name}");
         assert_eq!(stored.updated_at, t1, "{name}");
+        assert_eq!(stored.disabled, app.disabled, "{name}: nor the disable");
         assert_eq!(
-            (stored.secret_hash.as_str(), stored.disabled),
-            (app.secret_hash.as_str(), app.disabled),
-            "{name}: settings updates never touch the secret or the disable"
+            store.app_secrets(app.id).await.unwrap().len(),
+            1,
+            "{name}: settings updates never touch the secrets"
         );
 
         let mut narrowed = read.clone();
@@ -831,72 +857,259 @@ async fn application_settings_are_written_only_from_the_values_read() {
 }
 
 #[tokio::test]
-async fn application_secrets_are_swapped_only_from_the_hash_they_replace() {
+async fn an_app_holds_several_secrets_up_to_a_cap() {
     for (name, store, _db) in backends().await {
-        let app = store
-            .insert_application(&new_app("pcc_secret"))
-            .await
-            .unwrap();
-        let t1 = app.updated_at + TimeDelta::seconds(1);
-        let grace_ends = t1 + TimeDelta::hours(1);
-        let Guarded::Written(rotated) = store
-            .rotate_application_secret(app.id, &app.secret_hash, "hash-1", Some(grace_ends), t1)
-            .await
-            .unwrap()
-        else {
-            panic!("{name}: the secret read is still current")
-        };
-        assert_eq!(rotated.secret_hash, "hash-1", "{name}");
+        let new = new_app("pcc_several");
+        let app = store.insert_application(&new).await.unwrap();
+        let first = store.app_secrets(app.id).await.unwrap();
         assert_eq!(
-            rotated.previous_secret_hash.as_deref(),
-            Some(app.secret_hash.as_str()),
-            "{name}: the replaced secret is kept for its grace"
+            first.len(),
+            1,
+            "{name}: the app comes with its first secret"
         );
         assert_eq!(
-            rotated.previous_secret_expires_at,
-            Some(grace_ends),
+            (first[0].id, first[0].hash.as_str(), first[0].use_count),
+            (new.secret.id, "hash-0", 0),
             "{name}"
         );
-        assert_eq!(rotated.updated_at, t1, "{name}");
+        assert_eq!(first[0].prefix.as_deref(), Some("pcs_AbCdEfGh"), "{name}");
+
+        let t1 = app.created_at + TimeDelta::seconds(1);
+        let second = NewSecret {
+            expires_at: Some(t1 + TimeDelta::hours(1)),
+            max_uses: Some(3),
+            prefix: None,
+            ..new_secret("hash-1", t1)
+        };
+        let SecretAdded::Added(added) = store.add_app_secret(app.id, &second, 3).await.unwrap()
+        else {
+            panic!("{name}: room for a second secret")
+        };
         assert_eq!(
-            rotated.settings(),
-            app.settings(),
-            "{name}: only the secret columns change"
+            (added.id, added.expires_at, added.max_uses, added.prefix),
+            (second.id, second.expires_at, Some(3), None),
+            "{name}: read back as written"
+        );
+        let held = store.app_secrets(app.id).await.unwrap();
+        assert_eq!(
+            held.iter().map(|s| s.id).collect::<Vec<_>>(),
+            [new.secret.id, second.id],
+            "{name}: oldest first"
+        );
+        assert_eq!(
+            store.application(app.id).await.unwrap().unwrap().updated_at,
+            t1,
+            "{name}: a secret write is a change to the app"
         );
 
-        let lost = store
-            .rotate_application_secret(app.id, &app.secret_hash, "hash-2", Some(grace_ends), t1)
+        // The second expires in an hour: past then, it no longer counts toward the cap.
+        let third = new_secret("hash-2", t1);
+        assert!(matches!(
+            store.add_app_secret(app.id, &third, 3).await.unwrap(),
+            SecretAdded::Added(_)
+        ));
+        let fourth = new_secret("hash-3", t1);
+        assert_eq!(
+            store.add_app_secret(app.id, &fourth, 3).await.unwrap(),
+            SecretAdded::Full,
+            "{name}: three unexpired secrets already"
+        );
+        let later = new_secret("hash-3", t1 + TimeDelta::hours(2));
+        assert!(
+            matches!(
+                store.add_app_secret(app.id, &later, 3).await.unwrap(),
+                SecretAdded::Added(_)
+            ),
+            "{name}: an expired secret leaves room"
+        );
+        assert_eq!(
+            store
+                .add_app_secret(AppId::generate(), &new_secret("x", t1), 3)
+                .await
+                .unwrap(),
+            SecretAdded::Missing,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_wins_only_from_the_secrets_it_read() {
+    for (name, store, _db) in backends().await {
+        let app = store
+            .insert_application(&new_app("pcc_rotate"))
             .await
             .unwrap();
-        assert_eq!(lost, Guarded::Stale, "{name}: the secret changed since");
+        let read: Vec<SecretId> = store
+            .app_secrets(app.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        let t1 = app.created_at + TimeDelta::seconds(1);
+        let grace_ends = t1 + TimeDelta::hours(1);
+        let rotated = new_secret("hash-1", t1);
+        assert!(matches!(
+            store
+                .rotate_app_secrets(app.id, &read, &rotated, Some(grace_ends), 10)
+                .await
+                .unwrap(),
+            SecretAdded::Added(_)
+        ));
+        let held = store.app_secrets(app.id).await.unwrap();
         assert_eq!(
-            store.application(app.id).await.unwrap().unwrap(),
-            rotated,
+            held.iter()
+                .map(|s| (s.hash.as_str(), s.expires_at))
+                .collect::<Vec<_>>(),
+            [("hash-0", Some(grace_ends)), ("hash-1", None)],
+            "{name}: the old secret ends with the grace, the new one does not"
+        );
+
+        let lost = new_secret("hash-2", t1);
+        assert_eq!(
+            store
+                .rotate_app_secrets(app.id, &read, &lost, None, 10)
+                .await
+                .unwrap(),
+            SecretAdded::Stale,
+            "{name}: the secrets changed since they were read"
+        );
+        assert_eq!(
+            store.app_secrets(app.id).await.unwrap(),
+            held,
             "{name}: the losing rotation wrote nothing"
         );
 
-        let Guarded::Written(no_grace) = store
-            .rotate_application_secret(app.id, "hash-1", "hash-3", None, t1)
-            .await
-            .unwrap()
-        else {
-            panic!("{name}: hash-1 is current")
-        };
+        let read: Vec<SecretId> = held.iter().map(|s| s.id).collect();
+        let no_grace = new_secret("hash-3", t1);
+        assert!(matches!(
+            store
+                .rotate_app_secrets(app.id, &read, &no_grace, None, 10)
+                .await
+                .unwrap(),
+            SecretAdded::Added(_)
+        ));
+        let held = store.app_secrets(app.id).await.unwrap();
         assert_eq!(
-            (
-                no_grace.secret_hash.as_str(),
-                no_grace.previous_secret_hash,
-                no_grace.previous_secret_expires_at
-            ),
-            ("hash-3", None, None),
-            "{name}: no grace keeps no previous secret"
+            held.iter().map(|s| s.hash.as_str()).collect::<Vec<_>>(),
+            ["hash-3"],
+            "{name}: without grace the others end at once"
         );
+        assert_eq!(
+            store
+                .rotate_app_secrets(AppId::generate(), &[], &new_secret("x", t1), None, 10)
+                .await
+                .unwrap(),
+            SecretAdded::Missing,
+            "{name}"
+        );
+    }
+}
 
-        let missing = store
-            .rotate_application_secret(AppId::generate(), "hash-3", "hash-4", None, t1)
+#[tokio::test]
+async fn a_secret_is_revoked_only_through_its_own_app_and_takes_its_grants_along() {
+    for (name, store, _db) in backends().await {
+        let app = store
+            .insert_application(&new_app("pcc_revoke"))
             .await
             .unwrap();
-        assert_eq!(missing, Guarded::Missing, "{name}");
+        let other = store
+            .insert_application(&new_app("pcc_other"))
+            .await
+            .unwrap();
+        let secret = store.app_secrets(app.id).await.unwrap().remove(0);
+        let t1 = app.created_at + TimeDelta::seconds(1);
+        assert_eq!(
+            store
+                .revoke_app_secret(other.id, secret.id, None, t1)
+                .await
+                .unwrap(),
+            None,
+            "{name}: another app's secret is not found"
+        );
+        let minted = AuthGrant {
+            secret_id: Some(secret.id),
+            ..grant(Origin::App(app.id), "pcc_revoke", t0())
+        };
+        let unrelated = grant(Origin::App(app.id), "pcc_revoke", t0());
+        store.insert_grant(&minted, 10).await.unwrap();
+        store.insert_grant(&unrelated, 10).await.unwrap();
+        assert_eq!(
+            store.grant(minted.id).await.unwrap().unwrap().secret_id,
+            Some(secret.id),
+            "{name}: a grant remembers the secret behind it"
+        );
+        let tokens = SecretTokens {
+            marker: format!("secret:{}", secret.id),
+            until: t1 + TimeDelta::days(15),
+        };
+        let revoked = store
+            .revoke_app_secret(app.id, secret.id, Some(&tokens), t1)
+            .await
+            .unwrap();
+        assert_eq!(revoked, Some(vec![minted.id]), "{name}");
+        assert!(store.app_secrets(app.id).await.unwrap().is_empty());
+        assert_eq!(
+            store.grant(minted.id).await.unwrap().unwrap().status,
+            GrantStatus::Revoked,
+            "{name}"
+        );
+        assert_eq!(
+            store.grant(unrelated.id).await.unwrap().unwrap().status,
+            GrantStatus::Active,
+            "{name}: grants of other secrets stay"
+        );
+        assert!(
+            store
+                .active_revocations(t1)
+                .await
+                .unwrap()
+                .contains(&(tokens.marker.clone(), tokens.until)),
+            "{name}: the marker is a revocation every replica loads"
+        );
+        assert_eq!(
+            store
+                .revoke_app_secret(app.id, secret.id, None, t1)
+                .await
+                .unwrap(),
+            None,
+            "{name}: gone"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_use_limit_is_never_overspent() {
+    for (name, store, _db) in backends().await {
+        let app = store
+            .insert_application(&new_app("pcc_uses"))
+            .await
+            .unwrap();
+        let t1 = app.created_at + TimeDelta::seconds(1);
+        let limited = NewSecret {
+            max_uses: Some(5),
+            ..new_secret("hash-1", t1)
+        };
+        store.add_app_secret(app.id, &limited, 10).await.unwrap();
+        // More than the limit at once: exactly the limit gets through.
+        let mut spending = tokio::task::JoinSet::new();
+        for _ in 0..12 {
+            let (store, id) = (store.clone(), limited.id);
+            spending.spawn(async move { store.spend_secret_use(id, t1).await.unwrap() });
+        }
+        let mut granted = 0;
+        while let Some(spent) = spending.join_next().await {
+            granted += usize::from(spent.unwrap());
+        }
+        assert_eq!(granted, 5, "{name}");
+        let held = store.app_secrets(app.id).await.unwrap();
+        let limited = held.iter().find(|s| s.id == limited.id).unwrap();
+        assert_eq!(
+            (limited.use_count, limited.last_used_at),
+            (5, Some(t1)),
+            "{name}"
+        );
     }
 }
 

@@ -42,6 +42,7 @@ async fn tokens_verify_against_jwks_with_rfc9068_header_and_claims() {
         "client_id",
         "scope",
         "sub_kind",
+        "secret_id",
     ]
     .into();
     for name in claims.as_object().unwrap().keys() {

@@ -125,7 +125,7 @@ async fn rotation_never_undoes_a_concurrent_update() {
     let (app, hooks) = TestApp::spawn_intercepted(Spawn::default()).await;
     let client = app.default_app().await;
 
-    let mut held = hooks.pause("rotate_application_secret", When::Before);
+    let mut held = hooks.pause("rotate_app_secrets", When::Before);
     let rotation = tokio::spawn(rotate_secret(&app, &client.id));
     // The rotation has read the app and hashed its new secret; it has not written yet.
     held.reached().await;
@@ -165,7 +165,7 @@ async fn concurrent_secret_rotations_have_exactly_one_winner() {
     let client = app.default_app().await;
 
     // Both rotations have read the app (and hashed a secret) before either writes.
-    hooks.gather("rotate_application_secret", When::Before, 2);
+    hooks.gather("rotate_app_secrets", When::Before, 2);
     let (a, b) = tokio::join!(
         rotate_secret(&app, &client.id),
         rotate_secret(&app, &client.id)
