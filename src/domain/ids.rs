@@ -13,6 +13,11 @@ impl AppId {
         Self(Uuid::now_v7())
     }
 
+    /// An id no app has (generated ids are v7, never nil): a lookup that finds nothing.
+    pub fn nobody() -> Self {
+        Self(Uuid::nil())
+    }
+
     pub fn parse(raw: &str) -> Result<Self, InvalidId> {
         Uuid::parse_str(raw)
             .map(Self)
