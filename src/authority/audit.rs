@@ -611,6 +611,9 @@ pub struct AuditTrail {
     clock: SharedClock,
     capacity: usize,
     pending: Mutex<Pending>,
+    /// One flush at a time: a flush that returns has written everything recorded before
+    /// it began, even if the flusher task had taken part of it.
+    flushing: tokio::sync::Mutex<()>,
     wake: Notify,
     /// `None`: events are kept forever.
     retention: Option<TimeDelta>,
@@ -627,6 +630,7 @@ impl AuditTrail {
             clock,
             capacity,
             pending: Mutex::default(),
+            flushing: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
             retention: retention.and_then(|r| TimeDelta::from_std(r).ok()),
             last_purge: Mutex::new(None),
@@ -693,6 +697,7 @@ impl AuditTrail {
     /// Writes what has accumulated in one transaction; on failure keeps it for the next
     /// try. Returns how many events were written.
     pub async fn flush(&self, store: &DynStore) -> Result<usize, AuthorityError> {
+        let _turn = self.flushing.lock().await;
         let mut batch = self.take();
         if batch.events.is_empty() && batch.counts.is_empty() && batch.dropped == 0 {
             return Ok(0);
