@@ -409,7 +409,9 @@ async fn audit_list_and_apps_usage_read_what_the_server_and_the_cli_did() {
 
     let run = portcullis(
         &db,
-        &["apps", "usage", &client.id, "--days", "2", "--output", "json"],
+        &[
+            "apps", "usage", &client.id, "--days", "2", "--output", "json",
+        ],
         &[],
     )
     .await;
