@@ -15,6 +15,7 @@ use portcullis::{
     authority::{
         ClientCredentials,
         apps::{Applications, CreateApplication},
+        audit::AuditTrail,
         changes::ChangeHub,
         clock::{SharedClock, SystemClock},
         credentials::{ClientAuthenticator, CredentialCache, VerificationLimits},
@@ -112,6 +113,7 @@ async fn key_ring(algorithm: SigningAlgorithm) -> (Arc<KeyRing>, TempDir) {
     let (store, dir) = temp_store().await;
     let master = MasterKey::from_base64(&MasterKey::generate_base64()).expect("a master key");
     let clock: SharedClock = Arc::new(SystemClock);
+    let audit = Arc::new(AuditTrail::new(clock.clone(), None));
     let ring = KeyRing::open(
         store,
         master,
@@ -122,6 +124,7 @@ async fn key_ring(algorithm: SigningAlgorithm) -> (Arc<KeyRing>, TempDir) {
             retired_key_visibility: TimeDelta::hours(24),
             next_key_lead: TimeDelta::zero(),
         },
+        audit,
     )
     .await
     .expect("a key ring");
@@ -248,7 +251,14 @@ async fn credential_fixture(hash: HashParams, cache_ttl: Duration) -> Credential
         )),
         Arc::new(RevocationList::default()),
     ));
-    let apps = Applications::new(store.clone(), hasher.clone(), changes, clock.clone());
+    let audit = Arc::new(AuditTrail::new(clock.clone(), None));
+    let apps = Applications::new(
+        store.clone(),
+        hasher.clone(),
+        changes,
+        clock.clone(),
+        audit.clone(),
+    );
     let created = apps
         .create(CreateApplication {
             name: "bench".to_owned(),
@@ -268,6 +278,7 @@ async fn credential_fixture(hash: HashParams, cache_ttl: Duration) -> Credential
             requests_per_ip_per_second: 1_000_000,
         },
         Arc::new(UsageTracker::default()),
+        audit,
         clock,
     );
     CredentialFixture {

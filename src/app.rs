@@ -291,16 +291,32 @@ impl Server {
                     }
                 })
             });
-            (authority, maintenance, feed)
+            let audit = tokio::spawn({
+                let authority = authority.clone();
+                let mut stop = stop_rx.clone();
+                async move {
+                    let stopped = async move {
+                        let _ = stop.wait_for(|stop| *stop).await;
+                    };
+                    authority.run_audit_flusher(stopped).await;
+                }
+            });
+            (authority, maintenance, feed, audit)
         });
 
         for server in servers {
             server.await?;
         }
-        if let Some((authority, maintenance, feed)) = background {
+        if let Some((authority, maintenance, feed, audit)) = background {
             maintenance.abort();
+            // It stops between writes once the listeners stop; its last batch is written.
+            let _ = audit.await;
             if let Some(feed) = feed {
                 feed.abort();
+            }
+            // Everything recorded up to the last request is written before we exit.
+            if let Err(e) = authority.flush_audit().await {
+                tracing::warn!(error = %e, "could not write the audit trail at shutdown");
             }
             // Usage gathered since the last flush is worth one more write.
             if let Err(e) = authority.flush_usage().await {
@@ -525,6 +541,7 @@ pub async fn build_authority(
         cache_capacity: settings.credentials.cache_capacity,
         feed_lost_cache_ttl: Duration::from_millis(settings.database.feed_lost_cache_ttl_ms),
         max_active_grants_per_profile: settings.grants.max_active_per_profile,
+        audit_retention: settings.audit.retention(),
     };
     Authority::build(store, clock, options)
         .await

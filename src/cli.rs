@@ -1,5 +1,6 @@
-//! The command line: `serve`, `migrate`, and `apps …`, `enrollments …`, `keys …` and
-//! `token mint` straight against the store, through the same core the server runs.
+//! The command line: `serve`, `migrate`, and `apps …`, `enrollments …`, `keys …`,
+//! `token mint` and `audit list` straight against the store, through the same core the
+//! server runs.
 
 use std::{io::Read, sync::Arc, time::Duration};
 
@@ -16,13 +17,14 @@ use crate::{
         Authority, AuthorityError, Invalid, MintRequest,
         app_secrets::{CreateSecret, CreatedSecret},
         apps::{CreateApplication, CreatedApplication, UpdateApplication},
+        audit::AuditQuery,
         clock::{SharedClock, SystemClock},
         enrollments::CreateEnrollment,
     },
     config::Settings,
     domain::{
-        AppId, AppSecret, Application, Enrollment, EnrollmentId, OwnerId, ScopeSet, SecretId,
-        SecretState, Subject, SubjectKind,
+        AppId, AppSecret, Application, AuditRecord, CredentialRef, Enrollment, EnrollmentId,
+        OwnerId, ScopeSet, SecretId, SecretState, Subject, SubjectKind,
     },
     store::EnrollmentFilter,
     telemetry,
@@ -57,6 +59,55 @@ enum Command {
     /// Mint tokens on the operator's word (as POST /admin/v1/tokens does).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Read the audit trail of credential events (as GET /admin/v1/audit does).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// List credential events, newest first (issued, failed, rotated, revoked, refused…).
+    List {
+        #[arg(long)]
+        app_id: Option<String>,
+        #[arg(long)]
+        secret_id: Option<String>,
+        #[arg(long)]
+        grant_id: Option<String>,
+        /// A token subject: an app's client_id or an owner id.
+        #[arg(long)]
+        subject: Option<String>,
+        /// An event name, such as token.issued or auth.failed.
+        #[arg(long)]
+        event: Option<String>,
+        /// Events at or after this RFC 3339 time, e.g. 2030-01-31T00:00:00Z.
+        #[arg(long)]
+        since: Option<String>,
+        /// Events before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// At most this many (1 to 1000, default 100).
+        #[arg(long)]
+        limit: Option<String>,
+        /// Continue after a previous page (its next_cursor).
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        output: ListOutputArgs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Args)]
+struct ListOutputArgs {
+    /// text for people, json for programs.
+    #[arg(long, value_enum, default_value_t = ListOutput::Text)]
+    output: ListOutput,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ListOutput {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,6 +250,15 @@ enum AppsCommand {
     Enable { id: String },
     /// Delete the application.
     Delete { id: String },
+    /// Tokens issued with the application per UTC day, oldest first.
+    Usage {
+        id: String,
+        /// How many days, today included (1 to 366).
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        #[command(flatten)]
+        output: ListOutputArgs,
+    },
     /// Manage an application's secrets: several may be live at once.
     #[command(subcommand)]
     Secrets(SecretsCommand),
@@ -346,10 +406,23 @@ pub async fn run() -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::Apps(command) => run_apps(command, &settings, clock).await,
-        Command::Enrollments(command) => run_enrollments(command, &settings, clock).await,
-        Command::Keys(command) => run_keys(command, &settings, clock).await,
-        Command::Token(command) => run_token(command, &settings, clock).await,
+        command => {
+            let core = open_core(&settings, clock).await?;
+            let done = match command {
+                Command::Apps(command) => run_apps(command, &core, &settings).await,
+                Command::Enrollments(command) => run_enrollments(command, &core).await,
+                Command::Keys(command) => run_keys(command, &core).await,
+                Command::Token(command) => run_token(command, &core).await,
+                Command::Audit(command) => run_audit(command, &core).await,
+                Command::Serve | Command::Migrate => unreachable!("handled above"),
+            };
+            // What the command did (a rotation, a revocation) joins the audit trail before
+            // the process exits.
+            if let Err(e) = core.flush_audit().await {
+                tracing::warn!(error = %e, "could not write the audit trail");
+            }
+            done
+        }
     }
 }
 
@@ -364,11 +437,7 @@ fn log_level<'a>(command: &Command, settings: &'a Settings) -> &'a str {
     }
 }
 
-async fn run_token(
-    command: TokenCommand,
-    settings: &Settings,
-    clock: SharedClock,
-) -> anyhow::Result<()> {
+async fn run_token(command: TokenCommand, core: &Authority) -> anyhow::Result<()> {
     let TokenCommand::Mint {
         sub,
         kind,
@@ -376,7 +445,6 @@ async fn run_token(
         expires_in,
         output,
     } = command;
-    let core = open_core(settings, clock).await?;
     let token = core
         .mint(MintRequest {
             subject: Subject {
@@ -403,12 +471,7 @@ async fn run_token(
     Ok(())
 }
 
-async fn run_keys(
-    command: KeysCommand,
-    settings: &Settings,
-    clock: SharedClock,
-) -> anyhow::Result<()> {
-    let core = open_core(settings, clock).await?;
+async fn run_keys(command: KeysCommand, core: &Authority) -> anyhow::Result<()> {
     if matches!(command, KeysCommand::Rotate) {
         let current = core.rotate_keys().await?;
         println!("rotated: {} is now current", current.kid);
@@ -425,12 +488,7 @@ async fn run_keys(
     Ok(())
 }
 
-async fn run_enrollments(
-    command: EnrollmentsCommand,
-    settings: &Settings,
-    clock: SharedClock,
-) -> anyhow::Result<()> {
-    let core = open_core(settings, clock).await?;
+async fn run_enrollments(command: EnrollmentsCommand, core: &Authority) -> anyhow::Result<()> {
     let enrollment_id = |raw: &str| {
         EnrollmentId::parse(raw)
             .with_context(|| format!("'{raw}' is not an enrollment id (a UUID)"))
@@ -553,10 +611,9 @@ fn print_enrollment(e: &Enrollment, output: Output) {
 
 async fn run_apps(
     command: AppsCommand,
+    core: &Authority,
     settings: &Settings,
-    clock: SharedClock,
 ) -> anyhow::Result<()> {
-    let core = open_core(settings, clock).await?;
     match command {
         AppsCommand::Create(args) => {
             let import = match args.client_id {
@@ -650,7 +707,31 @@ async fn run_apps(
                 .await?;
             print_created(&rotated, output.output);
         }
-        AppsCommand::Secrets(command) => run_secrets(&core, command).await?,
+        AppsCommand::Secrets(command) => run_secrets(core, command).await?,
+        AppsCommand::Usage { id, days, output } => {
+            let days = core
+                .usage(CredentialRef::App(parse_id(&id)?), Some(days))
+                .await
+                .map_err(flag_error)?;
+            match output.output {
+                ListOutput::Json => println!(
+                    "{}",
+                    json!({
+                        "kind": "app",
+                        "id": id,
+                        "days": days
+                            .iter()
+                            .map(|(day, issued)| json!({"day": day.to_string(), "issued": issued}))
+                            .collect::<Vec<_>>(),
+                    })
+                ),
+                ListOutput::Text => {
+                    for (day, issued) in days {
+                        println!("{day}  {issued}");
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -747,6 +828,93 @@ fn replacement(given: Vec<String>, clear: bool) -> Option<Vec<String>> {
 }
 
 /// The core names the admin API's fields; here they are flags.
+async fn run_audit(command: AuditCommand, core: &Authority) -> anyhow::Result<()> {
+    let AuditCommand::List {
+        app_id,
+        secret_id,
+        grant_id,
+        subject,
+        event,
+        since,
+        until,
+        limit,
+        cursor,
+        output,
+    } = command;
+    let page = core
+        .audit_events(&AuditQuery {
+            app_id,
+            secret_id,
+            grant_id,
+            subject,
+            event,
+            since,
+            until,
+            limit,
+            cursor,
+        })
+        .await
+        .map_err(flag_error)?;
+    match output.output {
+        ListOutput::Json => println!(
+            "{}",
+            json!({
+                "events": page.events.iter().map(audit_json).collect::<Vec<_>>(),
+                "next_cursor": page.next_cursor,
+            })
+        ),
+        ListOutput::Text => {
+            for e in &page.events {
+                let mut line = format!(
+                    "{}  {:<22}",
+                    e.at.to_rfc3339_opts(SecondsFormat::Millis, true),
+                    e.event
+                );
+                let ids = [
+                    ("app", e.app_id.map(|id| id.to_string())),
+                    ("secret", e.secret_id.map(|id| id.to_string())),
+                    ("grant", e.grant_id.map(|id| id.to_string())),
+                    ("enrollment", e.enrollment_id.map(|id| id.to_string())),
+                    ("subject", e.subject.clone()),
+                    ("client", e.client_id.clone()),
+                    ("jti", e.jti.clone()),
+                    ("ip", e.source_ip.clone()),
+                    ("reason", e.reason.clone()),
+                ];
+                for (name, value) in ids {
+                    if let Some(value) = value {
+                        line.push_str(&format!("  {name}={value}"));
+                    }
+                }
+                println!("{line}");
+            }
+            if let Some(cursor) = page.next_cursor {
+                println!("more: --cursor {cursor}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn audit_json(e: &AuditRecord) -> serde_json::Value {
+    json!({
+        "id": e.id,
+        "at": e.at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        "event": e.event,
+        "app_id": e.app_id,
+        "secret_id": e.secret_id,
+        "grant_id": e.grant_id.map(|id| id.to_string()),
+        "enrollment_id": e.enrollment_id,
+        "sub_kind": e.subject_kind,
+        "subject": e.subject,
+        "client_id": e.client_id,
+        "jti": e.jti,
+        "source_ip": e.source_ip,
+        "reason": e.reason,
+        "detail": e.detail,
+    })
+}
+
 fn flag_error(e: AuthorityError) -> anyhow::Error {
     match e {
         AuthorityError::Invalid(Invalid { field, rule }) => {

@@ -24,6 +24,7 @@ pub struct Settings {
     pub credentials: CredentialSettings,
     pub rate_limit: RateLimitSettings,
     pub grants: GrantSettings,
+    pub audit: AuditSettings,
     pub log: LogSettings,
 }
 
@@ -105,6 +106,20 @@ pub struct GrantSettings {
     pub max_active_per_profile: u32,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// Days audit events (and daily usage counts) are kept; 0 keeps them forever.
+    pub retention_days: u32,
+}
+
+impl AuditSettings {
+    pub fn retention(&self) -> Option<Duration> {
+        (self.retention_days > 0)
+            .then(|| Duration::from_secs(u64::from(self.retention_days) * 86_400))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -130,6 +145,7 @@ struct Layers {
     credentials: CredentialSettings,
     rate_limit: RateLimitSettings,
     grants: GrantSettings,
+    audit: AuditSettings,
     log: LogSettings,
 }
 
@@ -348,6 +364,7 @@ impl Layers {
         }
         Ok(Settings {
             grants: self.grants,
+            audit: self.audit,
             server: self.server,
             admin: self.admin,
             database: self.database,

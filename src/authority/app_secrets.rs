@@ -8,6 +8,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, TimeDelta, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
+use super::audit::{AuditEvent, AuditTrail, Detail, Event};
 use super::{
     AuthorityError, Conflict, Rule,
     apps::{Applications, CreatedApplication, parse_cidrs},
@@ -64,6 +65,7 @@ pub struct RevokedSecret {
 
 pub struct AppSecrets {
     store: DynStore,
+    audit: Arc<AuditTrail>,
     hasher: Arc<SecretHasher>,
     changes: Arc<ChangeHub>,
     clock: SharedClock,
@@ -153,9 +155,11 @@ impl AppSecrets {
         changes: Arc<ChangeHub>,
         clock: SharedClock,
         longest_token: Duration,
+        audit: Arc<AuditTrail>,
     ) -> Self {
         Self {
             store,
+            audit,
             hasher,
             changes,
             clock,
@@ -239,11 +243,11 @@ impl AppSecrets {
             SecretAdded::Missing | SecretAdded::Stale => return Err(AuthorityError::NotFound),
         };
         // Nothing cached can depend on a secret that did not exist: no notice is needed.
-        tracing::info!(
-            event = "app.secret_created",
-            app_id = %app.id,
-            client_id = %app.client_id,
-            secret_id = %secret.id
+        self.audit.record(
+            AuditEvent::new(Event::SecretCreated)
+                .app(app.id)
+                .client(app.client_id.as_str())
+                .secret(secret.id),
         );
         Ok(CreatedSecret {
             secret,
@@ -291,13 +295,16 @@ impl AppSecrets {
                 self.changes.announce(Change::Grant { id: id.0 }).await;
             }
         }
-        tracing::info!(
-            event = "app.secret_revoked",
-            app_id = %app.id,
-            client_id = %app.client_id,
-            secret_id = %secret_id,
-            tokens_revoked = revoke_tokens,
-            grants_revoked = grants.len()
+        self.audit.record(
+            AuditEvent::new(Event::SecretRevoked)
+                .app(app.id)
+                .client(app.client_id.as_str())
+                .secret(secret_id)
+                .detail(Detail {
+                    tokens_revoked: Some(revoke_tokens),
+                    grants_revoked: Some(grants.len()),
+                    ..Detail::default()
+                }),
         );
         Ok(RevokedSecret {
             tokens_revoked: revoke_tokens,
@@ -345,11 +352,11 @@ impl AppSecrets {
             SecretAdded::Missing => return Err(AuthorityError::NotFound),
         }
         apps.forget(&app).await;
-        tracing::info!(
-            event = "app.secret_rotated",
-            app_id = %app.id,
-            client_id = %app.client_id,
-            secret_id = %new.id
+        self.audit.record(
+            AuditEvent::new(Event::SecretRotated)
+                .app(app.id)
+                .client(app.client_id.as_str())
+                .secret(new.id),
         );
         Ok(CreatedApplication {
             app: apps.get(app_id).await?,

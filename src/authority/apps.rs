@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use super::audit::{AuditEvent, AuditTrail, Detail, Event};
 use super::{
     AuthorityError, Conflict, Rule,
     changes::ChangeHub,
@@ -57,6 +58,7 @@ pub struct CreatedApplication {
 
 pub struct Applications {
     store: DynStore,
+    audit: Arc<AuditTrail>,
     hasher: Arc<SecretHasher>,
     changes: Arc<ChangeHub>,
     clock: SharedClock,
@@ -107,9 +109,11 @@ impl Applications {
         hasher: Arc<SecretHasher>,
         changes: Arc<ChangeHub>,
         clock: SharedClock,
+        audit: Arc<AuditTrail>,
     ) -> Self {
         Self {
             store,
+            audit,
             hasher,
             changes,
             clock,
@@ -198,11 +202,14 @@ impl Applications {
                 AuthorityError::Conflict(_) => Conflict::ClientIdTaken.into(),
                 other => other,
             })?;
-        tracing::info!(
-            event = "app.created",
-            app_id = %app.id,
-            client_id = %app.client_id,
-            imported
+        self.audit.record(
+            AuditEvent::new(Event::AppCreated)
+                .app(app.id)
+                .client(app.client_id.as_str())
+                .detail(Detail {
+                    imported: Some(imported),
+                    ..Detail::default()
+                }),
         );
         Ok(CreatedApplication {
             app,
@@ -282,7 +289,7 @@ impl Applications {
                 .await?
             {
                 Guarded::Written(app) => {
-                    self.announce(&app, "app.updated").await;
+                    self.announce(&app, Event::AppUpdated).await;
                     return Ok(app);
                 }
                 Guarded::Stale => continue,
@@ -304,11 +311,15 @@ impl Applications {
             .ok_or(AuthorityError::NotFound)?;
         self.forget(&app).await;
         let event = if disabled {
-            "app.disabled"
+            Event::AppDisabled
         } else {
-            "app.enabled"
+            Event::AppEnabled
         };
-        tracing::info!(event, app_id = %app.id, client_id = %app.client_id);
+        self.audit.record(
+            AuditEvent::new(event)
+                .app(app.id)
+                .client(app.client_id.as_str()),
+        );
         Ok(app)
     }
 
@@ -318,12 +329,20 @@ impl Applications {
             return Err(AuthorityError::NotFound);
         }
         self.forget(&app).await;
-        tracing::info!(event = "app.deleted", app_id = %id, client_id = %app.client_id);
+        self.audit.record(
+            AuditEvent::new(Event::AppDeleted)
+                .app(id)
+                .client(app.client_id.as_str()),
+        );
         Ok(())
     }
 
-    async fn announce(&self, app: &Application, event: &'static str) {
+    async fn announce(&self, app: &Application, event: Event) {
         self.forget(app).await;
-        tracing::info!(event, app_id = %app.id, client_id = %app.client_id);
+        self.audit.record(
+            AuditEvent::new(event)
+                .app(app.id)
+                .client(app.client_id.as_str()),
+        );
     }
 }

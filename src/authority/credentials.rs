@@ -40,6 +40,7 @@ use moka::future::Cache;
 
 use chrono::{DateTime, Utc};
 
+use super::audit::{AuditEvent, AuditTrail, Event};
 use super::{
     AuthorityError, ClientCredentials,
     clock::SharedClock,
@@ -311,6 +312,7 @@ pub struct ClientAuthenticator {
     cache: Arc<CredentialCache>,
     limiters: Limiters,
     usage: Arc<UsageTracker>,
+    audit: Arc<AuditTrail>,
     clock: SharedClock,
 }
 
@@ -321,6 +323,7 @@ impl ClientAuthenticator {
         cache: Arc<CredentialCache>,
         limits: VerificationLimits,
         usage: Arc<UsageTracker>,
+        audit: Arc<AuditTrail>,
         clock: SharedClock,
     ) -> Self {
         Self {
@@ -329,6 +332,7 @@ impl ClientAuthenticator {
             cache,
             limiters: Limiters::new(limits),
             usage,
+            audit,
             clock,
         }
     }
@@ -355,12 +359,13 @@ impl ClientAuthenticator {
         if client.counted {
             if !self.store.spend_secret_use(client.secret_id, now).await? {
                 crate::telemetry::metrics::auth_failed("client");
-                tracing::info!(
-                    event = "auth.failed",
-                    client_id = %client.client_id,
-                    secret_id = %client.secret_id,
-                    reason = "secret used up",
-                    source_ip = %presented.source_ip
+                self.audit.record(
+                    AuditEvent::new(Event::AuthFailed)
+                        .app(client.app_id)
+                        .client(client.client_id.as_str())
+                        .secret(client.secret_id)
+                        .reason("secret used up")
+                        .source(presented.source_ip),
                 );
                 return Err(AuthorityError::InvalidClient);
             }
@@ -391,7 +396,11 @@ impl ClientAuthenticator {
         let client_id = client.client_id.as_str();
         if !hashed {
             if let Err(limited) = self.limiters.check(client_id, source_ip) {
-                tracing::warn!(event = "auth.rate_limited", client_id, %source_ip);
+                self.audit.record(
+                    AuditEvent::new(Event::AuthRateLimited)
+                        .client(client_id)
+                        .source(source_ip),
+                );
                 return limited;
             }
             if let Err(e) = self.hasher.verify_any(presented.client_secret, &[]).await {
@@ -399,12 +408,13 @@ impl ClientAuthenticator {
             }
         }
         crate::telemetry::metrics::auth_failed("client");
-        tracing::info!(
-            event = "auth.refused",
-            reason = "network",
-            client_id,
-            secret_id = %client.secret_id,
-            %source_ip
+        self.audit.record(
+            AuditEvent::new(Event::AuthRefused)
+                .app(client.app_id)
+                .client(client_id)
+                .secret(client.secret_id)
+                .reason("network")
+                .source(source_ip),
         );
         AuthorityError::InvalidClient
     }
@@ -470,7 +480,11 @@ impl ClientAuthenticator {
         for (client_id, _) in &readings {
             let client_id = client_id.as_str();
             self.limiters.check(client_id, source_ip).inspect_err(|_| {
-                tracing::warn!(event = "auth.rate_limited", client_id, %source_ip);
+                self.audit.record(
+                    AuditEvent::new(Event::AuthRateLimited)
+                        .client(client_id)
+                        .source(source_ip),
+                );
             })?;
         }
 
@@ -506,7 +520,19 @@ impl ClientAuthenticator {
             }
         }
         crate::telemetry::metrics::auth_failed("client");
-        tracing::info!(event = "auth.failed", client_id = presented.client_id, %source_ip);
+        // The app, when the client id names one: the trail of an app shows attempts on it.
+        let (app_id, reason) = match read.and_then(|read| read.app) {
+            None => (None, "unknown client"),
+            Some(app) if app.disabled => (Some(app.id), "app disabled"),
+            Some(app) => (Some(app.id), "wrong or expired secret"),
+        };
+        self.audit.record(
+            AuditEvent::new(Event::AuthFailed)
+                .app(app_id)
+                .reason(reason)
+                .client(presented.client_id)
+                .source(source_ip),
+        );
         Err(AuthorityError::InvalidClient)
     }
 

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::audit::{AuditEvent, AuditTrail, Event};
 use super::{
     AuthorityError, Conflict, Rule, changes::ChangeHub, clock::SharedClock, records::Records,
 };
 use crate::{
-    domain::{AppId, Change, Enrollment, EnrollmentId, OwnerId, ScopeSet},
+    domain::{AppId, Change, Enrollment, EnrollmentId, OwnerId, ScopeSet, SubjectKind},
     store::{DynStore, EnrollmentFilter, StoreError},
 };
 
@@ -42,6 +43,7 @@ impl Created {
 
 pub struct Enrollments {
     store: DynStore,
+    audit: Arc<AuditTrail>,
     records: Arc<Records>,
     changes: Arc<ChangeHub>,
     clock: SharedClock,
@@ -96,9 +98,11 @@ impl Enrollments {
         records: Arc<Records>,
         changes: Arc<ChangeHub>,
         clock: SharedClock,
+        audit: Arc<AuditTrail>,
     ) -> Self {
         Self {
             store,
+            audit,
             records,
             changes,
             clock,
@@ -155,11 +159,11 @@ impl Enrollments {
         };
         match self.store.insert_enrollment(&enrollment).await {
             Ok(()) => {
-                tracing::info!(
-                    event = "enrollment.created",
-                    enrollment_id = %enrollment.id,
-                    app_id = %app_id,
-                    owner_id = %enrollment.owner_id
+                self.audit.record(
+                    AuditEvent::new(Event::EnrollmentCreated)
+                        .enrollment(enrollment.id)
+                        .app(app_id)
+                        .subject(SubjectKind::Owner, enrollment.owner_id.as_str()),
                 );
                 Ok(Created::New(enrollment))
             }
@@ -226,9 +230,9 @@ impl Enrollments {
             .await?
             .ok_or(AuthorityError::NotFound)?;
         let event = if disabled {
-            "enrollment.disabled"
+            Event::EnrollmentDisabled
         } else {
-            "enrollment.enabled"
+            Event::EnrollmentEnabled
         };
         self.changed(&enrollment, event).await;
         Ok(enrollment)
@@ -247,7 +251,7 @@ impl Enrollments {
             .update_enrollment_data(of, &data, self.clock.now())
             .await?
             .ok_or(AuthorityError::InvalidToken)?;
-        self.changed(&enrollment, "enrollment.updated").await;
+        self.changed(&enrollment, Event::EnrollmentUpdated).await;
         Ok(enrollment)
     }
 
@@ -256,16 +260,21 @@ impl Enrollments {
             return Err(AuthorityError::NotFound);
         }
         self.changes.announce(Change::Enrollment { id: id.0 }).await;
-        tracing::info!(event = "enrollment.deleted", enrollment_id = %id);
+        self.audit
+            .record(AuditEvent::new(Event::EnrollmentDeleted).enrollment(id));
         Ok(())
     }
 
-    async fn changed(&self, enrollment: &Enrollment, event: &'static str) {
+    async fn changed(&self, enrollment: &Enrollment, event: Event) {
         self.changes
             .announce(Change::Enrollment {
                 id: enrollment.id.0,
             })
             .await;
-        tracing::info!(event, enrollment_id = %enrollment.id);
+        self.audit.record(
+            AuditEvent::new(event)
+                .enrollment(enrollment.id)
+                .app(enrollment.app_id),
+        );
     }
 }

@@ -78,6 +78,14 @@ pub enum Rule {
     NotWith(&'static str),
     #[error("must be a createdAt value")]
     NotACursor,
+    #[error("must be the next_cursor of a previous page")]
+    NotAnAuditCursor,
+    #[error("must be an RFC 3339 timestamp such as 2030-01-31T00:00:00Z")]
+    NotRfc3339,
+    #[error("must be later than {0}")]
+    NotLaterThan(&'static str),
+    #[error("is not an audit event name (such as token.issued or auth.failed)")]
+    NotAnAuditEvent,
     #[error("one of id, owner_id or a bearer token is required")]
     NoEnrollmentNamed,
     #[error("HS256 uses the configured secret; change keys.hs256_secret to rotate it")]

@@ -6,6 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::audit::{AuditEvent, AuditTrail, Detail, Event};
 use super::{
     AuthorityError, Principal, Refusal, Rule,
     changes::ChangeHub,
@@ -55,6 +56,7 @@ pub struct GrantLimits {
 
 pub struct Grants {
     store: DynStore,
+    audit: Arc<AuditTrail>,
     records: Arc<Records>,
     revocations: Arc<RevocationList>,
     changes: Arc<ChangeHub>,
@@ -90,9 +92,11 @@ impl Grants {
         changes: Arc<ChangeHub>,
         clock: SharedClock,
         limits: GrantLimits,
+        audit: Arc<AuditTrail>,
     ) -> Self {
         Self {
             store,
+            audit,
             records,
             revocations,
             changes,
@@ -163,12 +167,17 @@ impl Grants {
         {
             return Err(Refusal::GrantCapReached.into());
         }
-        tracing::info!(
-            event = "grant.created",
-            grant_id = %id,
-            profile_kind = %grant.profile.kind,
-            profile = %grant.profile.id,
-            scope = %grant.scope
+        self.audit.record(
+            AuditEvent::new(Event::GrantCreated)
+                .grant(id)
+                .subject(grant.profile.kind, &grant.profile.id)
+                .app(origin.app_id())
+                .enrollment(origin.enrollment_id())
+                .secret(grant.secret_id)
+                .detail(Detail {
+                    scope: Some(grant.scope.to_string()),
+                    ..Detail::default()
+                }),
         );
         Ok(id)
     }
@@ -293,7 +302,11 @@ impl Grants {
             return Err(AuthorityError::NotFound);
         }
         self.changes.announce(Change::Grant { id: id.0 }).await;
-        tracing::info!(event = "grant.revoked", grant_id = %id);
+        self.audit
+            .record(AuditEvent::new(Event::GrantRevoked).grant(id).subject(
+                principal.profile.subject.kind,
+                &principal.profile.subject.id,
+            ));
         Ok(())
     }
 
@@ -307,7 +320,11 @@ impl Grants {
             .await?
         {
             self.changes.announce(Change::Grant { id: id.0 }).await;
-            tracing::info!(event = "grant.deleted", grant_id = %id);
+            self.audit
+                .record(AuditEvent::new(Event::GrantDeleted).grant(id).subject(
+                    principal.profile.subject.kind,
+                    &principal.profile.subject.id,
+                ));
             return Ok(());
         }
         self.owned(principal, id).await?;
@@ -364,7 +381,12 @@ impl Grants {
                 now,
             )
             .await?;
-        tracing::info!(event = "grant.api_token", grant_id = %grant.id, jti = %token.jti);
+        self.audit.record(
+            AuditEvent::new(Event::GrantApiToken)
+                .grant(grant.id)
+                .subject(grant.profile.kind, &grant.profile.id)
+                .jti(&token.jti),
+        );
         Ok(token)
     }
 
@@ -407,7 +429,12 @@ impl Grants {
             secret_id: None,
             cidr: subject.claims.cidr.clone(),
         })?;
-        tracing::info!(event = "grant.exchanged", grant_id = %grant.id, jti = %token.jti);
+        self.audit.record(
+            AuditEvent::new(Event::GrantExchanged)
+                .grant(grant.id)
+                .subject(grant.profile.kind, &grant.profile.id)
+                .jti(&token.jti),
+        );
         Ok(token)
     }
 

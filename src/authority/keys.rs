@@ -23,7 +23,11 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use super::{AuthorityError, Conflict, Rule, clock::SharedClock};
+use super::{
+    AuthorityError, Conflict, Rule,
+    audit::{AuditEvent, AuditTrail, Detail, Event},
+    clock::SharedClock,
+};
 use crate::{
     domain::{KeyState, SigningAlgorithm, SigningKeyRecord},
     store::{DynStore, KeyRotation},
@@ -360,6 +364,7 @@ pub struct KeyRing {
     clock: SharedClock,
     options: KeyRingOptions,
     loaded: RwLock<Arc<Loaded>>,
+    audit: Arc<AuditTrail>,
 }
 
 impl KeyRing {
@@ -372,6 +377,7 @@ impl KeyRing {
         master: MasterKey,
         clock: SharedClock,
         options: KeyRingOptions,
+        audit: Arc<AuditTrail>,
     ) -> Result<Self, AuthorityError> {
         let mut candidates = None;
         if options.algorithm != SigningAlgorithm::HS256 {
@@ -393,7 +399,12 @@ impl KeyRing {
         for candidate in candidates.iter().flatten() {
             // Only the candidates the decision kept are stored; another replica's won otherwise.
             if let Some(kept) = loaded.states.iter().find(|k| k.kid == candidate.kid) {
-                tracing::info!(event = "key.created", kid = %kept.kid, algorithm = %kept.algorithm, state = kept.state.as_str());
+                audit.record(AuditEvent::new(Event::KeyCreated).detail(Detail {
+                    kid: Some(kept.kid.clone()),
+                    algorithm: Some(kept.algorithm.as_str()),
+                    state: Some(kept.state.as_str()),
+                    ..Detail::default()
+                }));
             }
         }
         if options.algorithm != SigningAlgorithm::HS256
@@ -412,6 +423,7 @@ impl KeyRing {
             clock,
             options,
             loaded: RwLock::new(Arc::new(loaded)),
+            audit,
         })
     }
 
@@ -459,14 +471,23 @@ impl KeyRing {
                     .into_iter()
                     .find(|k| k.kid == current)
                     .ok_or_else(|| AuthorityError::internal("the new current key is not listed"))?;
-                tracing::info!(event = "key.rotated", kid = %info.kid, algorithm = %info.algorithm, next = %next.kid);
+                self.audit
+                    .record(AuditEvent::new(Event::KeyRotated).detail(Detail {
+                        kid: Some(info.kid.clone()),
+                        algorithm: Some(info.algorithm.as_str()),
+                        next: Some(next.kid.clone()),
+                        ..Detail::default()
+                    }));
                 Ok(info)
             }
             KeyRotation::TooEarly { retry_at } => {
-                tracing::info!(
-                    event = "key.rotation_refused",
-                    retry_at = %retry_at.to_rfc3339(),
-                    "the next signing key is younger than keys.next_key_lead_secs"
+                self.audit.record(
+                    AuditEvent::new(Event::KeyRotationRefused)
+                        .note("the next signing key is younger than keys.next_key_lead_secs")
+                        .detail(Detail {
+                            retry_at: Some(retry_at.to_rfc3339()),
+                            ..Detail::default()
+                        }),
                 );
                 Err(Conflict::NextKeyTooNew { retry_at }.into())
             }

@@ -3,6 +3,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use chrono::{Days, NaiveDate};
+
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -10,6 +12,7 @@ use super::{
     Authority, AuthorityError, Principal,
     app_secrets::{CreateSecret, CreatedSecret, RevokedSecret},
     apps::{CreateApplication, CreatedApplication, UpdateApplication},
+    audit::{self, AuditPage, AuditQuery},
     changes::FeedHealth,
     enrollments::{CreateEnrollment, Created},
     grants::{CreateGrant, ListGrants},
@@ -19,8 +22,8 @@ use super::{
 };
 use crate::{
     domain::{
-        AppId, AppSecret, Application, AuthGrant, Change, ChangeEvent, Enrollment, EnrollmentId,
-        GrantId, SecretId, SecretState,
+        AppId, AppSecret, Application, AuthGrant, Change, ChangeEvent, CredentialRef, Enrollment,
+        EnrollmentId, GrantId, SecretId, SecretState,
     },
     store::EnrollmentFilter,
     telemetry::metrics,
@@ -211,6 +214,88 @@ impl Authority {
     }
 }
 
+/// The audit trail and usage counts, as the operator reads them.
+impl Authority {
+    /// One page of audit events, newest first.
+    pub async fn audit_events(&self, query: &AuditQuery) -> Result<AuditPage, AuthorityError> {
+        let (filter, limit) = query.parse()?;
+        // One more than asked tells whether another page follows.
+        let mut events = self.store.audit_events(&filter, limit + 1).await?;
+        let more = events.len() > limit as usize;
+        events.truncate(limit as usize);
+        let next_cursor = more
+            .then(|| events.last().map(audit::cursor_after))
+            .flatten();
+        Ok(AuditPage {
+            events,
+            next_cursor,
+        })
+    }
+
+    /// Tokens issued with an app, one of its secrets, or a grant on each of the last `days`
+    /// UTC days (today included), oldest first; days without any are zero.
+    pub async fn usage(
+        &self,
+        of: CredentialRef,
+        days: Option<u32>,
+    ) -> Result<Vec<(NaiveDate, u64)>, AuthorityError> {
+        let days = days.unwrap_or(audit::USAGE_DEFAULT_DAYS);
+        if !(1..=audit::USAGE_MAX_DAYS).contains(&days) {
+            return Err(AuthorityError::invalid(
+                "days",
+                super::Rule::Range {
+                    min: 1,
+                    max: u64::from(audit::USAGE_MAX_DAYS),
+                    unit: "",
+                },
+            ));
+        }
+        match of {
+            CredentialRef::App(id) => {
+                self.apps.get(id).await?;
+            }
+            // Checked with its app by `secret_usage`.
+            CredentialRef::Secret(_) => {}
+            CredentialRef::Grant(id) => {
+                self.store
+                    .grant(id)
+                    .await?
+                    .ok_or(AuthorityError::NotFound)?;
+            }
+        }
+        let today = self.clock.now().date_naive();
+        let first = today
+            .checked_sub_days(Days::new(u64::from(days - 1)))
+            .ok_or_else(|| AuthorityError::internal("date out of range"))?;
+        let counted = self.store.daily_counts(of, first).await?;
+        Ok(first
+            .iter_days()
+            .take(days as usize)
+            .map(|day| {
+                let n = counted
+                    .iter()
+                    .find(|(d, _)| *d == day)
+                    .map_or(0, |(_, n)| *n);
+                (day, n)
+            })
+            .collect())
+    }
+
+    /// [`Self::usage`] of one secret of an app (`NotFound` unless the app holds it).
+    pub async fn secret_usage(
+        &self,
+        app_id: AppId,
+        secret_id: SecretId,
+        days: Option<u32>,
+    ) -> Result<Vec<(NaiveDate, u64)>, AuthorityError> {
+        let held = self.store.app_secrets(app_id).await?;
+        if !held.iter().any(|s| s.id == secret_id) {
+            return Err(AuthorityError::NotFound);
+        }
+        self.usage(CredentialRef::Secret(secret_id), days).await
+    }
+}
+
 /// What a running replica does besides answering requests.
 impl Authority {
     /// The store's feed of other replicas' changes, or `None` where there are none.
@@ -256,12 +341,34 @@ impl Authority {
         if let Err(e) = self.usage.flush(&self.store).await {
             tracing::warn!(error = %e, "could not record usage");
         }
+        if self.audit.purge_due() {
+            match self.purge_audit().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(purged = n, "audit events past retention purged"),
+                Err(e) => tracing::warn!(error = %e, "could not purge the audit trail"),
+            }
+        }
         self.catch_up().await;
     }
 
     /// Writes the `last_used_at` times gathered since the last flush.
     pub async fn flush_usage(&self) -> Result<usize, AuthorityError> {
         self.usage.flush(&self.store).await
+    }
+
+    /// Writes the audit events gathered since the last batch (tests, shutdown, the CLI).
+    pub async fn flush_audit(&self) -> Result<usize, AuthorityError> {
+        self.audit.flush(&self.store).await
+    }
+
+    /// Writes audit batches until `stop` (see [`audit::AuditTrail::run_flusher`]).
+    pub async fn run_audit_flusher(&self, stop: impl Future<Output = ()>) {
+        self.audit.run_flusher(&self.store, stop).await;
+    }
+
+    /// Deletes audit events past `audit.retention_days`; returns how many.
+    pub async fn purge_audit(&self) -> Result<u64, AuthorityError> {
+        self.audit.purge(&self.store).await
     }
 
     /// State-describing gauges for a metrics scrape.

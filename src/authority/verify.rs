@@ -173,9 +173,18 @@ mod properties {
             };
             let master = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
             Arc::new(
-                KeyRing::open(store, master, clock.clone(), options)
-                    .await
-                    .unwrap(),
+                KeyRing::open(
+                    store,
+                    master,
+                    clock.clone(),
+                    options,
+                    Arc::new(crate::authority::audit::AuditTrail::new(
+                        clock.clone(),
+                        None,
+                    )),
+                )
+                .await
+                .unwrap(),
             )
         });
         let next_kid = keys

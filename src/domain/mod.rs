@@ -2,6 +2,7 @@
 
 mod app_secret;
 mod application;
+mod audit;
 mod auth_grant;
 mod change;
 mod enrollment;
@@ -13,6 +14,7 @@ mod subject;
 
 pub use app_secret::{AppSecret, NewSecret, SecretId, SecretState};
 pub use application::{AppSettings, Application, NewApplication};
+pub use audit::{AuditRecord, CredentialRef, DailyCount};
 pub use auth_grant::{AuthGrant, GrantId, GrantStatus, Origin, Profile, parse_utc_timestamp};
 pub use change::{Change, ChangeEvent};
 pub use enrollment::{Enrollment, EnrollmentId, OwnerId};

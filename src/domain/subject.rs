@@ -18,6 +18,14 @@ impl SubjectKind {
             Self::Owner => "owner",
         }
     }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "app" => Some(Self::App),
+            "owner" => Some(Self::Owner),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for SubjectKind {

@@ -1,5 +1,5 @@
 //! The admin API (separate listener): manage applications, their secrets, enrollments and
-//! keys. Errors are RFC 9457 problems.
+//! keys; read the audit trail and usage counts. Errors are RFC 9457 problems.
 
 use std::time::Duration;
 
@@ -30,15 +30,16 @@ use super::{
 };
 use crate::{
     authority::{
-        AuthorityError, MintRequest,
+        AuthorityError, MintRequest, Rule,
         app_secrets::CreateSecret,
         apps::{CreateApplication, UpdateApplication},
+        audit::{AuditQuery, USAGE_MAX_DAYS},
         enrollments::{CreateEnrollment, Created, parse_owner},
         keys::KeyInfo,
     },
     domain::{
-        AppId, AppSecret, Application, Enrollment, EnrollmentId, ScopeSet, SecretId, SecretState,
-        Subject, SubjectKind,
+        AppId, AppSecret, Application, AuditRecord, CredentialRef, Enrollment, EnrollmentId,
+        GrantId, ScopeSet, SecretId, SecretState, Subject, SubjectKind,
     },
     store::EnrollmentFilter,
 };
@@ -75,6 +76,13 @@ pub fn router(state: AppState, admin_token: SecretString) -> Router {
             "/admin/v1/apps/{id}/secrets/{secret_id}",
             delete(revoke_secret),
         )
+        .route("/admin/v1/audit", get(list_audit))
+        .route("/admin/v1/apps/{id}/usage", get(app_usage))
+        .route(
+            "/admin/v1/apps/{id}/secrets/{secret_id}/usage",
+            get(secret_usage),
+        )
+        .route("/admin/v1/grants/{id}/usage", get(grant_usage))
         .route("/admin/v1/keys", get(list_keys))
         .route("/admin/v1/keys/rotate", post(rotate_keys))
         .route("/admin/v1/tokens", post(mint_token))
@@ -624,6 +632,186 @@ async fn revoke_secret(
 }
 
 /// A JSON body that may be left out: empty (or blank) means every field's default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListAuditQuery {
+    app_id: Option<String>,
+    secret_id: Option<String>,
+    grant_id: Option<String>,
+    subject: Option<String>,
+    event: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuditEventResponse {
+    id: String,
+    at: String,
+    event: String,
+    app_id: Option<AppId>,
+    secret_id: Option<SecretId>,
+    grant_id: Option<String>,
+    enrollment_id: Option<EnrollmentId>,
+    sub_kind: Option<SubjectKind>,
+    subject: Option<String>,
+    client_id: Option<String>,
+    jti: Option<String>,
+    source_ip: Option<String>,
+    reason: Option<String>,
+    detail: Value,
+}
+
+impl From<AuditRecord> for AuditEventResponse {
+    fn from(r: AuditRecord) -> Self {
+        Self {
+            id: r.id.to_string(),
+            at: rfc3339(r.at),
+            event: r.event,
+            app_id: r.app_id,
+            secret_id: r.secret_id,
+            grant_id: r.grant_id.map(|id| id.to_string()),
+            enrollment_id: r.enrollment_id,
+            sub_kind: r.subject_kind,
+            subject: r.subject,
+            client_id: r.client_id,
+            jti: r.jti,
+            source_ip: r.source_ip,
+            reason: r.reason,
+            detail: r.detail,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuditPageResponse {
+    events: Vec<AuditEventResponse>,
+    /// Pass as `cursor` for the next (older) page; `null` on the last one.
+    next_cursor: Option<String>,
+}
+
+async fn list_audit(
+    State(state): State<AppState>,
+    query: Result<Query<ListAuditQuery>, QueryRejection>,
+) -> Result<Json<AuditPageResponse>, Problem> {
+    let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let page = state
+        .authority
+        .audit_events(&AuditQuery {
+            app_id: q.app_id,
+            secret_id: q.secret_id,
+            grant_id: q.grant_id,
+            subject: q.subject,
+            event: q.event,
+            since: q.since,
+            until: q.until,
+            limit: q.limit,
+            cursor: q.cursor,
+        })
+        .await?;
+    Ok(Json(AuditPageResponse {
+        events: page
+            .events
+            .into_iter()
+            .map(AuditEventResponse::from)
+            .collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    days: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DayCountResponse {
+    day: String,
+    issued: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UsageResponse {
+    kind: &'static str,
+    id: String,
+    /// One entry per UTC day, oldest first, today last.
+    days: Vec<DayCountResponse>,
+}
+
+impl UsageQuery {
+    fn days(query: Result<Query<Self>, QueryRejection>) -> Result<Option<u32>, Problem> {
+        let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+        query
+            .days
+            .map(|raw| {
+                raw.parse::<u32>().map_err(|_| {
+                    Problem::from(AuthorityError::invalid(
+                        "days",
+                        Rule::Range {
+                            min: 1,
+                            max: u64::from(USAGE_MAX_DAYS),
+                            unit: "",
+                        },
+                    ))
+                })
+            })
+            .transpose()
+    }
+}
+
+fn usage_response(of: CredentialRef, days: Vec<(chrono::NaiveDate, u64)>) -> UsageResponse {
+    UsageResponse {
+        kind: of.kind(),
+        id: of.id().to_string(),
+        days: days
+            .into_iter()
+            .map(|(day, issued)| DayCountResponse {
+                day: day.to_string(),
+                issued,
+            })
+            .collect(),
+    }
+}
+
+async fn app_usage(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<UsageQuery>, QueryRejection>,
+) -> Result<Json<UsageResponse>, Problem> {
+    let of = CredentialRef::App(parse_id(&id)?);
+    let days = state.authority.usage(of, UsageQuery::days(query)?).await?;
+    Ok(Json(usage_response(of, days)))
+}
+
+async fn secret_usage(
+    State(state): State<AppState>,
+    Path((id, secret_id)): Path<(String, String)>,
+    query: Result<Query<UsageQuery>, QueryRejection>,
+) -> Result<Json<UsageResponse>, Problem> {
+    let app_id = parse_id(&id)?;
+    let secret_id =
+        SecretId::parse(&secret_id).map_err(|_| Problem::from(AuthorityError::NotFound))?;
+    let days = state
+        .authority
+        .secret_usage(app_id, secret_id, UsageQuery::days(query)?)
+        .await?;
+    Ok(Json(usage_response(CredentialRef::Secret(secret_id), days)))
+}
+
+async fn grant_usage(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<UsageQuery>, QueryRejection>,
+) -> Result<Json<UsageResponse>, Problem> {
+    let id = GrantId::parse(&id).map_err(|_| Problem::from(AuthorityError::NotFound))?;
+    let of = CredentialRef::Grant(id);
+    let days = state.authority.usage(of, UsageQuery::days(query)?).await?;
+    Ok(Json(usage_response(of, days)))
+}
+
 fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Problem> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());

@@ -9,14 +9,15 @@ mod sqlite;
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use uuid::Uuid;
 
 use tokio::sync::mpsc;
 
 use crate::domain::{
-    AppId, AppSecret, AppSettings, Application, AuthGrant, Change, ChangeEvent, ClientId,
-    Enrollment, EnrollmentId, GrantId, GrantStatus, NewApplication, NewSecret, OwnerId, Profile,
-    SecretId, SigningKeyRecord,
+    AppId, AppSecret, AppSettings, Application, AuditRecord, AuthGrant, Change, ChangeEvent,
+    ClientId, CredentialRef, DailyCount, Enrollment, EnrollmentId, GrantId, GrantStatus,
+    NewApplication, NewSecret, OwnerId, Profile, SecretId, SigningKeyRecord,
 };
 
 pub type DynStore = Arc<dyn Store>;
@@ -188,6 +189,29 @@ pub trait Store: Send + Sync + 'static {
     /// its count, in one transaction.
     async fn record_usage(&self, usage: &[Usage]) -> Result<(), StoreError>;
 
+    /// Writes a batch of audit events (one multi-row insert per few hundred) and adds the
+    /// daily counts to what is kept, in one transaction.
+    async fn record_audit(
+        &self,
+        events: &[AuditRecord],
+        counts: &[DailyCount],
+    ) -> Result<(), StoreError>;
+    /// The events every given filter matches, newest first, at most `limit`.
+    async fn audit_events(
+        &self,
+        filter: &AuditFilter,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Forgets events from before `before` and daily counts of days before its date;
+    /// returns how many events went.
+    async fn purge_audit(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// The credential's days with issued tokens, from `since` on, oldest first.
+    async fn daily_counts(
+        &self,
+        of: CredentialRef,
+        since: NaiveDate,
+    ) -> Result<Vec<(NaiveDate, u64)>, StoreError>;
+
     /// Tells every replica (including this one) about a change; a no-op for a store that
     /// only one process uses.
     async fn publish(&self, change: &Change) -> Result<(), StoreError>;
@@ -276,6 +300,22 @@ pub struct PoolStats {
 pub struct EnrollmentFilter {
     pub app_id: Option<AppId>,
     pub owner_id: Option<OwnerId>,
+}
+
+/// Which audit events to list: each given field must match.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub app_id: Option<AppId>,
+    pub secret_id: Option<SecretId>,
+    pub grant_id: Option<GrantId>,
+    pub subject: Option<String>,
+    pub event: Option<String>,
+    /// At or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Strictly before.
+    pub until: Option<DateTime<Utc>>,
+    /// Keyset pagination: only events strictly older than this (time, id) position.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
 }
 
 /// A moment something was used, for `last_used_at`.

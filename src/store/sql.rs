@@ -3,7 +3,7 @@
 //! trait bounds below are the list of column types the schema uses.
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{
@@ -17,13 +17,14 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{
-    ChangeBus, EnrollmentFilter, GrantFilter, Guarded, KeyRotation, Match, PoolStats, SecretAdded,
-    SecretTokens, Store, StoreError, Usage, UsageOf,
+    AuditFilter, ChangeBus, EnrollmentFilter, GrantFilter, Guarded, KeyRotation, Match, PoolStats,
+    SecretAdded, SecretTokens, Store, StoreError, Usage, UsageOf,
 };
 use crate::domain::{
-    AppId, AppSecret, AppSettings, Application, AuthGrant, Change, ChangeEvent, CidrList, ClientId,
-    Enrollment, EnrollmentId, GrantId, GrantStatus, KeyState, NewApplication, NewSecret, Origin,
-    OwnerId, Profile, ScopeSet, SecretId, SigningKeyRecord, Subject, SubjectKind,
+    AppId, AppSecret, AppSettings, Application, AuditRecord, AuthGrant, Change, ChangeEvent,
+    CidrList, ClientId, CredentialRef, DailyCount, Enrollment, EnrollmentId, GrantId, GrantStatus,
+    KeyState, NewApplication, NewSecret, Origin, OwnerId, Profile, ScopeSet, SecretId,
+    SigningKeyRecord, Subject, SubjectKind,
 };
 
 /// A point in time as the store keeps it. Each backend encodes it in its own way
@@ -285,6 +286,59 @@ fn push_match<T>(
     conditions.push(format!("{column} IN ({})", placeholders.join(", ")));
 }
 
+const AUDIT_COLUMNS: &str = "id, at, event, app_id, secret_id, grant_id, enrollment_id, \
+     subject_kind, subject, client_id, jti, source_ip, reason, detail";
+
+/// Rows per multi-row insert: 14 parameters each stays far below SQLite's limit (32766).
+const AUDIT_ROWS_PER_INSERT: usize = 500;
+
+/// Rows per purge statement, so a purge never holds one long transaction.
+const PURGE_CHUNK: usize = 10_000;
+
+#[derive(FromRow)]
+struct AuditRow {
+    id: Uuid,
+    at: Timestamp,
+    event: String,
+    app_id: Option<Uuid>,
+    secret_id: Option<Uuid>,
+    grant_id: Option<Uuid>,
+    enrollment_id: Option<Uuid>,
+    subject_kind: Option<String>,
+    subject: Option<String>,
+    client_id: Option<String>,
+    jti: Option<String>,
+    source_ip: Option<String>,
+    reason: Option<String>,
+    detail: Json<Value>,
+}
+
+impl TryFrom<AuditRow> for AuditRecord {
+    type Error = StoreError;
+
+    fn try_from(row: AuditRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: row.id,
+            at: row.at.0,
+            event: row.event,
+            app_id: row.app_id.map(AppId),
+            secret_id: row.secret_id.map(SecretId),
+            grant_id: row.grant_id.map(GrantId),
+            enrollment_id: row.enrollment_id.map(EnrollmentId),
+            subject_kind: row
+                .subject_kind
+                .map(|k| SubjectKind::parse(&k).ok_or_else(|| corrupt("unknown subject kind")))
+                .transpose()?,
+            subject: row.subject,
+            client_id: row.client_id,
+            jti: row.jti,
+            source_ip: row.source_ip,
+            reason: row.reason,
+            detail: row.detail.0,
+        })
+    }
+}
+
 #[derive(FromRow)]
 struct KeyRow {
     kid: String,
@@ -366,6 +420,9 @@ where
     EnrollmentRow: for<'r> FromRow<'r, DB::Row>,
     GrantRow: for<'r> FromRow<'r, DB::Row>,
     SecretRow: for<'r> FromRow<'r, DB::Row>,
+    AuditRow: for<'r> FromRow<'r, DB::Row>,
+    (NaiveDate, i64): for<'r> FromRow<'r, DB::Row>,
+    NaiveDate: for<'q> Encode<'q, DB> + Type<DB>,
     Option<i64>: for<'q> Encode<'q, DB> + Type<DB>,
     Json<Value>: for<'q> Encode<'q, DB> + Type<DB>,
     Uuid: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
@@ -1179,6 +1236,182 @@ where
             .map_err(map_err)?;
         }
         tx.commit().await.map_err(map_err)
+    }
+
+    async fn record_audit(
+        &self,
+        events: &[AuditRecord],
+        counts: &[DailyCount],
+    ) -> Result<(), StoreError> {
+        if events.is_empty() && counts.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        for chunk in events.chunks(AUDIT_ROWS_PER_INSERT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|row| {
+                    let params: Vec<String> =
+                        (1..=14).map(|col| format!("${}", row * 14 + col)).collect();
+                    format!("({})", params.join(", "))
+                })
+                .collect();
+            let mut query = sqlx::query::<DB>(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES {}",
+                rows.join(", ")
+            )));
+            for e in chunk {
+                query = query
+                    .bind(e.id)
+                    .bind(Timestamp(e.at))
+                    .bind(e.event.clone())
+                    .bind(e.app_id.map(|id| id.0))
+                    .bind(e.secret_id.map(|id| id.0))
+                    .bind(e.grant_id.map(|id| id.0))
+                    .bind(e.enrollment_id.map(|id| id.0))
+                    .bind(e.subject_kind.map(|k| k.as_str().to_owned()))
+                    .bind(e.subject.clone())
+                    .bind(e.client_id.clone())
+                    .bind(e.jti.clone())
+                    .bind(e.source_ip.clone())
+                    .bind(e.reason.clone())
+                    .bind(Json(e.detail.clone()));
+            }
+            query.execute(&mut *tx).await.map_err(map_err)?;
+        }
+        // Each (credential, day) appears once per batch (the caller adds them up), as one
+        // statement may not update a row twice.
+        for chunk in counts.chunks(AUDIT_ROWS_PER_INSERT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|row| {
+                    let n = row * 4;
+                    format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4)
+                })
+                .collect();
+            let mut query = sqlx::query::<DB>(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO credential_usage (kind, credential_id, day, issued) VALUES {} \
+                 ON CONFLICT (kind, credential_id, day) \
+                 DO UPDATE SET issued = credential_usage.issued + excluded.issued",
+                rows.join(", ")
+            )));
+            for c in chunk {
+                query = query
+                    .bind(c.of.kind().to_owned())
+                    .bind(c.of.id())
+                    .bind(c.day)
+                    .bind(stored_count(c.issued));
+            }
+            query.execute(&mut *tx).await.map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn audit_events(
+        &self,
+        filter: &AuditFilter,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut params = Vec::new();
+        let mut conditions = vec!["1 = 1".to_owned()];
+        let mut equal = |column: &str, param: Param, params: &mut Vec<Param>| {
+            params.push(param);
+            conditions.push(format!("{column} = ${}", params.len()));
+        };
+        if let Some(id) = filter.app_id {
+            equal("app_id", Param::Uuid(id.0), &mut params);
+        }
+        if let Some(id) = filter.secret_id {
+            equal("secret_id", Param::Uuid(id.0), &mut params);
+        }
+        if let Some(id) = filter.grant_id {
+            equal("grant_id", Param::Uuid(id.0), &mut params);
+        }
+        if let Some(subject) = &filter.subject {
+            equal("subject", Param::Text(subject.clone()), &mut params);
+        }
+        if let Some(event) = &filter.event {
+            equal("event", Param::Text(event.clone()), &mut params);
+        }
+        if let Some(since) = filter.since {
+            params.push(Param::Time(Timestamp(since)));
+            conditions.push(format!("at >= ${}", params.len()));
+        }
+        if let Some(until) = filter.until {
+            params.push(Param::Time(Timestamp(until)));
+            conditions.push(format!("at < ${}", params.len()));
+        }
+        if let Some((at, id)) = filter.after {
+            params.push(Param::Time(Timestamp(at)));
+            let at = params.len();
+            params.push(Param::Uuid(id));
+            conditions.push(format!(
+                "(at < ${at} OR (at = ${at} AND id < ${}))",
+                params.len()
+            ));
+        }
+        let mut query = sqlx::query_as::<DB, AuditRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE {} \
+             ORDER BY at DESC, id DESC LIMIT {limit}",
+            conditions.join(" AND ")
+        )));
+        for param in params {
+            query = match param {
+                Param::Uuid(v) => query.bind(v),
+                Param::Text(v) => query.bind(v),
+                Param::Time(v) => query.bind(v),
+            };
+        }
+        query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?
+            .into_iter()
+            .map(TryInto::try_into)
+            .collect()
+    }
+
+    async fn purge_audit(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut purged = 0u64;
+        loop {
+            let gone = sqlx::query_scalar::<DB, Uuid>(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM audit_events WHERE id IN \
+                 (SELECT id FROM audit_events WHERE at < $1 LIMIT {PURGE_CHUNK}) RETURNING id"
+            )))
+            .bind(Timestamp(before))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?
+            .len();
+            purged += gone as u64;
+            if gone < PURGE_CHUNK {
+                break;
+            }
+        }
+        sqlx::query::<DB>("DELETE FROM credential_usage WHERE day < $1")
+            .bind(before.date_naive())
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(purged)
+    }
+
+    async fn daily_counts(
+        &self,
+        of: CredentialRef,
+        since: NaiveDate,
+    ) -> Result<Vec<(NaiveDate, u64)>, StoreError> {
+        let rows = sqlx::query_as::<DB, (NaiveDate, i64)>(
+            "SELECT day, issued FROM credential_usage \
+             WHERE kind = $1 AND credential_id = $2 AND day >= $3 ORDER BY day",
+        )
+        .bind(of.kind().to_owned())
+        .bind(of.id())
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.into_iter()
+            .map(|(day, n)| Ok((day, u64::try_from(n).map_err(corrupt)?)))
+            .collect()
     }
 
     async fn publish(&self, change: &Change) -> Result<(), StoreError> {

@@ -100,6 +100,10 @@ fn describe() {
         "portcullis_accept_errors_total",
         "Failures to accept a connection (out of file descriptors, most likely)"
     );
+    describe_counter!(
+        "portcullis_audit_dropped_total",
+        "Audit events logged but not kept for the store because its buffer was full"
+    );
     describe_gauge!(
         "portcullis_db_pool_connections",
         "Database pool connections, by state (idle, in_use) and the configured max"
@@ -186,6 +190,11 @@ pub fn auth_failed(kind: &'static str) {
 
 pub fn rate_limited(limit: Limit) {
     counter!("portcullis_rate_limited_total", "limit" => limit.as_str()).increment(1);
+}
+
+/// Audit events the buffer had no room for.
+pub fn audit_dropped(n: u64) {
+    counter!("portcullis_audit_dropped_total").increment(n);
 }
 
 /// The change feed listens (again).

@@ -358,3 +358,70 @@ async fn app_secrets_are_created_listed_and_revoked_from_the_cli() {
     let listed = app.authority.app_secrets(app_id).await.unwrap();
     assert_eq!(listed.len(), 1);
 }
+
+#[tokio::test]
+async fn audit_list_and_apps_usage_read_what_the_server_and_the_cli_did() {
+    let app = TestApp::spawn().await;
+    let db = app.database();
+    let client = app.default_app().await;
+    let issued = app
+        .oauth_basic(&client, "grant_type=client_credentials")
+        .await;
+    assert_eq!(issued.status(), 200);
+    app.authority.flush_audit().await.unwrap();
+    // A command's own events are written before it exits.
+    let rotate = portcullis(&db, &["apps", "rotate-secret", &client.id], &[]).await;
+    assert!(rotate.success, "{}", rotate.stderr);
+
+    let run = portcullis(
+        &db,
+        &["audit", "list", "--app-id", &client.id, "--output", "json"],
+        &[],
+    )
+    .await;
+    assert!(run.success, "{}", run.stderr);
+    assert_eq!(run.stderr, "");
+    let page: Value = serde_json::from_str(only_line(&run)).unwrap();
+    let names: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["app.secret_rotated", "token.issued", "app.created"]);
+    assert_eq!(page["next_cursor"], Value::Null);
+
+    let run = portcullis(
+        &db,
+        &["audit", "list", "--event", "token.issued", "--limit", "1"],
+        &[],
+    )
+    .await;
+    assert!(run.success, "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", run.stdout);
+    assert!(lines[0].contains("token.issued"), "{}", run.stdout);
+    assert!(lines[0].contains(&format!("client={}", client.client_id)));
+
+    let bad = portcullis(&db, &["audit", "list", "--since", "yesterday"], &[]).await;
+    assert!(!bad.success);
+    assert!(bad.stderr.contains("--since"), "{}", bad.stderr);
+
+    let run = portcullis(
+        &db,
+        &[
+            "apps", "usage", &client.id, "--days", "2", "--output", "json",
+        ],
+        &[],
+    )
+    .await;
+    assert!(run.success, "{}", run.stderr);
+    let usage: Value = serde_json::from_str(only_line(&run)).unwrap();
+    let counts: Vec<u64> = usage["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["issued"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, [0, 1]);
+}

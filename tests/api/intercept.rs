@@ -14,16 +14,16 @@ use std::{
 };
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use portcullis::{
     domain::{
-        AppId, AppSecret, AppSettings, Application, AuthGrant, Change, ChangeEvent, ClientId,
-        Enrollment, EnrollmentId, GrantId, NewApplication, NewSecret, OwnerId, Profile, SecretId,
-        SigningKeyRecord,
+        AppId, AppSecret, AppSettings, Application, AuditRecord, AuthGrant, Change, ChangeEvent,
+        ClientId, CredentialRef, DailyCount, Enrollment, EnrollmentId, GrantId, NewApplication,
+        NewSecret, OwnerId, Profile, SecretId, SigningKeyRecord,
     },
     store::{
-        DynStore, EnrollmentFilter, GrantFilter, Guarded, KeyRotation, PoolStats, SecretAdded,
-        SecretTokens, Store, StoreError, Usage,
+        AuditFilter, DynStore, EnrollmentFilter, GrantFilter, Guarded, KeyRotation, PoolStats,
+        SecretAdded, SecretTokens, Store, StoreError, Usage,
     },
 };
 use serde_json::Value;
@@ -450,6 +450,34 @@ impl Store for InterceptStore {
     }
     async fn record_usage(&self, usage: &[Usage]) -> Result<(), StoreError> {
         self.around("record_usage", self.inner.record_usage(usage))
+            .await
+    }
+    async fn record_audit(
+        &self,
+        events: &[AuditRecord],
+        counts: &[DailyCount],
+    ) -> Result<(), StoreError> {
+        self.around("record_audit", self.inner.record_audit(events, counts))
+            .await
+    }
+    async fn audit_events(
+        &self,
+        filter: &AuditFilter,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.around("audit_events", self.inner.audit_events(filter, limit))
+            .await
+    }
+    async fn purge_audit(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.around("purge_audit", self.inner.purge_audit(before))
+            .await
+    }
+    async fn daily_counts(
+        &self,
+        of: CredentialRef,
+        since: NaiveDate,
+    ) -> Result<Vec<(NaiveDate, u64)>, StoreError> {
+        self.around("daily_counts", self.inner.daily_counts(of, since))
             .await
     }
     async fn publish(&self, change: &Change) -> Result<(), StoreError> {
