@@ -345,7 +345,7 @@ impl Blueprint {
             .context("subscribing to changes from other replicas")?;
         let issuer = settings.issuer();
 
-        let state = AppState {
+        let state = AppState::new(http::Shared {
             authority: authority.clone(),
             trusted_proxies: Arc::new(TrustedProxies(
                 settings.server.trusted_proxies.clone().into(),
@@ -353,7 +353,7 @@ impl Blueprint {
             lifecycle: self.lifecycle.clone(),
             metadata: Arc::new(http::wellknown_metadata(&issuer)),
             secret_grace: Duration::from_secs(settings.credentials.secret_grace_secs),
-        };
+        });
         let timeout = settings.request_timeout();
         let admin = settings
             .admin

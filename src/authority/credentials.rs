@@ -156,7 +156,8 @@ struct Limiters {
 /// admin client, do not share one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Payer {
-    App(String),
+    /// By id, not client_id: a key that costs no allocation on the warm path.
+    App(AppId),
     Grant(String),
 }
 
@@ -318,7 +319,7 @@ impl ClientAuthenticator {
             None => self.verify(presented).await?.value,
             Some(entries) => self.verify_cached(entries, presented).await?,
         };
-        self.check_payer(&Payer::App(client.client_id.to_string()))?;
+        self.check_payer(&Payer::App(client.app_id))?;
         let now = self.clock.now();
         if client.counted {
             if !self.store.spend_secret_use(client.secret_id, now).await? {

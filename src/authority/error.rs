@@ -215,6 +215,8 @@ impl From<StoreError> for AuthorityError {
             StoreError::Conflict(_) => Self::Conflict(Conflict::Duplicate),
             StoreError::Orphan => Self::Conflict(Conflict::ParentGone),
             StoreError::Unrepresentable => Self::invalid("input", Rule::Nul),
+            // The caller's token came from it, so the token is what is refused.
+            StoreError::OriginRevoked => Self::InvalidToken,
             StoreError::Unavailable(source) => {
                 tracing::warn!(error = %source, "store unavailable");
                 Self::Unavailable

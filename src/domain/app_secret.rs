@@ -13,8 +13,10 @@ use super::{AppId, InvalidId};
 pub struct SecretId(pub Uuid);
 
 impl SecretId {
+    /// Random (v4), not time-ordered: tokens carry the id, and a v7 id would tell every
+    /// resource server when the secret was made.
     pub fn generate() -> Self {
-        Self(Uuid::now_v7())
+        Self(Uuid::new_v4())
     }
 
     pub fn parse(raw: &str) -> Result<Self, InvalidId> {

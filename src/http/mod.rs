@@ -57,8 +57,26 @@ pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 use edge::{EdgeLayer, REQUEST_ID};
 pub use edge::{HEADER_VALUE_LIMIT_BYTES, HEADERS_LIMIT_BYTES};
 
+/// What every handler can reach: one `Arc`, so the per-request copy each extractor takes
+/// is one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub authority: Arc<Authority>,
     pub trusted_proxies: Arc<TrustedProxies>,
     pub lifecycle: Arc<Lifecycle>,

@@ -360,6 +360,9 @@ pub enum StoreError {
     Orphan,
     #[error("the input holds characters the store cannot keep")]
     Unrepresentable,
+    /// The credential the record would come from was revoked with everything it made.
+    #[error("the credential it comes from was revoked")]
+    OriginRevoked,
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
     #[error("database error")]

@@ -899,6 +899,29 @@ where
         let app_id = g.origin.app_id().map(|a| a.0);
         let cap = i64::from(max_active);
         let mut tx = self.pool.begin().await.map_err(map_err)?;
+        if let Some(secret) = g.secret_id {
+            // A grant made by a token of a secret that is being revoked with its tokens must
+            // not outlive the revocation, whose marker expires: touching the secret's row
+            // waits for a revocation holding it (PostgreSQL's row lock; SQLite has one
+            // writer), and once one has committed its marker is there to see. A secret
+            // revoked without its tokens leaves no marker, and its tokens keep working.
+            sqlx::query::<DB>("UPDATE app_secrets SET use_count = use_count WHERE id = $1")
+                .bind(secret.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            let revoked =
+                sqlx::query_scalar::<DB, i64>("SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1")
+                    .bind(crate::authority::revocations::secret_marker(
+                        &secret.to_string(),
+                    ))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+            if revoked > 0 {
+                return Err(StoreError::OriginRevoked);
+            }
+        }
         // The profile's counter is an upper bound of its active grants (revocation and
         // expiry do not lower it), so checking the cap costs one row, not a count of the
         // profile's grants. Writing the row also makes concurrent creations for one profile

@@ -88,6 +88,10 @@ impl BatchWriter {
 
     fn append(&self, line: &[u8]) {
         let mut pending = self.shared.lock();
+        if pending.closed {
+            // The writer is gone (the process is exiting): nothing would write the line.
+            return;
+        }
         while pending.lines.len() >= MAX_PENDING && !pending.closed {
             pending = self
                 .shared
@@ -162,9 +166,7 @@ fn write_batches<W: Write>(shared: &Shared, mut sink: W) {
         if was_full {
             shared.room.notify_all();
         }
-        // A failing log destination cannot be reported anywhere else; the lines are lost
-        // and logging goes on (as it would writing to stderr directly).
-        let _ = sink.write_all(&batch).and_then(|()| sink.flush());
+        write_batch(&mut sink, &batch);
         batch.clear();
         // Memory for a burst is not kept forever.
         batch.shrink_to(FULL_BATCH);
@@ -174,13 +176,51 @@ fn write_batches<W: Write>(shared: &Shared, mut sink: W) {
     }
 }
 
+/// Writes a batch, waiting out a destination that is briefly full. A failing destination
+/// cannot be reported anywhere else: the rest of the batch is lost and logging goes on (as
+/// it would writing to stderr directly), but a line cut short is ended, so the next batch's
+/// first line is not glued to it.
+fn write_batch<W: Write>(sink: &mut W, batch: &[u8]) {
+    let mut written = 0;
+    let mut waits = 0;
+    while written < batch.len() {
+        match sink.write(&batch[written..]) {
+            Ok(0) => break,
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && waits < MAX_WAITS => {
+                waits += 1;
+                thread::sleep(Duration::from_millis(1));
+            }
+            Err(_) => break,
+        }
+    }
+    if written > 0 && written < batch.len() && batch[written - 1] != b'\n' {
+        let _ = sink.write_all(b"\n");
+    }
+    let _ = sink.flush();
+}
+
+/// How many 1 ms waits a non-blocking destination gets per batch before the batch is given up.
+const MAX_WAITS: u32 = 1000;
+
+/// How long exiting waits for the last lines to be written: a log collector that stopped
+/// reading must not keep the process from exiting.
+const FINAL_FLUSH: Duration = Duration::from_secs(2);
+
 impl Drop for FlushGuard {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
         self.shared.batch.notify_one();
         self.shared.room.notify_all();
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            let deadline = std::time::Instant::now() + FINAL_FLUSH;
+            while !thread.is_finished() && std::time::Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -294,6 +334,76 @@ mod tests {
             thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(sink.bytes.lock().unwrap().as_slice(), b"one line\n");
+    }
+
+    /// Takes `budget` bytes, then fails once (a full disk, a collector restarting), then
+    /// takes everything again.
+    struct Hiccup {
+        bytes: Arc<Mutex<Vec<u8>>>,
+        budget: Option<usize>,
+    }
+
+    impl Write for Hiccup {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = match self.budget {
+                Some(0) => {
+                    self.budget = None;
+                    return Err(io::Error::other("no space left"));
+                }
+                Some(budget) => {
+                    let n = buf.len().min(budget);
+                    self.budget = Some(budget - n);
+                    n
+                }
+                None => buf.len(),
+            };
+            self.bytes
+                .lock()
+                .map_err(|_| io::Error::other("poisoned"))?
+                .extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_batch_cut_short_ends_its_last_line_so_the_next_batch_starts_clean() {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let mut sink = Hiccup {
+            bytes: bytes.clone(),
+            budget: Some(12),
+        };
+        write_batch(&mut sink, b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n");
+        write_batch(&mut sink, b"{\"d\":4}\n");
+        let text = String::from_utf8(bytes.lock().unwrap().clone()).unwrap();
+        assert_eq!(text, "{\"a\":1}\n{\"b\"\n{\"d\":4}\n");
+    }
+
+    #[test]
+    fn exiting_does_not_wait_for_a_destination_that_stopped_reading() {
+        let sink = Recorder {
+            delay: Duration::from_secs(30),
+            ..Recorder::default()
+        };
+        let (writer, guard) = BatchWriter::spawn(sink).unwrap();
+        (&writer).write_all(b"stuck\n").unwrap();
+        // Let the writer take the batch and block in the sink.
+        thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        drop(guard);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        (&writer).write_all(b"after exit\n").unwrap();
+        assert!(
+            writer.shared.lock().lines.is_empty(),
+            "nothing is kept after exit"
+        );
     }
 
     #[test]

@@ -13,7 +13,10 @@ use reqwest::{Method, Response};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, Spawn, TestApp, TestClient, TestDatabase, postgres_url};
+use crate::{
+    helpers::{ADMIN_TOKEN, Spawn, TestApp, TestClient, TestDatabase, postgres_url},
+    intercept::When,
+};
 
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -319,6 +322,57 @@ async fn revoking_a_secret_with_its_tokens_refuses_everything_it_minted() {
     );
     assert_eq!(status(&app, &doomed).await, 401, "the secret itself");
     assert_eq!(status(&app, &kept).await, 200);
+}
+
+#[tokio::test]
+async fn a_grant_made_while_its_secret_is_revoked_with_its_tokens_is_never_written() {
+    let (app, hooks) = TestApp::spawn_intercepted(Spawn::default()).await;
+    let kept = app
+        .create_app(json!({ "name": "race", "allowed_scopes": GRANT_SCOPES }))
+        .await;
+    let (_, doomed) = add_secret(&app, &kept, json!({ "description": "leaked" })).await;
+    let doomed_id = id_of(&app, &doomed).await;
+    let app_token = token(&app, &doomed).await;
+    // The token was judged while its secret stood; the write waits at the store's door
+    // while the secret is revoked with everything it made.
+    let mut paused = hooks.pause("insert_grant", When::Before);
+    let creating = tokio::spawn({
+        let http = app.http.clone();
+        let url = format!("{}/auth-grant/create", app.base);
+        let token = app_token.clone();
+        async move {
+            let response = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({ "name": "late", "scope": "orders:read" }))
+                .send()
+                .await
+                .unwrap();
+            response.status().as_u16()
+        }
+    });
+    paused.reached().await;
+    assert_eq!(revoke(&app, &kept, &doomed_id, true).await.status(), 200);
+    paused.release();
+    // Written, the grant would stand again once the revocation's marker expires.
+    assert_eq!(
+        creating.await.unwrap(),
+        401,
+        "the token's secret was revoked"
+    );
+    let kept_token = token(&app, &kept).await;
+    let listed: Value = bearer(
+        &app,
+        Method::POST,
+        "/profile/auth-grants",
+        &kept_token,
+        json!({}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(listed, json!([]), "no grant outlived its secret: {listed}");
 }
 
 #[tokio::test]
