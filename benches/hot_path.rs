@@ -152,6 +152,8 @@ fn bench_mint_and_verify(c: &mut Criterion) {
         parent_jti: None,
         // What a client_credentials token carries now: the secret that minted it.
         secret_id: Some("01900000-0000-7000-8000-000000000000".to_owned()),
+        // An app without token binding: no `cidr` claim.
+        cidr: Default::default(),
     };
 
     let mut mint = c.benchmark_group("mint");

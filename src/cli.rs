@@ -217,7 +217,7 @@ enum AppsCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// Change name, scopes or sandbox flag.
+    /// Change name, scopes, sandbox flag or network binding.
     Update {
         id: String,
         #[arg(long)]
@@ -230,6 +230,19 @@ enum AppsCommand {
         default_scopes: Option<String>,
         #[arg(long)]
         sandbox: Option<bool>,
+        /// Replaces the networks the app's credentials may be presented from (repeatable;
+        /// a CIDR block such as 10.0.0.0/8, or one address).
+        #[arg(long = "allowed-cidr", value_name = "CIDR")]
+        allowed_cidrs: Vec<String>,
+        /// Lets the app's credentials be presented from anywhere again.
+        #[arg(long, conflicts_with = "allowed_cidrs")]
+        clear_allowed_cidrs: bool,
+        /// Replaces the networks new tokens of the app may be used from (repeatable).
+        #[arg(long = "token-bound-cidr", value_name = "CIDR")]
+        token_bound_cidrs: Vec<String>,
+        /// New tokens of the app are bound to no network again.
+        #[arg(long, conflicts_with = "token_bound_cidrs")]
+        clear_token_bound_cidrs: bool,
     },
     /// Refuse the application's credentials from now on.
     Disable { id: String },
@@ -280,6 +293,10 @@ enum SecretsCommand {
         /// It verifies at most this many times (counted exactly across replicas).
         #[arg(long)]
         max_uses: Option<u64>,
+        /// A network the secret may be presented from (repeatable; a CIDR block such as
+        /// 10.0.0.0/8, or one address), besides the application's own list.
+        #[arg(long = "allowed-cidr", value_name = "CIDR")]
+        allowed_cidrs: Vec<String>,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -313,6 +330,13 @@ struct CreateArgs {
     default_scopes: Option<String>,
     #[arg(long)]
     sandbox: bool,
+    /// A network the app's credentials may be presented from (repeatable; a CIDR block such
+    /// as 10.0.0.0/8, or one address). Default: anywhere.
+    #[arg(long = "allowed-cidr", value_name = "CIDR")]
+    allowed_cidrs: Vec<String>,
+    /// A network the app's tokens may be used from (repeatable). Default: anywhere.
+    #[arg(long = "token-bound-cidr", value_name = "CIDR")]
+    token_bound_cidrs: Vec<String>,
     /// Import an existing client_id; its secret is read from standard input.
     #[arg(long, requires = "client_secret_stdin")]
     client_id: Option<String>,
@@ -602,9 +626,12 @@ async fn run_apps(
                     allowed_scopes: args.allowed_scopes,
                     default_scopes: args.default_scopes,
                     sandbox: args.sandbox,
+                    allowed_cidrs: Some(args.allowed_cidrs),
+                    token_bound_cidrs: Some(args.token_bound_cidrs),
                     import,
                 })
-                .await?;
+                .await
+                .map_err(flag_error)?;
             print_created(&created, args.output.output);
         }
         AppsCommand::List(output) => {
@@ -636,6 +663,10 @@ async fn run_apps(
             allowed_scopes,
             default_scopes,
             sandbox,
+            allowed_cidrs,
+            clear_allowed_cidrs,
+            token_bound_cidrs,
+            clear_token_bound_cidrs,
         } => {
             let app = core
                 .update_app(
@@ -645,9 +676,12 @@ async fn run_apps(
                         allowed_scopes,
                         default_scopes,
                         sandbox,
+                        allowed_cidrs: replacement(allowed_cidrs, clear_allowed_cidrs),
+                        token_bound_cidrs: replacement(token_bound_cidrs, clear_token_bound_cidrs),
                     },
                 )
-                .await?;
+                .await
+                .map_err(flag_error)?;
             print_app(&app, Output::Text);
         }
         AppsCommand::Disable { id } => {
@@ -710,6 +744,7 @@ async fn run_secrets(core: &Authority, command: SecretsCommand) -> anyhow::Resul
             expires_at,
             expires_in,
             max_uses,
+            allowed_cidrs,
             output,
         } => {
             let created = core
@@ -720,6 +755,7 @@ async fn run_secrets(core: &Authority, command: SecretsCommand) -> anyhow::Resul
                         expires_at,
                         expires_in,
                         max_uses,
+                        allowed_cidrs: Some(allowed_cidrs),
                     },
                 )
                 .await
@@ -746,8 +782,13 @@ async fn run_secrets(core: &Authority, command: SecretsCommand) -> anyhow::Resul
                         let expires = s.expires_at.map_or("never".to_owned(), |t| {
                             t.to_rfc3339_opts(SecondsFormat::Secs, true)
                         });
+                        let from = if s.allowed_cidrs.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  from {}", s.allowed_cidrs)
+                        };
                         let line = format!(
-                            "{}  {:<12}  {:<8}  expires {expires}  {uses}  {}",
+                            "{}  {:<12}  {:<8}  expires {expires}  {uses}{from}  {}",
                             s.id,
                             s.prefix.as_deref().unwrap_or("-"),
                             state.as_str(),
@@ -779,6 +820,11 @@ async fn run_secrets(core: &Authority, command: SecretsCommand) -> anyhow::Resul
         }
     }
     Ok(())
+}
+
+/// A list flag of `apps update`: given, it replaces the list; `--clear-…` empties it.
+fn replacement(given: Vec<String>, clear: bool) -> Option<Vec<String>> {
+    (clear || !given.is_empty()).then_some(given)
 }
 
 /// The core names the admin API's fields; here they are flags.
@@ -872,14 +918,19 @@ fn audit_json(e: &AuditRecord) -> serde_json::Value {
 fn flag_error(e: AuthorityError) -> anyhow::Error {
     match e {
         AuthorityError::Invalid(Invalid { field, rule }) => {
-            anyhow::anyhow!("--{}: {rule}", field.replace('_', "-"))
+            let flag = match field {
+                "allowed_cidrs" => "allowed-cidr".to_owned(),
+                "token_bound_cidrs" => "token-bound-cidr".to_owned(),
+                field => field.replace('_', "-"),
+            };
+            anyhow::anyhow!("--{flag}: {rule}")
         }
         e => e.into(),
     }
 }
 
 fn secret_json(s: &AppSecret, state: SecretState) -> serde_json::Value {
-    json!({
+    let mut value = json!({
         "id": s.id,
         "app_id": s.app_id,
         "prefix": s.prefix,
@@ -890,7 +941,11 @@ fn secret_json(s: &AppSecret, state: SecretState) -> serde_json::Value {
         "last_used_at": s.last_used_at,
         "use_count": s.use_count,
         "max_uses": s.max_uses,
-    })
+    });
+    if !s.allowed_cidrs.is_empty() {
+        value["allowed_cidrs"] = json!(s.allowed_cidrs.to_strings());
+    }
+    value
 }
 
 fn print_created_secret(created: &CreatedSecret, output: Output) {
@@ -921,6 +976,9 @@ fn print_created_secret(created: &CreatedSecret, output: Output) {
             if let Some(max) = s.max_uses {
                 println!("max_uses:       {max}");
             }
+            if !s.allowed_cidrs.is_empty() {
+                println!("allowed_cidrs:  {}", s.allowed_cidrs);
+            }
             println!("client_secret:  {secret}");
             println!();
             println!("The secret is shown only this once; store it now.");
@@ -942,7 +1000,7 @@ fn read_secret_from_stdin() -> anyhow::Result<SecretString> {
 }
 
 fn app_json(app: &Application) -> serde_json::Value {
-    json!({
+    let mut value = json!({
         "id": app.id,
         "client_id": app.client_id,
         "name": app.name,
@@ -953,7 +1011,15 @@ fn app_json(app: &Application) -> serde_json::Value {
         "created_at": app.created_at,
         "updated_at": app.updated_at,
         "last_used_at": app.last_used_at,
-    })
+    });
+    // As the admin API shows them: only when set.
+    if !app.allowed_cidrs.is_empty() {
+        value["allowed_cidrs"] = json!(app.allowed_cidrs.to_strings());
+    }
+    if !app.token_bound_cidrs.is_empty() {
+        value["token_bound_cidrs"] = json!(app.token_bound_cidrs.to_strings());
+    }
+    value
 }
 
 fn print_app(app: &Application, output: Output) {
@@ -970,6 +1036,12 @@ fn print_app(app: &Application, output: Output) {
             println!("allowed_scopes: {}", app.allowed_scopes);
             println!("default_scopes: {}", app.default_scopes);
             println!("sandbox:        {}", app.sandbox);
+            if !app.allowed_cidrs.is_empty() {
+                println!("allowed_cidrs:  {}", app.allowed_cidrs);
+            }
+            if !app.token_bound_cidrs.is_empty() {
+                println!("token_bound_cidrs: {}", app.token_bound_cidrs);
+            }
             println!("disabled:       {}", app.disabled);
             if let Some(at) = app.last_used_at {
                 println!(

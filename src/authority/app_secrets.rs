@@ -11,14 +11,16 @@ use secrecy::{ExposeSecret, SecretString};
 use super::audit::{AuditEvent, AuditTrail, Detail, Event};
 use super::{
     AuthorityError, Conflict, Rule,
-    apps::{Applications, CreatedApplication},
+    apps::{Applications, CreatedApplication, parse_cidrs},
     changes::ChangeHub,
     clock::SharedClock,
     revocations::secret_marker,
     secrets::{self, SecretHasher},
 };
 use crate::{
-    domain::{AppId, AppSecret, Change, NewSecret, SecretId, SecretState, parse_utc_timestamp},
+    domain::{
+        AppId, AppSecret, Change, CidrList, NewSecret, SecretId, SecretState, parse_utc_timestamp,
+    },
     store::{DynStore, SecretAdded, SecretTokens},
 };
 
@@ -43,6 +45,8 @@ pub struct CreateSecret {
     /// Seconds from now; not with `expires_at`.
     pub expires_in: Option<u64>,
     pub max_uses: Option<u64>,
+    /// Networks the secret may be presented from, besides the app's own list.
+    pub allowed_cidrs: Option<Vec<String>>,
 }
 
 /// A new secret, which exists in plain text only here, once.
@@ -188,7 +192,7 @@ impl AppSecrets {
         siblings: &[AppSecret],
         description: String,
         (created_at, expires_at): (DateTime<Utc>, Option<DateTime<Utc>>),
-        max_uses: Option<u64>,
+        (max_uses, allowed_cidrs): (Option<u64>, CidrList),
     ) -> Result<(SecretString, NewSecret), AuthorityError> {
         let secret = secrets::generate_secret();
         // Newest first: the likeliest to be hashed as the hasher hashes today.
@@ -202,6 +206,7 @@ impl AppSecrets {
             created_at,
             expires_at,
             max_uses,
+            allowed_cidrs,
         };
         Ok((secret, new))
     }
@@ -217,10 +222,16 @@ impl AppSecrets {
         let now = self.clock.now();
         let expires_at = expiry(&request, now)?;
         check_max_uses(request.max_uses)?;
+        let allowed_cidrs = parse_cidrs("allowed_cidrs", request.allowed_cidrs.as_deref())?;
         let app = apps.get(app_id).await?;
         let siblings = self.store.app_secrets(app_id).await?;
         let (client_secret, new) = self
-            .generate_beside(&siblings, description, (now, expires_at), request.max_uses)
+            .generate_beside(
+                &siblings,
+                description,
+                (now, expires_at),
+                (request.max_uses, allowed_cidrs),
+            )
             .await?;
         let secret = match self
             .store
@@ -317,7 +328,12 @@ impl AppSecrets {
         let siblings = self.store.app_secrets(app_id).await?;
         let now = self.clock.now();
         let (client_secret, new) = self
-            .generate_beside(&siblings, String::new(), (now, None), None)
+            .generate_beside(
+                &siblings,
+                String::new(),
+                (now, None),
+                (None, CidrList::default()),
+            )
             .await?;
         let grace_ends = new
             .created_at

@@ -12,7 +12,10 @@ use super::{
     secrets::{self, SecretHasher},
 };
 use crate::{
-    domain::{AppId, Application, Change, ClientId, NewApplication, NewSecret, ScopeSet, SecretId},
+    domain::{
+        AppId, Application, Change, CidrList, ClientId, NewApplication, NewSecret, ScopeSet,
+        SecretId,
+    },
     store::{DynStore, Guarded},
 };
 
@@ -27,6 +30,10 @@ pub struct CreateApplication {
     /// Defaults to `all:read all:write`, or to the allowed scopes when only those are given.
     pub default_scopes: Option<String>,
     pub sandbox: bool,
+    /// Networks the app's credentials may be presented from (CIDR blocks or addresses).
+    pub allowed_cidrs: Option<Vec<String>>,
+    /// Networks the app's tokens may be used from.
+    pub token_bound_cidrs: Option<Vec<String>>,
     /// An existing `client_id` + secret pair, when migrating from another provider.
     pub import: Option<(String, SecretString)>,
 }
@@ -37,6 +44,9 @@ pub struct UpdateApplication {
     pub allowed_scopes: Option<String>,
     pub default_scopes: Option<String>,
     pub sandbox: Option<bool>,
+    /// An empty list lifts the binding.
+    pub allowed_cidrs: Option<Vec<String>>,
+    pub token_bound_cidrs: Option<Vec<String>>,
 }
 
 /// A created application with its secret, which exists in plain text only here, once.
@@ -56,6 +66,15 @@ pub struct Applications {
 
 fn parse_scopes(field: &'static str, raw: &str) -> Result<ScopeSet, AuthorityError> {
     ScopeSet::parse(raw).map_err(|e| AuthorityError::invalid(field, Rule::Scope(e)))
+}
+
+/// A list of networks for `field`; absent is the same as empty: any address.
+pub(super) fn parse_cidrs(
+    field: &'static str,
+    raw: Option<&[String]>,
+) -> Result<CidrList, AuthorityError> {
+    CidrList::parse(raw.unwrap_or_default())
+        .map_err(|e| AuthorityError::invalid(field, Rule::Cidr(e)))
 }
 
 fn check_name(name: &str) -> Result<(), AuthorityError> {
@@ -126,6 +145,9 @@ impl Applications {
             None => default_scopes.clone(),
         };
         check_defaults_allowed(&allowed_scopes, &default_scopes)?;
+        let allowed_cidrs = parse_cidrs("allowed_cidrs", request.allowed_cidrs.as_deref())?;
+        let token_bound_cidrs =
+            parse_cidrs("token_bound_cidrs", request.token_bound_cidrs.as_deref())?;
 
         let (client_id, secret, imported) = match request.import {
             Some((client_id, secret)) => {
@@ -166,10 +188,13 @@ impl Applications {
                     created_at: now,
                     expires_at: None,
                     max_uses: None,
+                    allowed_cidrs: CidrList::default(),
                 },
                 allowed_scopes,
                 default_scopes,
                 sandbox: request.sandbox,
+                allowed_cidrs,
+                token_bound_cidrs,
                 created_at: now,
             })
             .await
@@ -226,6 +251,16 @@ impl Applications {
             .as_deref()
             .map(|raw| parse_scopes("default_scopes", raw))
             .transpose()?;
+        let allowed_cidrs = changes
+            .allowed_cidrs
+            .as_deref()
+            .map(|raw| parse_cidrs("allowed_cidrs", Some(raw)))
+            .transpose()?;
+        let token_bound_cidrs = changes
+            .token_bound_cidrs
+            .as_deref()
+            .map(|raw| parse_cidrs("token_bound_cidrs", Some(raw)))
+            .transpose()?;
         for _ in 0..ATTEMPTS {
             let expected = self.get(id).await?.settings();
             let mut new = expected.clone();
@@ -240,6 +275,12 @@ impl Applications {
             }
             if let Some(sandbox) = changes.sandbox {
                 new.sandbox = sandbox;
+            }
+            if let Some(cidrs) = &allowed_cidrs {
+                new.allowed_cidrs = cidrs.clone();
+            }
+            if let Some(cidrs) = &token_bound_cidrs {
+                new.token_bound_cidrs = cidrs.clone();
             }
             check_defaults_allowed(&new.allowed_scopes, &new.default_scopes)?;
             match self

@@ -64,6 +64,8 @@ pub enum Event {
     /// A verified client asked for what its policy does not allow.
     TokenRefused,
     AuthFailed,
+    /// A good credential or token refused by policy (`reason`: `network`).
+    AuthRefused,
     AuthRateLimited,
     AppCreated,
     AppUpdated,
@@ -92,13 +94,14 @@ pub enum Event {
 }
 
 impl Event {
-    pub const ALL: [Self; 30] = [
+    pub const ALL: [Self; 31] = [
         Self::TokenIssued,
         Self::TokenMinted,
         Self::TokenRevoked,
         Self::TokenRevokeRefused,
         Self::TokenRefused,
         Self::AuthFailed,
+        Self::AuthRefused,
         Self::AuthRateLimited,
         Self::AppCreated,
         Self::AppUpdated,
@@ -272,6 +275,7 @@ impl Event {
             Self::TokenRevokeRefused => "token.revoke_refused",
             Self::TokenRefused => "token.refused",
             Self::AuthFailed => "auth.failed",
+            Self::AuthRefused => "auth.refused",
             Self::AuthRateLimited => "auth.rate_limited",
             Self::AppCreated => "app.created",
             Self::AppUpdated => "app.updated",
@@ -334,6 +338,9 @@ impl Event {
             Self::TokenMinted => SUBJECT | JTI,
             Self::TokenRevoked => CLIENT | JTI | SUBJECT | SOURCE,
             Self::AuthFailed => CLIENT | SECRET | REASON | SOURCE,
+            // Both sites log reason, client_id and source_ip; the credential's also its
+            // secret_id, the token's its jti.
+            Self::AuthRefused => REASON | CLIENT | SECRET | JTI | SOURCE,
             Self::AuthRateLimited => CLIENT | SOURCE,
             Self::AppCreated
             | Self::AppUpdated

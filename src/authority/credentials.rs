@@ -11,8 +11,22 @@
 //! secret is refused at its expiry on every replica whatever is cached. A secret with
 //! `max_uses` has each use counted by one atomic statement in the store, warm hits
 //! included, so replicas share its count exactly; secrets without it never pay that.
+//!
+//! Network binding is judged per request, cached or not: a verified pair carries the app's
+//! and the secret's allowlists, so checking them costs no store read. A credential presented
+//! from outside them is refused as a wrong secret is, at the same cost (one rate-limit charge
+//! and one argon2 run, paid against a dummy hash when the pair was already verified), so the
+//! answer does not tell a stolen secret from a wrong one.
 
-use std::{net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
+use std::{
+    net::IpAddr,
+    num::NonZeroU32,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use aws_lc_rs::{
     hmac,
@@ -35,7 +49,7 @@ use super::{
     usage::UsageTracker,
 };
 use crate::{
-    domain::{AppId, AppSecret, Application, ClientId, ScopeSet, SecretId, SecretState},
+    domain::{AppId, AppSecret, Application, CidrList, ClientId, ScopeSet, SecretId, SecretState},
     store::{DynStore, UsageOf},
 };
 
@@ -53,6 +67,12 @@ pub struct VerifiedClient {
     pub counted: bool,
     /// The matched secret's expiry (a rotated-out secret's is the end of its grace).
     pub valid_until: Option<DateTime<Utc>>,
+    /// Where the app's credentials may be presented from.
+    pub allowed_cidrs: CidrList,
+    /// Where the matched secret may be presented from.
+    pub secret_cidrs: CidrList,
+    /// Where the tokens minted for the app may be used from; they carry it as a claim.
+    pub token_bound_cidrs: CidrList,
 }
 
 impl VerifiedClient {
@@ -66,7 +86,16 @@ impl VerifiedClient {
             secret_id: secret.id,
             counted: secret.max_uses.is_some(),
             valid_until: secret.expires_at,
+            allowed_cidrs: app.allowed_cidrs.clone(),
+            secret_cidrs: secret.allowed_cidrs.clone(),
+            token_bound_cidrs: app.token_bound_cidrs.clone(),
         }
+    }
+
+    /// Whether the credential may be presented from `ip`: both the app's list and the
+    /// secret's admit it.
+    pub fn admits(&self, ip: IpAddr) -> bool {
+        self.allowed_cidrs.admits(ip) && self.secret_cidrs.admits(ip)
     }
 }
 
@@ -315,10 +344,16 @@ impl ClientAuthenticator {
         // The source's allowance first, before any work; the client's only once the caller
         // has proved to be that client.
         self.check_source(presented.source_ip)?;
+        let hashed = AtomicBool::new(false);
         let client = match &self.cache.entries {
-            None => self.verify(presented).await?.value,
-            Some(entries) => self.verify_cached(entries, presented).await?,
+            None => self.verify(presented, &hashed).await?.value,
+            Some(entries) => self.verify_cached(entries, presented, &hashed).await?,
         };
+        if !client.admits(presented.source_ip) {
+            return Err(self
+                .refuse_network(presented, &client, hashed.load(Ordering::Acquire))
+                .await);
+        }
         self.check_payer(&Payer::App(client.app_id))?;
         let now = self.clock.now();
         if client.counted {
@@ -347,10 +382,48 @@ impl ClientAuthenticator {
         Ok(client)
     }
 
+    /// Refuses a good credential presented from outside its networks, at what a wrong secret
+    /// costs: if this request did not run argon2 itself (the pair was cached), it is charged
+    /// as a guess and runs it against a dummy hash, so neither the time taken nor a 429 from
+    /// the guess limits tells the caller that the secret itself was right.
+    async fn refuse_network(
+        &self,
+        presented: &ClientCredentials<'_>,
+        client: &VerifiedClient,
+        hashed: bool,
+    ) -> AuthorityError {
+        let source_ip = presented.source_ip;
+        let client_id = client.client_id.as_str();
+        if !hashed {
+            if let Err(limited) = self.limiters.check(client_id, source_ip) {
+                self.audit.record(
+                    AuditEvent::new(Event::AuthRateLimited)
+                        .client(client_id)
+                        .source(source_ip),
+                );
+                return limited;
+            }
+            if let Err(e) = self.hasher.verify_any(presented.client_secret, &[]).await {
+                return e;
+            }
+        }
+        crate::telemetry::metrics::auth_failed("client");
+        self.audit.record(
+            AuditEvent::new(Event::AuthRefused)
+                .reason("network")
+                .app(client.app_id)
+                .client(client_id)
+                .secret(client.secret_id)
+                .source(source_ip),
+        );
+        AuthorityError::InvalidClient
+    }
+
     async fn verify_cached(
         &self,
         entries: &Cache<PairKey, Stamped<VerifiedClient>>,
         presented: &ClientCredentials<'_>,
+        hashed: &AtomicBool,
     ) -> Result<Arc<VerifiedClient>, AuthorityError> {
         let generations = &self.cache.generations;
         let key = self.cache.pair_key(presented);
@@ -358,7 +431,7 @@ impl ClientAuthenticator {
             // Concurrent requests for the same pair share one verification: a burst of cold
             // requests costs one argon2 run and one rate-limit token, not one each.
             let entry = entries
-                .try_get_with(key, self.verify(presented))
+                .try_get_with(key, self.verify(presented, hashed))
                 .await
                 .map_err(|shared| shared.as_ref().duplicate())?;
             // A verification that began before a change seen here (perhaps one this request
@@ -375,16 +448,20 @@ impl ClientAuthenticator {
             entries.invalidate(&key).await;
         }
         // Changes keep landing mid-verification: answer from a read of our own, uncached.
-        Ok(self.verify(presented).await?.value)
+        Ok(self.verify(presented, hashed).await?.value)
     }
 
     /// The cold path: rate limits, store lookup, argon2 — once per reading of what was
     /// presented, so the work a request costs depends on the request alone, never on
     /// which reading (if any) names a client.
+    /// Sets `hashed` once it pays for this request's guess (rate limit and argon2); a future
+    /// that joins another request's verification is never polled, and never sets it.
     async fn verify(
         &self,
         presented: &ClientCredentials<'_>,
+        hashed: &AtomicBool,
     ) -> Result<Stamped<VerifiedClient>, AuthorityError> {
+        hashed.store(true, Ordering::Release);
         let source_ip = presented.source_ip;
         // Shapes that can never match are refused before any work; they reveal nothing
         // since no stored credential could have them.

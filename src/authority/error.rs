@@ -2,7 +2,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::{domain::InvalidScope, store::StoreError};
+use crate::{
+    domain::{InvalidCidr, InvalidScope},
+    store::StoreError,
+};
 
 /// A field of a request that cannot be accepted, and the rule it breaks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +54,8 @@ pub enum Rule {
     TooManyValues { max: usize },
     #[error(transparent)]
     Scope(#[from] InvalidScope),
+    #[error(transparent)]
+    Cidr(#[from] InvalidCidr),
     #[error("'{0}' is not covered by the allowed scopes")]
     BeyondAllowedScopes(String),
     #[error("'{0}' is not allowed for this application")]

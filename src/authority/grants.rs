@@ -150,6 +150,7 @@ impl Grants {
                 .as_deref()
                 .and_then(|raw| SecretId::parse(raw).ok()),
             client_id: principal.claims.client_id.clone(),
+            token_bound_cidrs: principal.claims.cidr.clone(),
             name,
             description,
             challenge: format!("auth-grant:{}", uuid::Uuid::new_v4()),
@@ -375,6 +376,7 @@ impl Grants {
                     grant_type: "auth_grant",
                     parent_jti: None,
                     secret_id: None,
+                    cidr: grant.token_bound_cidrs.clone(),
                 },
                 now,
             )
@@ -425,6 +427,7 @@ impl Grants {
             grant_type: "token_exchange",
             parent_jti: Some(subject.claims.jti.clone()),
             secret_id: None,
+            cidr: subject.claims.cidr.clone(),
         })?;
         self.audit.record(
             AuditEvent::new(Event::GrantExchanged)

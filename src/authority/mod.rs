@@ -33,8 +33,8 @@ use serde_json::Value;
 
 use crate::{
     domain::{
-        AuthGrant, Change, ClientId, Enrollment, EnrollmentId, GrantId, Origin, Profile, ScopeSet,
-        Subject, SubjectKind,
+        AuthGrant, Change, CidrList, ClientId, Enrollment, EnrollmentId, GrantId, Origin, Profile,
+        ScopeSet, Subject, SubjectKind,
     },
     store::{DynStore, UsageOf},
 };
@@ -385,6 +385,7 @@ impl Authority {
             grant_type: "client_credentials",
             parent_jti: None,
             secret_id: Some(client.secret_id.to_string()),
+            cidr: client.token_bound_cidrs.clone(),
         })?;
         // The warm path's share: a few small copies and a push under a lock, no I/O.
         self.audit.record(
@@ -404,19 +405,41 @@ impl Authority {
         Ok(token)
     }
 
-    /// Verifies a bearer token and checks that what it was issued for is still active.
-    pub async fn authenticate_bearer(&self, token: &str) -> Result<Principal, AuthorityError> {
-        let principal = self.judge_bearer(token).await;
+    /// Verifies a bearer token used from `source_ip`, and checks that what it was issued for
+    /// is still active and that the token is not bound to networks `source_ip` is outside.
+    pub async fn authenticate_bearer(
+        &self,
+        token: &str,
+        source_ip: IpAddr,
+    ) -> Result<Principal, AuthorityError> {
+        self.bearer(token, Some(source_ip)).await
+    }
+
+    /// `used_from`: the address the token is used from, judged against its binding; `None`
+    /// when the caller is not the token's user (introspection by a resource server).
+    async fn bearer(
+        &self,
+        token: &str,
+        used_from: Option<IpAddr>,
+    ) -> Result<Principal, AuthorityError> {
+        let principal = self.judge_bearer(token, used_from).await;
         if let Err(AuthorityError::InvalidToken) = principal {
             crate::telemetry::metrics::auth_failed("bearer");
         }
         principal
     }
 
-    async fn judge_bearer(&self, token: &str) -> Result<Principal, AuthorityError> {
+    async fn judge_bearer(
+        &self,
+        token: &str,
+        used_from: Option<IpAddr>,
+    ) -> Result<Principal, AuthorityError> {
         let claims = self.verifier.verify(token)?;
         if self.revocations.revokes(&claims) {
             return Err(AuthorityError::InvalidToken);
+        }
+        if let Some(source_ip) = used_from {
+            check_binding(&self.audit, &claims, source_ip)?;
         }
         let now = self.clock.now();
         let judge = Judge {
@@ -447,7 +470,7 @@ impl Authority {
         source_ip: IpAddr,
     ) -> Result<IssuedToken, AuthorityError> {
         self.credentials.check_source(source_ip)?;
-        let subject = self.authenticate_bearer(subject_token).await?;
+        let subject = self.authenticate_bearer(subject_token, source_ip).await?;
         // Only a grant's own API token is exchanged, never one exchanged from it (whose
         // holder could otherwise replay it to spend the grant's allowance); anything else is
         // refused before it costs anyone's allowance but its source's.
@@ -472,7 +495,10 @@ impl Authority {
         token: &str,
     ) -> Result<Option<Claims>, AuthorityError> {
         self.credentials.authenticate(&caller).await?;
-        match self.authenticate_bearer(token).await {
+        // The caller is the resource server, not the token's user: its own address says
+        // nothing about where the token is used. The binding is reported (`cidr`) for the
+        // resource server to judge against the address of the request it serves.
+        match self.bearer(token, None).await {
             // What the token may do now, which its chain may have narrowed since it was minted.
             Ok(principal) => Ok(Some(Claims {
                 scope: principal.scope.to_string(),
@@ -549,6 +575,7 @@ impl Authority {
                 if self.revocations.revokes(&claims) {
                     return Err(AuthorityError::InvalidToken);
                 }
+                check_binding(&self.audit, &claims, credentials.source_ip)?;
                 let found = self.enrollment_named_by_token(&client, &claims).await?;
                 let mismatch = wanted_id.is_some_and(|id| id != found.id)
                     || wanted_owner.as_ref().is_some_and(|o| *o != found.owner_id);
@@ -653,6 +680,7 @@ impl Authority {
             grant_type: "enrollment",
             parent_jti: None,
             secret_id: Some(client.secret_id.to_string()),
+            cidr: client.token_bound_cidrs.clone(),
         })
     }
 
@@ -684,7 +712,9 @@ impl Authority {
         data: Option<Value>,
     ) -> Result<Enrollment, AuthorityError> {
         let client = self.credentials.authenticate(&credentials).await?;
-        let owner = self.authenticate_bearer(owner_token).await?;
+        let owner = self
+            .authenticate_bearer(owner_token, credentials.source_ip)
+            .await?;
         // Only the operator vouches for owners; an enrollment's or grant's token does not.
         if owner.origin != Some(Origin::Operator) {
             return Err(AuthorityError::InvalidToken);
@@ -720,7 +750,8 @@ impl Authority {
             ));
         }
         let mut app_id = None;
-        let client_id = match request.subject.kind {
+        // A token minted for an app is bound as the app's own tokens are.
+        let (client_id, cidr) = match request.subject.kind {
             SubjectKind::Owner => {
                 parse_owner(&request.subject.id).map_err(|_| {
                     AuthorityError::invalid(
@@ -731,7 +762,7 @@ impl Authority {
                         },
                     )
                 })?;
-                ADMIN_CLIENT_ID.to_owned()
+                (ADMIN_CLIENT_ID.to_owned(), CidrList::default())
             }
             SubjectKind::App => {
                 let client_id = ClientId::parse(&request.subject.id)
@@ -746,7 +777,7 @@ impl Authority {
                     return Err(AuthorityError::ScopeNotGranted(scope.to_string()));
                 }
                 app_id = Some(app.id);
-                client_id.to_string()
+                (client_id.to_string(), app.token_bound_cidrs)
             }
         };
         let token = self.tokens.mint(TokenSpec {
@@ -759,6 +790,7 @@ impl Authority {
             grant_type: "admin_mint",
             parent_jti: None,
             secret_id: None,
+            cidr,
         })?;
         self.audit.record(
             AuditEvent::new(Event::TokenMinted)
@@ -768,4 +800,31 @@ impl Authority {
         );
         Ok(token)
     }
+}
+
+/// A bound token used from outside its networks is as invalid as any other invalid token;
+/// the refusal is logged on its own so operators can tell it apart.
+fn check_binding(
+    audit: &AuditTrail,
+    claims: &Claims,
+    source_ip: IpAddr,
+) -> Result<(), AuthorityError> {
+    if claims.cidr.admits(source_ip) {
+        return Ok(());
+    }
+    audit.record(
+        AuditEvent::new(Event::AuthRefused)
+            .reason("network")
+            .client(&claims.client_id)
+            .jti(&claims.jti)
+            .subject(claims.sub_kind, &claims.sub)
+            .grant(
+                claims
+                    .grant_id
+                    .as_deref()
+                    .and_then(|id| GrantId::parse(id).ok()),
+            )
+            .source(source_ip),
+    );
+    Err(AuthorityError::InvalidToken)
 }

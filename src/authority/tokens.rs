@@ -12,7 +12,7 @@ use super::{
     clock::SharedClock,
     keys::{KeyRing, SigningKey},
 };
-use crate::domain::{ScopeSet, Subject, SubjectKind};
+use crate::domain::{CidrList, ScopeSet, Subject, SubjectKind};
 
 /// The claims of every token Portcullis issues.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +39,10 @@ pub struct Claims {
     /// revoking that secret with its tokens revokes this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_id: Option<String>,
+    /// The networks the token may be used from (Vault's `token_bound_cidrs`); absent for a
+    /// token bound to none. Tokens derived from it carry the same.
+    #[serde(default, skip_serializing_if = "CidrList::is_empty")]
+    pub cidr: CidrList,
 }
 
 /// What to put in a token; the minter adds issuer, audience, times and id.
@@ -54,6 +58,8 @@ pub struct TokenSpec<'a> {
     pub grant_type: &'static str,
     pub parent_jti: Option<String>,
     pub secret_id: Option<String>,
+    /// The networks the token is bound to (empty: none).
+    pub cidr: CidrList,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +130,7 @@ impl TokenMinter {
             grant_id: spec.grant_id,
             parent_jti: spec.parent_jti,
             secret_id: spec.secret_id,
+            cidr: spec.cidr,
         };
         let payload = serde_json::to_vec(&claims).map_err(AuthorityError::internal)?;
 

@@ -208,6 +208,7 @@ mod properties {
                 grant_type: "client_credentials",
                 parent_jti: None,
                 secret_id: None,
+                cidr: Default::default(),
             })
             .unwrap()
             .access_token;

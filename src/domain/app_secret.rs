@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{AppId, InvalidId};
+use super::{AppId, CidrList, InvalidId};
 
 /// Identifier of one of an application's client secrets. Tokens minted with the secret
 /// carry it (claim `secret_id`), so revoking the secret can revoke them too.
@@ -52,6 +52,8 @@ pub struct AppSecret {
     pub use_count: u64,
     /// The secret verifies at most this many times.
     pub max_uses: Option<u64>,
+    /// Where the secret may be presented from, besides the app's own list (empty: anywhere).
+    pub allowed_cidrs: CidrList,
 }
 
 /// Whether a secret still verifies, and if not, why.
@@ -97,4 +99,5 @@ pub struct NewSecret {
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub max_uses: Option<u64>,
+    pub allowed_cidrs: CidrList,
 }

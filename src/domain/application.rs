@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 
-use super::{AppId, ClientId, NewSecret, ScopeSet};
+use super::{AppId, CidrList, ClientId, NewSecret, ScopeSet};
 
 /// An OAuth client: a backend service holding a `client_id` and one or more secrets
 /// ([`super::AppSecret`], kept apart from this record).
@@ -12,6 +12,10 @@ pub struct Application {
     pub allowed_scopes: ScopeSet,
     pub default_scopes: ScopeSet,
     pub sandbox: bool,
+    /// Where the app's credentials may be presented from (empty: anywhere).
+    pub allowed_cidrs: CidrList,
+    /// Where the tokens minted for the app may be used from (empty: anywhere).
+    pub token_bound_cidrs: CidrList,
     pub disabled: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -25,6 +29,8 @@ impl Application {
             allowed_scopes: self.allowed_scopes.clone(),
             default_scopes: self.default_scopes.clone(),
             sandbox: self.sandbox,
+            allowed_cidrs: self.allowed_cidrs.clone(),
+            token_bound_cidrs: self.token_bound_cidrs.clone(),
         }
     }
 }
@@ -36,6 +42,8 @@ pub struct AppSettings {
     pub allowed_scopes: ScopeSet,
     pub default_scopes: ScopeSet,
     pub sandbox: bool,
+    pub allowed_cidrs: CidrList,
+    pub token_bound_cidrs: CidrList,
 }
 
 /// What the store needs to insert a new application, with its first secret.
@@ -48,5 +56,7 @@ pub struct NewApplication {
     pub allowed_scopes: ScopeSet,
     pub default_scopes: ScopeSet,
     pub sandbox: bool,
+    pub allowed_cidrs: CidrList,
+    pub token_bound_cidrs: CidrList,
     pub created_at: DateTime<Utc>,
 }

@@ -3,7 +3,7 @@ use std::fmt;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use uuid::Uuid;
 
-use super::{AppId, EnrollmentId, InvalidId, ScopeSet, SecretId, Subject};
+use super::{AppId, CidrList, EnrollmentId, InvalidId, ScopeSet, SecretId, Subject};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GrantId(pub Uuid);
@@ -101,6 +101,9 @@ pub struct AuthGrant {
     pub secret_id: Option<SecretId>,
     /// The client the creating token was issued to; tokens from the grant carry it.
     pub client_id: String,
+    /// The networks the creating token was bound to; tokens from the grant are bound to
+    /// them too, so a grant is no way out of its creator's binding.
+    pub token_bound_cidrs: CidrList,
     pub name: String,
     pub description: String,
     pub challenge: String,

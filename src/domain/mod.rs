@@ -7,6 +7,7 @@ mod auth_grant;
 mod change;
 mod enrollment;
 mod ids;
+mod network;
 mod scope;
 mod signing_key;
 mod subject;
@@ -18,6 +19,7 @@ pub use auth_grant::{AuthGrant, GrantId, GrantStatus, Origin, Profile, parse_utc
 pub use change::{Change, ChangeEvent};
 pub use enrollment::{Enrollment, EnrollmentId, OwnerId};
 pub use ids::{AppId, ClientId, InvalidId};
+pub use network::{CidrList, InvalidCidr};
 pub use scope::{InvalidScope, Scope, ScopeSet};
 pub use signing_key::{KeyState, SigningAlgorithm, SigningKeyRecord};
 pub use subject::{Subject, SubjectKind};

@@ -139,6 +139,10 @@ pub struct CreateAppRequest {
     default_scopes: Option<String>,
     #[serde(default)]
     sandbox: bool,
+    /// CIDR blocks (or bare addresses) the app's credentials may be presented from.
+    allowed_cidrs: Option<Vec<String>>,
+    /// CIDR blocks (or bare addresses) the app's tokens may be used from.
+    token_bound_cidrs: Option<Vec<String>>,
     client_id: Option<String>,
     client_secret: Option<String>,
 }
@@ -150,6 +154,10 @@ pub struct UpdateAppRequest {
     allowed_scopes: Option<String>,
     default_scopes: Option<String>,
     sandbox: Option<bool>,
+    /// Replaces the list; `[]` lifts the binding.
+    allowed_cidrs: Option<Vec<String>>,
+    /// Replaces the list; `[]` lifts the binding.
+    token_bound_cidrs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -160,6 +168,11 @@ pub struct AppResponse {
     allowed_scopes: String,
     default_scopes: String,
     sandbox: bool,
+    /// Omitted while the app binds nothing, so such an app reads as it always has.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    allowed_cidrs: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    token_bound_cidrs: Vec<String>,
     disabled: bool,
     created_at: String,
     updated_at: String,
@@ -182,6 +195,8 @@ impl From<Application> for AppResponse {
             allowed_scopes: app.allowed_scopes.to_string(),
             default_scopes: app.default_scopes.to_string(),
             sandbox: app.sandbox,
+            allowed_cidrs: app.allowed_cidrs.to_strings(),
+            token_bound_cidrs: app.token_bound_cidrs.to_strings(),
             disabled: app.disabled,
             created_at: rfc3339(app.created_at),
             updated_at: rfc3339(app.updated_at),
@@ -211,6 +226,8 @@ async fn create_app(
             allowed_scopes: request.allowed_scopes,
             default_scopes: request.default_scopes,
             sandbox: request.sandbox,
+            allowed_cidrs: request.allowed_cidrs,
+            token_bound_cidrs: request.token_bound_cidrs,
             import,
         })
         .await?;
@@ -246,6 +263,8 @@ async fn update_app(
                 allowed_scopes: request.allowed_scopes,
                 default_scopes: request.default_scopes,
                 sandbox: request.sandbox,
+                allowed_cidrs: request.allowed_cidrs,
+                token_bound_cidrs: request.token_bound_cidrs,
             },
         )
         .await?;
@@ -493,6 +512,9 @@ pub struct CreateSecretRequest {
     /// Seconds from now; not with `expires_at`.
     expires_in: Option<u64>,
     max_uses: Option<u64>,
+    /// CIDR blocks (or bare addresses) the secret may be presented from, besides the
+    /// app's own list.
+    allowed_cidrs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -510,6 +532,9 @@ pub struct SecretResponse {
     last_used_at: Option<String>,
     use_count: u64,
     max_uses: Option<u64>,
+    /// Omitted for a secret that binds nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    allowed_cidrs: Vec<String>,
     /// Present only in the response that creates the secret.
     #[serde(skip_serializing_if = "Option::is_none")]
     client_secret: Option<String>,
@@ -528,6 +553,7 @@ impl SecretResponse {
             last_used_at: secret.last_used_at.map(rfc3339),
             use_count: secret.use_count,
             max_uses: secret.max_uses,
+            allowed_cidrs: secret.allowed_cidrs.to_strings(),
             client_secret: None,
         }
     }
@@ -548,6 +574,7 @@ async fn create_secret(
                 expires_at: request.expires_at,
                 expires_in: request.expires_in,
                 max_uses: request.max_uses,
+                allowed_cidrs: request.allowed_cidrs,
             },
         )
         .await?;
@@ -789,8 +816,13 @@ fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Proble
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body)
-        .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))
+    // With the path, as the other admin routes' bodies report it: which field is wrong.
+    let invalid =
+        |e: &dyn std::fmt::Display| Problem::bad_request(format!("invalid JSON body: {e}"));
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut reader).map_err(|e| invalid(&e))?;
+    reader.end().map_err(|e| invalid(&e))?;
+    Ok(value)
 }
 
 #[derive(Debug, Serialize)]

@@ -9,7 +9,7 @@ use axum::{extract::FromRequestParts, http::HeaderMap, http::request::Parts};
 use super::{
     AppState,
     error::{ApiError, Dialect, Failure},
-    extract::bearer_token,
+    extract::{ClientIp, bearer_token},
 };
 use crate::authority::Principal;
 
@@ -33,8 +33,12 @@ impl<D: Dialect> FromRequestParts<AppState> for Caller<D> {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let Ok(ClientIp(source_ip)) = ClientIp::from_request_parts(parts, state).await;
         let token = require_bearer::<D>(&parts.headers)?;
-        let principal = state.authority.authenticate_bearer(token).await?;
+        let principal = state
+            .authority
+            .authenticate_bearer(token, source_ip)
+            .await?;
         Ok(Self(principal, PhantomData))
     }
 }

@@ -267,6 +267,13 @@ pub struct IntrospectedClaims {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = String, required = false)]
     enrollment_id: Option<String>,
+    /// The networks the token is bound to (CIDR blocks); absent for a token bound to none.
+    /// Introspection does not judge the caller's own address, since the caller is the
+    /// resource server, not the token's user: a resource server that honours the binding
+    /// refuses the token unless the request it serves comes from one of these networks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
+    cidr: Vec<String>,
 }
 
 impl From<Claims> for IntrospectedClaims {
@@ -285,6 +292,7 @@ impl From<Claims> for IntrospectedClaims {
             token_type: "Bearer",
             grant_id: c.grant_id,
             enrollment_id: c.enrollment_id,
+            cidr: c.cidr.to_strings(),
         }
     }
 }
@@ -310,7 +318,7 @@ fn token_parameter(request: &mut TokenParameterRequest) -> Result<String, OAuthE
     operation_id = "oauthIntrospect",
     tag = "OAuth 2.0",
     summary = "RFC 7662 token introspection",
-    description = "Unknown, expired, revoked or foreign tokens are `{\"active\":false}`.",
+    description = "Unknown, expired, revoked or foreign tokens are `{\"active\":false}`. A token bound to networks reports them as `cidr`; the caller's own address is not judged against them (the caller is the resource server, not the token's user).",
     request_body(
         description = "A form.",
         content((TokenParameterRequest = "application/x-www-form-urlencoded")),

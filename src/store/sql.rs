@@ -22,9 +22,9 @@ use super::{
 };
 use crate::domain::{
     AppId, AppSecret, AppSettings, Application, AuditRecord, AuthGrant, Change, ChangeEvent,
-    ClientId, CredentialRef, DailyCount, Enrollment, EnrollmentId, GrantId, GrantStatus, KeyState,
-    NewApplication, NewSecret, Origin, OwnerId, Profile, ScopeSet, SecretId, SigningKeyRecord,
-    Subject, SubjectKind,
+    CidrList, ClientId, CredentialRef, DailyCount, Enrollment, EnrollmentId, GrantId, GrantStatus,
+    KeyState, NewApplication, NewSecret, Origin, OwnerId, Profile, ScopeSet, SecretId,
+    SigningKeyRecord, Subject, SubjectKind,
 };
 
 /// A point in time as the store keeps it. Each backend encodes it in its own way
@@ -53,7 +53,7 @@ impl<DB: Database> SqlStore<DB> {
 }
 
 const APP_COLUMNS: &str = "id, client_id, name, allowed_scopes, default_scopes, sandbox, \
-     disabled, created_at, updated_at, last_used_at";
+     allowed_cidrs, token_bound_cidrs, disabled, created_at, updated_at, last_used_at";
 
 #[derive(FromRow)]
 struct AppRow {
@@ -63,6 +63,8 @@ struct AppRow {
     allowed_scopes: String,
     default_scopes: String,
     sandbox: bool,
+    allowed_cidrs: String,
+    token_bound_cidrs: String,
     disabled: bool,
     created_at: Timestamp,
     updated_at: Timestamp,
@@ -80,6 +82,8 @@ impl TryFrom<AppRow> for Application {
             allowed_scopes: ScopeSet::parse(&row.allowed_scopes).map_err(corrupt)?,
             default_scopes: ScopeSet::parse(&row.default_scopes).map_err(corrupt)?,
             sandbox: row.sandbox,
+            allowed_cidrs: CidrList::parse_stored(&row.allowed_cidrs).map_err(corrupt)?,
+            token_bound_cidrs: CidrList::parse_stored(&row.token_bound_cidrs).map_err(corrupt)?,
             disabled: row.disabled,
             created_at: row.created_at.0,
             updated_at: row.updated_at.0,
@@ -89,7 +93,7 @@ impl TryFrom<AppRow> for Application {
 }
 
 const SECRET_COLUMNS: &str = "id, app_id, secret_hash, prefix, description, created_at, \
-     expires_at, last_used_at, use_count, max_uses";
+     expires_at, last_used_at, use_count, max_uses, allowed_cidrs";
 
 #[derive(FromRow)]
 struct SecretRow {
@@ -103,6 +107,7 @@ struct SecretRow {
     last_used_at: Option<Timestamp>,
     use_count: i64,
     max_uses: Option<i64>,
+    allowed_cidrs: String,
 }
 
 impl TryFrom<SecretRow> for AppSecret {
@@ -124,6 +129,7 @@ impl TryFrom<SecretRow> for AppSecret {
                 .map(u64::try_from)
                 .transpose()
                 .map_err(corrupt)?,
+            allowed_cidrs: CidrList::parse_stored(&row.allowed_cidrs).map_err(corrupt)?,
         })
     }
 }
@@ -170,7 +176,8 @@ impl TryFrom<EnrollmentRow> for Enrollment {
 }
 
 const GRANT_COLUMNS: &str = "id, profile_kind, profile_id, app_id, enrollment_id, secret_id, \
-     client_id, name, description, challenge, status, scope, created_at, expires_at, last_used_at";
+     client_id, name, description, challenge, status, scope, created_at, expires_at, last_used_at, \
+     token_bound_cidrs";
 
 /// Selects one profile's grants: its subject, through its app (`$3`, [`NO_APP`] for the
 /// operator's owner tokens). Plain equalities, so both backends walk the profile's index in
@@ -201,6 +208,7 @@ struct GrantRow {
     created_at: Timestamp,
     expires_at: Option<Timestamp>,
     last_used_at: Option<Timestamp>,
+    token_bound_cidrs: String,
 }
 
 impl TryFrom<GrantRow> for AuthGrant {
@@ -230,6 +238,7 @@ impl TryFrom<GrantRow> for AuthGrant {
             origin,
             secret_id: row.secret_id.map(SecretId),
             client_id: row.client_id,
+            token_bound_cidrs: CidrList::parse_stored(&row.token_bound_cidrs).map_err(corrupt)?,
             name: row.name,
             description: row.description,
             challenge: row.challenge,
@@ -454,8 +463,8 @@ where
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         let row = sqlx::query_as::<DB, AppRow>(sqlx::AssertSqlSafe(format!(
             "INSERT INTO applications (id, client_id, name, allowed_scopes, default_scopes, \
-             sandbox, disabled, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $7) RETURNING {APP_COLUMNS}"
+             sandbox, disabled, created_at, updated_at, allowed_cidrs, token_bound_cidrs) \
+             VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $7, $8, $9) RETURNING {APP_COLUMNS}"
         )))
         .bind(app.id.0)
         .bind(app.client_id.as_str().to_owned())
@@ -464,6 +473,8 @@ where
         .bind(app.default_scopes.to_string())
         .bind(app.sandbox)
         .bind(Timestamp(app.created_at))
+        .bind(app.allowed_cidrs.to_string())
+        .bind(app.token_bound_cidrs.to_string())
         .fetch_one(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -521,12 +532,14 @@ where
         new: &AppSettings,
         now: DateTime<Utc>,
     ) -> Result<Guarded<Application>, StoreError> {
-        // Scope sets are stored in their canonical rendering, so equal sets compare equal.
+        // Scope sets and CIDR lists are stored in their canonical rendering, so equal ones
+        // compare equal.
         let row = sqlx::query_as::<DB, AppRow>(sqlx::AssertSqlSafe(format!(
             "UPDATE applications SET name = $2, allowed_scopes = $3, default_scopes = $4, \
-             sandbox = $5, updated_at = $6 \
+             sandbox = $5, updated_at = $6, allowed_cidrs = $11, token_bound_cidrs = $12 \
              WHERE id = $1 AND name = $7 AND allowed_scopes = $8 AND default_scopes = $9 \
-             AND sandbox = $10 RETURNING {APP_COLUMNS}"
+             AND sandbox = $10 AND allowed_cidrs = $13 AND token_bound_cidrs = $14 \
+             RETURNING {APP_COLUMNS}"
         )))
         .bind(id.0)
         .bind(new.name.clone())
@@ -538,6 +551,10 @@ where
         .bind(expected.allowed_scopes.to_string())
         .bind(expected.default_scopes.to_string())
         .bind(expected.sandbox)
+        .bind(new.allowed_cidrs.to_string())
+        .bind(new.token_bound_cidrs.to_string())
+        .bind(expected.allowed_cidrs.to_string())
+        .bind(expected.token_bound_cidrs.to_string())
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;
@@ -970,8 +987,8 @@ where
         sqlx::query::<DB>(
             "INSERT INTO auth_grants (id, profile_kind, profile_id, profile_app, app_id, \
              enrollment_id, client_id, name, description, challenge, status, scope, created_at, \
-             expires_at, secret_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+             expires_at, secret_id, token_bound_cidrs) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(g.id.0)
         .bind(kind)
@@ -988,6 +1005,7 @@ where
         .bind(Timestamp(g.created_at))
         .bind(g.expires_at.map(Timestamp))
         .bind(g.secret_id.map(|s| s.0))
+        .bind(g.token_bound_cidrs.to_string())
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -1680,7 +1698,7 @@ where
 {
     sqlx::query_as::<DB, SecretRow>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO app_secrets (id, app_id, secret_hash, prefix, description, created_at, \
-         expires_at, max_uses) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         expires_at, max_uses, allowed_cidrs) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          RETURNING {SECRET_COLUMNS}"
     )))
     .bind(secret.id.0)
@@ -1691,4 +1709,5 @@ where
     .bind(Timestamp(secret.created_at))
     .bind(secret.expires_at.map(Timestamp))
     .bind(secret.max_uses.map(stored_count))
+    .bind(secret.allowed_cidrs.to_string())
 }

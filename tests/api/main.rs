@@ -20,6 +20,7 @@ mod lifecycle;
 mod limits;
 mod lineage;
 mod metrics;
+mod network;
 mod oauth;
 mod openapi;
 mod pg_proxy;

@@ -4,9 +4,9 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use portcullis::{
     domain::{
-        AppId, AuthGrant, Change, ChangeEvent, ClientId, Enrollment, EnrollmentId, GrantId,
-        GrantStatus, KeyState, NewApplication, NewSecret, Origin, OwnerId, ScopeSet, SecretId,
-        SigningAlgorithm, SigningKeyRecord, Subject, SubjectKind,
+        AppId, AuthGrant, Change, ChangeEvent, CidrList, ClientId, Enrollment, EnrollmentId,
+        GrantId, GrantStatus, KeyState, NewApplication, NewSecret, Origin, OwnerId, ScopeSet,
+        SecretId, SigningAlgorithm, SigningKeyRecord, Subject, SubjectKind,
     },
     store::{
         ConnectOptions, DynStore, EnrollmentFilter, GrantFilter, Guarded, KeyRotation, Match,
@@ -51,6 +51,8 @@ fn new_app(client_id: &str) -> NewApplication {
         allowed_scopes: ScopeSet::parse("all:read all:write").unwrap(),
         default_scopes: ScopeSet::parse("all:read").unwrap(),
         sandbox: true,
+        allowed_cidrs: CidrList::default(),
+        token_bound_cidrs: CidrList::default(),
         created_at,
     }
 }
@@ -64,6 +66,7 @@ fn new_secret(hash: &str, created_at: DateTime<Utc>) -> NewSecret {
         created_at,
         expires_at: None,
         max_uses: None,
+        allowed_cidrs: CidrList::default(),
     }
 }
 
@@ -163,6 +166,81 @@ async fn applications_round_trip() {
             .await
             .unwrap();
         assert_eq!(ghost, Guarded::Missing, "{name}");
+    }
+}
+
+fn cidrs(entries: &[&str]) -> CidrList {
+    CidrList::parse(entries).unwrap()
+}
+
+/// Network bindings read back as written, on apps (created and updated under the same
+/// guard as scopes), secrets and grants; rows written without one bind nothing.
+#[tokio::test]
+async fn network_bindings_are_kept_with_apps_secrets_and_grants() {
+    for (name, store, _db) in backends().await {
+        let plain = store
+            .insert_application(&new_app("pcc_unbound"))
+            .await
+            .unwrap();
+        assert!(plain.allowed_cidrs.is_empty() && plain.token_bound_cidrs.is_empty());
+
+        let bound = NewApplication {
+            allowed_cidrs: cidrs(&["10.0.0.0/8", "2001:db8::/32"]),
+            token_bound_cidrs: cidrs(&["192.0.2.7"]),
+            ..new_app("pcc_bound")
+        };
+        let app = store.insert_application(&bound).await.unwrap();
+        assert_eq!(app.allowed_cidrs, bound.allowed_cidrs, "{name}");
+        assert_eq!(app.token_bound_cidrs, bound.token_bound_cidrs, "{name}");
+
+        let mut new = app.settings();
+        new.allowed_cidrs = CidrList::default();
+        new.token_bound_cidrs = cidrs(&["198.51.100.0/24"]);
+        let now = app.updated_at + TimeDelta::seconds(1);
+        let Guarded::Written(updated) = store
+            .update_application_settings(app.id, &app.settings(), &new, now)
+            .await
+            .unwrap()
+        else {
+            panic!("{name}: the update is written");
+        };
+        assert!(
+            updated.allowed_cidrs.is_empty(),
+            "{name}: the list is lifted"
+        );
+        assert_eq!(updated.token_bound_cidrs, new.token_bound_cidrs, "{name}");
+        assert_eq!(
+            store
+                .update_application_settings(app.id, &app.settings(), &new, now)
+                .await
+                .unwrap(),
+            Guarded::Stale,
+            "{name}: an edit from a copy whose lists changed since is not written"
+        );
+
+        let secret = NewSecret {
+            allowed_cidrs: cidrs(&["203.0.113.0/24"]),
+            ..new_secret("hash-1", now)
+        };
+        store.add_app_secret(app.id, &secret, 10).await.unwrap();
+        let secrets = store.app_secrets(app.id).await.unwrap();
+        let kept: Vec<&CidrList> = secrets.iter().map(|s| &s.allowed_cidrs).collect();
+        assert_eq!(
+            kept,
+            [&CidrList::default(), &secret.allowed_cidrs],
+            "{name}"
+        );
+
+        let g = AuthGrant {
+            token_bound_cidrs: cidrs(&["198.51.100.0/24"]),
+            ..grant(Origin::App(app.id), "pcc_bound", t0())
+        };
+        store.insert_grant(&g, 10).await.unwrap();
+        assert_eq!(
+            store.grant(g.id).await.unwrap().unwrap().token_bound_cidrs,
+            g.token_bound_cidrs,
+            "{name}"
+        );
     }
 }
 
@@ -355,6 +433,7 @@ fn grant(origin: Origin, profile: &str, at: DateTime<Utc>) -> AuthGrant {
         origin,
         secret_id: None,
         client_id: "pcc_grants".into(),
+        token_bound_cidrs: CidrList::default(),
         name: "name".into(),
         description: "description".into(),
         challenge: format!("auth-grant:{}", uuid::Uuid::new_v4()),
