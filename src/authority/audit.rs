@@ -64,7 +64,7 @@ pub enum Event {
     /// A verified client asked for what its policy does not allow.
     TokenRefused,
     AuthFailed,
-    /// A good credential presented against its policy (from outside its networks).
+    /// A good credential or token refused by policy (`reason`: `network`).
     AuthRefused,
     AuthRateLimited,
     AppCreated,
@@ -337,7 +337,10 @@ impl Event {
             Self::TokenIssued | Self::TokenRevokeRefused => CLIENT | JTI | SOURCE,
             Self::TokenMinted => SUBJECT | JTI,
             Self::TokenRevoked => CLIENT | JTI | SUBJECT | SOURCE,
-            Self::AuthFailed | Self::AuthRefused => CLIENT | SECRET | REASON | SOURCE,
+            Self::AuthFailed => CLIENT | SECRET | REASON | SOURCE,
+            // Both sites log reason, client_id and source_ip; the credential's also its
+            // secret_id, the token's its jti.
+            Self::AuthRefused => REASON | CLIENT | SECRET | JTI | SOURCE,
             Self::AuthRateLimited => CLIENT | SOURCE,
             Self::AppCreated
             | Self::AppUpdated

@@ -410,10 +410,10 @@ impl ClientAuthenticator {
         crate::telemetry::metrics::auth_failed("client");
         self.audit.record(
             AuditEvent::new(Event::AuthRefused)
+                .reason("network")
                 .app(client.app_id)
                 .client(client_id)
                 .secret(client.secret_id)
-                .reason("network")
                 .source(source_ip),
         );
         AuthorityError::InvalidClient

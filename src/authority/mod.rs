@@ -439,7 +439,7 @@ impl Authority {
             return Err(AuthorityError::InvalidToken);
         }
         if let Some(source_ip) = used_from {
-            check_binding(&claims, source_ip)?;
+            check_binding(&self.audit, &claims, source_ip)?;
         }
         let now = self.clock.now();
         let judge = Judge {
@@ -575,7 +575,7 @@ impl Authority {
                 if self.revocations.revokes(&claims) {
                     return Err(AuthorityError::InvalidToken);
                 }
-                check_binding(&claims, credentials.source_ip)?;
+                check_binding(&self.audit, &claims, credentials.source_ip)?;
                 let found = self.enrollment_named_by_token(&client, &claims).await?;
                 let mismatch = wanted_id.is_some_and(|id| id != found.id)
                     || wanted_owner.as_ref().is_some_and(|o| *o != found.owner_id);
@@ -804,16 +804,27 @@ impl Authority {
 
 /// A bound token used from outside its networks is as invalid as any other invalid token;
 /// the refusal is logged on its own so operators can tell it apart.
-fn check_binding(claims: &Claims, source_ip: IpAddr) -> Result<(), AuthorityError> {
+fn check_binding(
+    audit: &AuditTrail,
+    claims: &Claims,
+    source_ip: IpAddr,
+) -> Result<(), AuthorityError> {
     if claims.cidr.admits(source_ip) {
         return Ok(());
     }
-    tracing::info!(
-        event = "auth.refused",
-        reason = "network",
-        client_id = claims.client_id.as_str(),
-        jti = claims.jti.as_str(),
-        %source_ip
+    audit.record(
+        AuditEvent::new(Event::AuthRefused)
+            .reason("network")
+            .client(&claims.client_id)
+            .jti(&claims.jti)
+            .subject(claims.sub_kind, &claims.sub)
+            .grant(
+                claims
+                    .grant_id
+                    .as_deref()
+                    .and_then(|id| GrantId::parse(id).ok()),
+            )
+            .source(source_ip),
     );
     Err(AuthorityError::InvalidToken)
 }

@@ -13,10 +13,11 @@ use super::{AppId, CidrList, InvalidId};
 pub struct SecretId(pub Uuid);
 
 impl SecretId {
-    /// Random (v4), not time-ordered: tokens carry the id, and a v7 id would tell every
-    /// resource server when the secret was made.
+    /// Time-ordered (v7), so secrets made within one clock tick still list in the order
+    /// they were made. Tokens carry the id, so it tells a resource server when the secret
+    /// was made (to the millisecond); nothing else about it.
     pub fn generate() -> Self {
-        Self(Uuid::new_v4())
+        Self(Uuid::now_v7())
     }
 
     pub fn parse(raw: &str) -> Result<Self, InvalidId> {
