@@ -10,7 +10,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::helpers::{TestDatabase, start_binary, start_binary_with_ulimit};
+use crate::helpers::{ADMIN_TOKEN, TestDatabase, start_binary, start_binary_with_ulimit};
 
 const QUIET: (&str, &str) = ("PORTCULLIS__LOG__LEVEL", "warn");
 
@@ -18,6 +18,22 @@ async fn connect(base: &str) -> TcpStream {
     TcpStream::connect(base.trim_start_matches("http://"))
         .await
         .expect("the listener accepts")
+}
+
+/// The public listener's open connections, as the admin listener's metrics count them.
+async fn open_public_connections(admin: &str) -> u64 {
+    let text = Client::new()
+        .get(format!("{admin}/metrics"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("portcullis_connections_open{listener=\"public\"} "))
+        .map_or(0, |value| value.trim().parse::<f64>().unwrap_or(0.0) as u64)
 }
 
 /// Reads until the server closes the connection (an end of stream or a reset), and returns
@@ -157,7 +173,7 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout_and_not_bef
 #[tokio::test]
 async fn beyond_the_connection_cap_health_still_answers_and_other_routes_get_a_fast_503() {
     let db = TestDatabase::new().await;
-    let (_server, base, _) = start_binary(
+    let (_server, base, admin) = start_binary(
         &db,
         &[
             QUIET,
@@ -167,6 +183,16 @@ async fn beyond_the_connection_cap_health_still_answers_and_other_routes_get_a_f
         ],
     )
     .await;
+    // The readiness checks' connections are gone before the count starts: one still open
+    // would hold a slot, and its close would free it for the request that must find none.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open_public_connections(&admin).await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the readiness checks' connections stay open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // The cap, the health reserve (32) and then some, all silent.
     let mut silent = Vec::new();
     for _ in 0..70 {

@@ -363,7 +363,12 @@ pub async fn start_binary_with_ulimit(
             .spawn()
             .expect("the server binary starts");
         let base = format!("http://{public}");
-        let http = Client::new();
+        // No connection is kept once the server is ready: a test that counts the server's
+        // connections (its cap) must start from none.
+        let http = Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("a client");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if child.try_wait().unwrap().is_some() {
