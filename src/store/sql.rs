@@ -259,6 +259,39 @@ enum Param {
     Time(Timestamp),
 }
 
+/// Runs a filtered listing built from `conditions` and `params` (grants, audit events) and
+/// converts its rows.
+async fn fetch_where<DB, R, T>(
+    pool: &Pool<DB>,
+    sql: String,
+    params: Vec<Param>,
+) -> Result<Vec<T>, StoreError>
+where
+    DB: Database,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    R: for<'r> FromRow<'r, DB::Row> + Send + Unpin + TryInto<T, Error = StoreError>,
+    Uuid: for<'q> Encode<'q, DB> + Type<DB>,
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+    Timestamp: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    let mut query = sqlx::query_as::<DB, R>(sqlx::AssertSqlSafe(sql));
+    for param in params {
+        query = match param {
+            Param::Uuid(v) => query.bind(v),
+            Param::Text(v) => query.bind(v),
+            Param::Time(v) => query.bind(v),
+        };
+    }
+    query
+        .fetch_all(pool)
+        .await
+        .map_err(map_err)?
+        .into_iter()
+        .map(TryInto::try_into)
+        .collect()
+}
+
 /// Appends `column = $n` or `column IN ($n, …)` and the matching parameters.
 fn push_match<T>(
     conditions: &mut Vec<String>,
@@ -1061,25 +1094,12 @@ where
             params.push(Param::Text(status.as_str().to_owned()));
             conditions.push(format!("status = ${}", params.len()));
         }
-        let mut query = sqlx::query_as::<DB, GrantRow>(sqlx::AssertSqlSafe(format!(
+        let sql = format!(
             "SELECT {GRANT_COLUMNS} FROM auth_grants WHERE {} \
              ORDER BY created_at DESC, id DESC LIMIT {limit}",
             conditions.join(" AND ")
-        )));
-        for param in params {
-            query = match param {
-                Param::Uuid(v) => query.bind(v),
-                Param::Text(v) => query.bind(v),
-                Param::Time(v) => query.bind(v),
-            };
-        }
-        query
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?
-            .into_iter()
-            .map(TryInto::try_into)
-            .collect()
+        );
+        fetch_where::<DB, GrantRow, _>(&self.pool, sql, params).await
     }
 
     async fn update_grant_text(
@@ -1348,25 +1368,12 @@ where
                 params.len()
             ));
         }
-        let mut query = sqlx::query_as::<DB, AuditRow>(sqlx::AssertSqlSafe(format!(
+        let sql = format!(
             "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE {} \
              ORDER BY at DESC, id DESC LIMIT {limit}",
             conditions.join(" AND ")
-        )));
-        for param in params {
-            query = match param {
-                Param::Uuid(v) => query.bind(v),
-                Param::Text(v) => query.bind(v),
-                Param::Time(v) => query.bind(v),
-            };
-        }
-        query
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?
-            .into_iter()
-            .map(TryInto::try_into)
-            .collect()
+        );
+        fetch_where::<DB, AuditRow, _>(&self.pool, sql, params).await
     }
 
     async fn purge_audit(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
