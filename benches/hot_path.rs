@@ -113,7 +113,7 @@ async fn key_ring(algorithm: SigningAlgorithm) -> (Arc<KeyRing>, TempDir) {
     let (store, dir) = temp_store().await;
     let master = MasterKey::from_base64(&MasterKey::generate_base64()).expect("a master key");
     let clock: SharedClock = Arc::new(SystemClock);
-    let audit = Arc::new(AuditTrail::new(clock.clone(), None));
+    let audit = Arc::new(AuditTrail::new(clock.clone(), None, Default::default()));
     let ring = KeyRing::open(
         store,
         master,
@@ -251,7 +251,7 @@ async fn credential_fixture(hash: HashParams, cache_ttl: Duration) -> Credential
         )),
         Arc::new(RevocationList::default()),
     ));
-    let audit = Arc::new(AuditTrail::new(clock.clone(), None));
+    let audit = Arc::new(AuditTrail::new(clock.clone(), None, Default::default()));
     let apps = Applications::new(
         store.clone(),
         hasher.clone(),

@@ -542,6 +542,7 @@ pub async fn build_authority(
         feed_lost_cache_ttl: Duration::from_millis(settings.database.feed_lost_cache_ttl_ms),
         max_active_grants_per_profile: settings.grants.max_active_per_profile,
         audit_retention: settings.audit.retention(),
+        audit_issued_tokens: settings.audit.issued_tokens,
     };
     Authority::build(store, clock, options)
         .await

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::domain::SigningAlgorithm;
+use crate::{authority::audit::IssuedTokens, domain::SigningAlgorithm};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -111,6 +111,9 @@ pub struct GrantSettings {
 pub struct AuditSettings {
     /// Days audit events (and daily usage counts) are kept; 0 keeps them forever.
     pub retention_days: u32,
+    /// Tokens issued at request rate: a summary row per credential and minute, or a row
+    /// per token.
+    pub issued_tokens: IssuedTokens,
 }
 
 impl AuditSettings {

@@ -200,6 +200,7 @@ pub struct Options {
     pub max_active_grants_per_profile: u32,
     /// How long audit events are kept (`None`: forever).
     pub audit_retention: Option<Duration>,
+    pub audit_issued_tokens: audit::IssuedTokens,
 }
 
 /// The core's one front door: each use case is one method here, and the parts behind it
@@ -244,7 +245,11 @@ impl Authority {
             options.cache_capacity,
         ));
         let revocations = Arc::new(RevocationList::default());
-        let audit = Arc::new(AuditTrail::new(clock.clone(), options.audit_retention));
+        let audit = Arc::new(AuditTrail::new(
+            clock.clone(),
+            options.audit_retention,
+            options.audit_issued_tokens,
+        ));
         let changes = Arc::new(ChangeHub::new(
             store.clone(),
             clock.clone(),

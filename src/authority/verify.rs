@@ -181,6 +181,7 @@ mod properties {
                     Arc::new(crate::authority::audit::AuditTrail::new(
                         clock.clone(),
                         None,
+                        Default::default(),
                     )),
                 )
                 .await

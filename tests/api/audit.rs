@@ -128,7 +128,13 @@ async fn issued_failed_rotated_and_revoked_credentials_are_in_the_trail() {
     assert_eq!(issued["client_id"], client.client_id.as_str());
     assert_eq!(issued["sub_kind"], "app");
     assert_eq!(issued["subject"], client.client_id.as_str());
-    assert_eq!(issued["jti"], jti.as_str());
+    assert_eq!(
+        issued["jti"],
+        Value::Null,
+        "issuance is summarised by default: a row names no single token"
+    );
+    assert_eq!(issued["detail"]["count"], 1);
+    assert_eq!(issued["detail"]["last_at"], issued["at"]);
     assert_eq!(issued["source_ip"], "127.0.0.1");
     assert_eq!(issued["detail"]["grant_type"], "client_credentials");
     assert_eq!(issued["detail"]["scope"], "all:read all:write");
@@ -231,9 +237,56 @@ fn urlencode(raw: &str) -> String {
     raw.replace('+', "%2B").replace(':', "%3A")
 }
 
+/// A server keeping one audit row per token issued.
+async fn spawn_with_a_row_per_token() -> TestApp {
+    TestApp::spawn_with(Spawn {
+        overrides: &[("PORTCULLIS__AUDIT__ISSUED_TOKENS", "each")],
+        ..Spawn::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tokens_issued_from_one_address_within_a_minute_are_one_row() {
+    let app = TestApp::spawn().await;
+    let client = app.default_app().await;
+    for _ in 0..5 {
+        issue(&app, &client).await;
+    }
+    let page = audit(&app, &format!("event=token.issued&app_id={}", client.id)).await;
+    assert_eq!(events(&page).len(), 1, "{page:#}");
+    let row = &events(&page)[0];
+    assert_eq!(row["detail"]["count"], 5);
+    assert_eq!(row["jti"], Value::Null);
+    assert!(row["at"].as_str().unwrap() <= row["detail"]["last_at"].as_str().unwrap());
+    let path = format!("/admin/v1/apps/{}/usage?days=1", client.id);
+    assert_eq!(usage(&app, &path).await, [5], "the daily count agrees");
+}
+
+#[tokio::test]
+async fn a_row_per_token_names_each_jti_when_configured() {
+    let app = spawn_with_a_row_per_token().await;
+    let client = app.default_app().await;
+    let mut jtis = HashSet::new();
+    for _ in 0..3 {
+        jtis.insert(jti_of(&issue(&app, &client).await));
+    }
+    let page = audit(&app, &format!("event=token.issued&app_id={}", client.id)).await;
+    let kept: HashSet<String> = events(&page)
+        .iter()
+        .map(|e| e["jti"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kept, jtis);
+    assert!(
+        events(&page)
+            .iter()
+            .all(|e| e["detail"].get("count").is_none())
+    );
+}
+
 #[tokio::test]
 async fn pages_return_every_event_exactly_once() {
-    let app = TestApp::spawn().await;
+    let app = spawn_with_a_row_per_token().await;
     let client = app.default_app().await;
     for _ in 0..23 {
         issue(&app, &client).await;
@@ -514,12 +567,14 @@ async fn events_waiting_at_shutdown_are_written() {
     let app = TestApp::spawn().await;
     let db = app.database();
     let client = app.default_app().await;
-    let jti = jti_of(&issue(&app, &client).await);
+    for _ in 0..3 {
+        issue(&app, &client).await;
+    }
     app.shutdown().await.unwrap();
     let again = TestApp::spawn_on(db, Spawn::default()).await;
     let page = audit(&again, "event=token.issued").await;
     assert_eq!(events(&page).len(), 1);
-    assert_eq!(events(&page)[0]["jti"], jti.as_str());
+    assert_eq!(events(&page)[0]["detail"]["count"], 3);
 }
 
 #[tokio::test]
