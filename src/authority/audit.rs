@@ -723,6 +723,10 @@ impl Tally {
 }
 
 /// What [`AuditTrail::record`] keeps of an event.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a local moved once per event; boxing would allocate per token"
+)]
 enum Row {
     Event(AuditEvent),
     Summary(SummaryKey, Tally),
@@ -873,16 +877,12 @@ impl AuditTrail {
         let events_dropped = excess.min(pending.events.len());
         let kept = pending.events.len() - events_dropped;
         pending.events.truncate(kept);
-        let over: Vec<SummaryKey> = (excess > events_dropped)
-            .then(|| {
-                pending
-                    .summaries
-                    .keys()
-                    .take(excess - events_dropped)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let over: Vec<SummaryKey> = if excess > events_dropped {
+            let left = excess - events_dropped;
+            pending.summaries.keys().take(left).cloned().collect()
+        } else {
+            Vec::new()
+        };
         for key in over {
             pending.summaries.remove(&key);
         }
