@@ -161,6 +161,9 @@ def target_checks(pts, startups, grant_small, grant_big):
     for line, ratio, errors in peer_ratios(pts):
         checks.append((f"oauth2_token / peer >= {PEER_RATIO:g}x, 0 errors", line,
                        verdict(ratio >= PEER_RATIO and errors == 0)))
+    for line, ratio, errors in policy_peer_ratios(pts):
+        checks.append((f"policy_oauth2_token / peer >= {PEER_RATIO:g}x, 0 errors", line,
+                       verdict(ratio >= PEER_RATIO and errors == 0)))
     first = [s for s in startups if s["store"] == "sqlite" and s["kind"] == "first"]
     restarts = [float(s["ms"]) for s in startups if s["store"] == "sqlite" and s["kind"] == "restart"]
     if first or restarts:
@@ -186,13 +189,13 @@ def startup_lines(startups):
     return out
 
 
-def ratios_to(pts, scenario, store, name):
-    """(line, ratio, errors): oauth2_token on each store against `scenario` at the same conc."""
+def ratios_to(pts, scenario, store, name, mine="oauth2_token"):
+    """(line, ratio, errors): `mine` on each store against `scenario` at the same conc."""
     out = []
     for other in find(pts, scenario, store):
-        for ours in (p for p in pts if p["scenario"] == "oauth2_token" and p["conc"] == other["conc"]):
+        for ours in (p for p in pts if p["scenario"] == mine and p["conc"] == other["conc"]):
             ratio = ours["rps"] / other["rps"] if other["rps"] else float("inf")
-            out.append((f"c={other['conc']}: Portcullis oauth2_token ({ours['store']}) "
+            out.append((f"c={other['conc']}: Portcullis {mine} ({ours['store']}) "
                         f"{ours['rps']:.0f} req/s, p99 {ours['p99']:.2f} ms vs {name} "
                         f"{other['rps']:.0f} req/s, p99 {other['p99']:.2f} ms -> {ratio:.2f}x",
                         ratio, ours["errors"] + other["errors"]))
@@ -203,12 +206,17 @@ def peer_ratios(pts):
     return ratios_to(pts, "peer_oidc_token", "node", "peer")
 
 
+def policy_peer_ratios(pts):
+    """Issue 14: the warm path with a secret that has an expiry, a CIDR list and a quota."""
+    return ratios_to(pts, "peer_oidc_token", "node", "peer", mine="policy_oauth2_token")
+
+
 def minimal_ratios(pts):
     return ratios_to(pts, "minimal_token", "none", "minimal server")
 
 
 def peer_lines(pts):
-    return [line for line, _, _ in peer_ratios(pts)]
+    return [line for line, _, _ in peer_ratios(pts) + policy_peer_ratios(pts)]
 
 
 def minimal_lines(pts):

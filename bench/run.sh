@@ -89,7 +89,7 @@ while read -r var; do unset "$var"; done < <(compgen -e | grep '^PORTCULLIS__' |
 
 # minimal_token is not Portcullis: it runs once, just before the first store's oauth2_token,
 # so the two figures of the efficiency ratio are measured minutes apart, not an hour.
-ALL_SCENARIOS="minimal_token oauth2_token endorsed_json enrollment_authorize enrollment_bearer \
+ALL_SCENARIOS="minimal_token oauth2_token policy_oauth2_token endorsed_json enrollment_authorize enrollment_bearer \
 grant_token_bearer grant_list_small grant_list_big cold_oauth2_token mixed"
 
 for s in $SCENARIOS; do
@@ -398,6 +398,12 @@ scenario_oauth2_token_request() {
     -T application/x-www-form-urlencoded -d "grant_type=client_credentials"
 }
 
+scenario_policy_oauth2_token() {
+  DESC="oauth2_token with the app's second secret, which has a policy: an expiry (a day) and a CIDR allowlist (127.0.0.0/8)"
+  request POST /oauth2/token -H "Authorization: Basic $POLICY_BASIC" \
+    -T application/x-www-form-urlencoded -d "grant_type=client_credentials"
+}
+
 scenario_endorsed_json() {
   DESC="POST /api/v1/auth/tokens, JSON body with client_id, client_secret and a scope array"
   request POST /api/v1/auth/tokens -T application/json \
@@ -581,6 +587,13 @@ prepare_store() {
     die "apps create printed no credentials"
   fi
   BASIC="$(printf '%s:%s' "$CLIENT_ID" "$CLIENT_SECRET" | base64 -w0)"
+  # Issue 14's policy scenario: a second secret with an expiry and a CIDR allowlist.
+  local policy policy_secret
+  policy="$(portcullis apps secrets create "$APP_ID" --description bench-policy \
+    --expires-in 86400 --allowed-cidr 127.0.0.0/8 --output env)" || die "apps secrets create failed"
+  policy_secret="$(sed -n 's/^CLIENT_SECRET=//p' <<<"$policy")"
+  [ -n "$policy_secret" ] || die "apps secrets create printed no secret"
+  POLICY_BASIC="$(printf '%s:%s' "$CLIENT_ID" "$policy_secret" | base64 -w0)"
   OWNER_ID="bench-owner"
   portcullis enrollments create --app-id "$APP_ID" --owner-id "$OWNER_ID" --output env >/dev/null ||
     die "enrollments create failed"
