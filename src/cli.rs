@@ -16,7 +16,7 @@ use crate::{
     authority::{
         Authority, AuthorityError, Invalid, MintRequest,
         app_secrets::{CreateSecret, CreatedSecret},
-        apps::{CreateApplication, CreatedApplication, UpdateApplication},
+        apps::{CreateApplication, CreatedApplication, QuotaRequest, UpdateApplication},
         audit::AuditQuery,
         clock::{SharedClock, SystemClock},
         enrollments::CreateEnrollment,
@@ -217,7 +217,7 @@ enum AppsCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// Change name, scopes, sandbox flag or network binding.
+    /// Change name, scopes, sandbox flag, network binding or issuance quota.
     Update {
         id: String,
         #[arg(long)]
@@ -243,6 +243,11 @@ enum AppsCommand {
         /// New tokens of the app are bound to no network again.
         #[arg(long, conflicts_with = "token_bound_cidrs")]
         clear_token_bound_cidrs: bool,
+        #[command(flatten)]
+        quota: QuotaArgs,
+        /// Lifts the app's issuance quota.
+        #[arg(long, conflicts_with_all = ["tokens_per_hour", "tokens_per_day"])]
+        clear_quota: bool,
     },
     /// Refuse the application's credentials from now on.
     Disable { id: String },
@@ -318,6 +323,27 @@ enum SecretsCommand {
     },
 }
 
+/// An issuance quota (fixed UTC windows, exact across replicas). On update, giving either
+/// replaces the app's whole quota: give both to keep both.
+#[derive(Debug, Args)]
+struct QuotaArgs {
+    /// Tokens the app may be issued per UTC hour.
+    #[arg(long, value_name = "N")]
+    tokens_per_hour: Option<u64>,
+    /// Tokens the app may be issued per UTC day.
+    #[arg(long, value_name = "N")]
+    tokens_per_day: Option<u64>,
+}
+
+impl QuotaArgs {
+    fn request(&self) -> Option<QuotaRequest> {
+        (self.tokens_per_hour.is_some() || self.tokens_per_day.is_some()).then_some(QuotaRequest {
+            tokens_per_hour: self.tokens_per_hour,
+            tokens_per_day: self.tokens_per_day,
+        })
+    }
+}
+
 #[derive(Debug, Args)]
 struct CreateArgs {
     #[arg(long)]
@@ -337,6 +363,8 @@ struct CreateArgs {
     /// A network the app's tokens may be used from (repeatable). Default: anywhere.
     #[arg(long = "token-bound-cidr", value_name = "CIDR")]
     token_bound_cidrs: Vec<String>,
+    #[command(flatten)]
+    quota: QuotaArgs,
     /// Import an existing client_id; its secret is read from standard input.
     #[arg(long, requires = "client_secret_stdin")]
     client_id: Option<String>,
@@ -628,6 +656,7 @@ async fn run_apps(
                     sandbox: args.sandbox,
                     allowed_cidrs: Some(args.allowed_cidrs),
                     token_bound_cidrs: Some(args.token_bound_cidrs),
+                    quota: args.quota.request(),
                     import,
                 })
                 .await
@@ -667,6 +696,8 @@ async fn run_apps(
             clear_allowed_cidrs,
             token_bound_cidrs,
             clear_token_bound_cidrs,
+            quota,
+            clear_quota,
         } => {
             let app = core
                 .update_app(
@@ -678,6 +709,10 @@ async fn run_apps(
                         sandbox,
                         allowed_cidrs: replacement(allowed_cidrs, clear_allowed_cidrs),
                         token_bound_cidrs: replacement(token_bound_cidrs, clear_token_bound_cidrs),
+                        quota: match quota.request() {
+                            Some(q) => Some(Some(q)),
+                            None => clear_quota.then_some(None),
+                        },
                     },
                 )
                 .await
@@ -921,7 +956,8 @@ fn flag_error(e: AuthorityError) -> anyhow::Error {
             let flag = match field {
                 "allowed_cidrs" => "allowed-cidr".to_owned(),
                 "token_bound_cidrs" => "token-bound-cidr".to_owned(),
-                field => field.replace('_', "-"),
+                "quota" => "tokens-per-hour/--tokens-per-day".to_owned(),
+                field => field.trim_start_matches("quota.").replace('_', "-"),
             };
             anyhow::anyhow!("--{flag}: {rule}")
         }
@@ -1019,6 +1055,12 @@ fn app_json(app: &Application) -> serde_json::Value {
     if !app.token_bound_cidrs.is_empty() {
         value["token_bound_cidrs"] = json!(app.token_bound_cidrs.to_strings());
     }
+    if !app.quota.is_unlimited() {
+        value["quota"] = json!({
+            "tokens_per_hour": app.quota.per_hour,
+            "tokens_per_day": app.quota.per_day,
+        });
+    }
     value
 }
 
@@ -1041,6 +1083,12 @@ fn print_app(app: &Application, output: Output) {
             }
             if !app.token_bound_cidrs.is_empty() {
                 println!("token_bound_cidrs: {}", app.token_bound_cidrs);
+            }
+            if let Some(n) = app.quota.per_hour {
+                println!("tokens_per_hour: {n}");
+            }
+            if let Some(n) = app.quota.per_day {
+                println!("tokens_per_day: {n}");
             }
             println!("disabled:       {}", app.disabled);
             if let Some(at) = app.last_used_at {

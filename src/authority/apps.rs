@@ -14,7 +14,7 @@ use super::{
 use crate::{
     domain::{
         AppId, Application, Change, CidrList, ClientId, NewApplication, NewSecret, ScopeSet,
-        SecretId,
+        SecretId, TokenQuota,
     },
     store::{DynStore, Guarded},
 };
@@ -34,8 +34,42 @@ pub struct CreateApplication {
     pub allowed_cidrs: Option<Vec<String>>,
     /// Networks the app's tokens may be used from.
     pub token_bound_cidrs: Option<Vec<String>>,
+    /// Tokens per UTC hour and day; `None`: no quota.
+    pub quota: Option<QuotaRequest>,
     /// An existing `client_id` + secret pair, when migrating from another provider.
     pub import: Option<(String, SecretString)>,
+}
+
+/// An issuance quota as asked for; at least one window must be given.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaRequest {
+    pub tokens_per_hour: Option<u64>,
+    pub tokens_per_day: Option<u64>,
+}
+
+fn parse_quota(request: Option<QuotaRequest>) -> Result<TokenQuota, AuthorityError> {
+    let Some(request) = request else {
+        return Ok(TokenQuota::default());
+    };
+    let limit = |field: &'static str, n: Option<u64>| match n {
+        Some(n) if !(1..=TokenQuota::MAX).contains(&n) => Err(AuthorityError::invalid(
+            field,
+            Rule::Range {
+                min: 1,
+                max: TokenQuota::MAX,
+                unit: "",
+            },
+        )),
+        n => Ok(n),
+    };
+    let quota = TokenQuota {
+        per_hour: limit("quota.tokens_per_hour", request.tokens_per_hour)?,
+        per_day: limit("quota.tokens_per_day", request.tokens_per_day)?,
+    };
+    if quota.is_unlimited() {
+        return Err(AuthorityError::invalid("quota", Rule::NotAQuota));
+    }
+    Ok(quota)
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +81,8 @@ pub struct UpdateApplication {
     /// An empty list lifts the binding.
     pub allowed_cidrs: Option<Vec<String>>,
     pub token_bound_cidrs: Option<Vec<String>>,
+    /// `Some(None)` lifts the quota.
+    pub quota: Option<Option<QuotaRequest>>,
 }
 
 /// A created application with its secret, which exists in plain text only here, once.
@@ -148,6 +184,7 @@ impl Applications {
         let allowed_cidrs = parse_cidrs("allowed_cidrs", request.allowed_cidrs.as_deref())?;
         let token_bound_cidrs =
             parse_cidrs("token_bound_cidrs", request.token_bound_cidrs.as_deref())?;
+        let quota = parse_quota(request.quota)?;
 
         let (client_id, secret, imported) = match request.import {
             Some((client_id, secret)) => {
@@ -195,6 +232,7 @@ impl Applications {
                 sandbox: request.sandbox,
                 allowed_cidrs,
                 token_bound_cidrs,
+                quota,
                 created_at: now,
             })
             .await
@@ -261,6 +299,7 @@ impl Applications {
             .as_deref()
             .map(|raw| parse_cidrs("token_bound_cidrs", Some(raw)))
             .transpose()?;
+        let quota = changes.quota.map(parse_quota).transpose()?;
         for _ in 0..ATTEMPTS {
             let expected = self.get(id).await?.settings();
             let mut new = expected.clone();
@@ -281,6 +320,9 @@ impl Applications {
             }
             if let Some(cidrs) = &token_bound_cidrs {
                 new.token_bound_cidrs = cidrs.clone();
+            }
+            if let Some(quota) = quota {
+                new.quota = quota;
             }
             check_defaults_allowed(&new.allowed_scopes, &new.default_scopes)?;
             match self

@@ -89,6 +89,8 @@ pub enum Event {
     /// A good credential or token refused by policy (`reason`: `network`).
     AuthRefused,
     AuthRateLimited,
+    /// A token or request refused because a quota window is used up.
+    QuotaExceeded,
     AppCreated,
     AppUpdated,
     AppDisabled,
@@ -116,7 +118,7 @@ pub enum Event {
 }
 
 impl Event {
-    pub const ALL: [Self; 31] = [
+    pub const ALL: [Self; 32] = [
         Self::TokenIssued,
         Self::TokenMinted,
         Self::TokenRevoked,
@@ -125,6 +127,7 @@ impl Event {
         Self::AuthFailed,
         Self::AuthRefused,
         Self::AuthRateLimited,
+        Self::QuotaExceeded,
         Self::AppCreated,
         Self::AppUpdated,
         Self::AppDisabled,
@@ -299,6 +302,7 @@ impl Event {
             Self::AuthFailed => "auth.failed",
             Self::AuthRefused => "auth.refused",
             Self::AuthRateLimited => "auth.rate_limited",
+            Self::QuotaExceeded => "quota.exceeded",
             Self::AppCreated => "app.created",
             Self::AppUpdated => "app.updated",
             Self::AppDisabled => "app.disabled",
@@ -347,7 +351,10 @@ impl Event {
     }
 
     const fn is_warning(self) -> bool {
-        matches!(self, Self::AuthRateLimited | Self::AuditDropped)
+        matches!(
+            self,
+            Self::AuthRateLimited | Self::QuotaExceeded | Self::AuditDropped
+        )
     }
 
     const fn subject_words(self) -> SubjectWords {
@@ -391,7 +398,7 @@ impl Event {
             Self::GrantRevoked | Self::GrantDeleted => GRANT,
             Self::GrantApiToken | Self::GrantExchanged => GRANT | JTI,
             Self::KeyCreated | Self::KeyRotated | Self::KeyRotationRefused => 0,
-            Self::TokenRefused | Self::AuditDropped => ALL,
+            Self::TokenRefused | Self::QuotaExceeded | Self::AuditDropped => ALL,
         }
     }
 }
@@ -441,6 +448,9 @@ pub struct Detail {
     /// A summary's last token's time (its first one's is the row's `at`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_at: Option<String>,
+    /// The quota window that was used up (`hourly`, `daily`, `minutely`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<&'static str>,
 }
 
 /// One credential event, built at its site with the setters below.
@@ -612,6 +622,7 @@ impl AuditEvent {
                     next = d.next.as_deref(),
                     retry_at = d.retry_at.as_deref(),
                     dropped = d.dropped,
+                    window = d.window,
                     source_ip = self.source_ip.filter(|_| on(logged::SOURCE)).map(display),
                     message = self.note,
                 )

@@ -49,7 +49,10 @@ use super::{
     usage::UsageTracker,
 };
 use crate::{
-    domain::{AppId, AppSecret, Application, CidrList, ClientId, ScopeSet, SecretId, SecretState},
+    domain::{
+        AppId, AppSecret, Application, CidrList, ClientId, ScopeSet, SecretId, SecretState,
+        TokenQuota,
+    },
     store::{DynStore, UsageOf},
 };
 
@@ -73,6 +76,8 @@ pub struct VerifiedClient {
     pub secret_cidrs: CidrList,
     /// Where the tokens minted for the app may be used from; they carry it as a claim.
     pub token_bound_cidrs: CidrList,
+    /// How many tokens the app may be issued per window.
+    pub quota: TokenQuota,
 }
 
 impl VerifiedClient {
@@ -89,6 +94,7 @@ impl VerifiedClient {
             allowed_cidrs: app.allowed_cidrs.clone(),
             secret_cidrs: secret.allowed_cidrs.clone(),
             token_bound_cidrs: app.token_bound_cidrs.clone(),
+            quota: app.quota,
         }
     }
 

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use super::quotas::QuotaExceeded;
 use crate::{
     domain::{InvalidCidr, InvalidScope},
     store::StoreError,
@@ -28,6 +29,8 @@ pub enum Rule {
     NotAUuid,
     #[error("must be {0}")]
     OneOf(&'static str),
+    #[error("must be an object with tokens_per_hour and/or tokens_per_day, or null")]
+    NotAQuota,
     #[error("must be {min} to {max} characters")]
     Length { min: usize, max: usize },
     #[error("may be at most {max} characters")]
@@ -148,6 +151,9 @@ pub enum AuthorityError {
     InvalidClient,
     #[error("too many requests")]
     RateLimited { retry_after: Duration },
+    /// A quota window is used up (an app's token quota, a grant's request quota).
+    #[error("the {} quota is used up; retry when it resets", .0.window.policy())]
+    QuotaExceeded(Box<QuotaExceeded>),
     /// A bearer token that is missing, malformed, forged, expired or no longer active.
     #[error("invalid or expired token")]
     InvalidToken,
@@ -197,6 +203,7 @@ impl AuthorityError {
             Self::RateLimited { retry_after } => Self::RateLimited {
                 retry_after: *retry_after,
             },
+            Self::QuotaExceeded(exceeded) => Self::QuotaExceeded(exceeded.clone()),
             Self::InvalidToken => Self::InvalidToken,
             Self::Refused(why) => Self::Refused(*why),
             Self::InsufficientScope(s) => Self::InsufficientScope(s.clone()),

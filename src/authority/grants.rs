@@ -36,7 +36,12 @@ pub struct CreateGrant {
     pub scope: Option<String>,
     /// `None` or `Some(None)`: never expires.
     pub expires_at: Option<Option<String>>,
+    /// Requests per minute with the grant's tokens on the bearer routes; `None`: no limit.
+    pub requests_per_minute: Option<u64>,
 }
+
+/// The most requests per minute a grant's quota may allow.
+pub const REQUESTS_PER_MINUTE_MAX: u32 = 1_000_000;
 
 #[derive(Debug, Default)]
 pub struct ListGrants {
@@ -139,6 +144,24 @@ impl Grants {
                 Some(at)
             }
         };
+        let requests_per_minute = match request.requests_per_minute {
+            None => None,
+            Some(n) => Some(
+                u32::try_from(n)
+                    .ok()
+                    .filter(|n| (1..=REQUESTS_PER_MINUTE_MAX).contains(n))
+                    .ok_or_else(|| {
+                        AuthorityError::invalid(
+                            "requestsPerMinute",
+                            Rule::Range {
+                                min: 1,
+                                max: u64::from(REQUESTS_PER_MINUTE_MAX),
+                                unit: "",
+                            },
+                        )
+                    })?,
+            ),
+        };
         let id = GrantId::generate();
         let grant = AuthGrant {
             id,
@@ -151,6 +174,7 @@ impl Grants {
                 .and_then(|raw| SecretId::parse(raw).ok()),
             client_id: principal.claims.client_id.clone(),
             token_bound_cidrs: principal.claims.cidr.clone(),
+            requests_per_minute,
             name,
             description,
             challenge: format!("auth-grant:{}", uuid::Uuid::new_v4()),

@@ -16,6 +16,7 @@ pub mod grants;
 pub mod keys;
 pub mod lineage;
 mod operations;
+pub mod quotas;
 pub mod records;
 pub mod revocations;
 pub mod secrets;
@@ -34,7 +35,7 @@ use serde_json::Value;
 use crate::{
     domain::{
         AuthGrant, Change, CidrList, ClientId, Enrollment, EnrollmentId, GrantId, Origin, Profile,
-        ScopeSet, Subject, SubjectKind,
+        QuotaStatus, ScopeSet, Subject, SubjectKind,
     },
     store::{DynStore, UsageOf},
 };
@@ -49,6 +50,7 @@ use fresh::Generations;
 use grants::{GrantLimits, Grants};
 use keys::{KeyRing, KeyRingOptions, MasterKey};
 use lineage::{Judge, Standing};
+use quotas::Quotas;
 use records::Records;
 use revocations::RevocationList;
 use secrets::SecretHasher;
@@ -215,6 +217,7 @@ pub struct Authority {
     revocations: Arc<RevocationList>,
     usage: Arc<UsageTracker>,
     audit: Arc<AuditTrail>,
+    quotas: Quotas,
     clock: SharedClock,
     credentials: ClientAuthenticator,
     tokens: TokenMinter,
@@ -333,6 +336,7 @@ impl Authority {
             revocations,
             usage,
             audit,
+            quotas: Quotas::new(store.clone()),
             keys,
             clock,
             lifetimes,
@@ -372,6 +376,8 @@ impl Authority {
             },
             None => client.default_scopes.clone(),
         };
+        // After the request is judged, so a refused one costs no quota.
+        let quota = self.spend_quota(&client, credentials.source_ip).await?;
         let lifetime = match route {
             TokenRoute::OAuth => self.lifetimes.oauth,
             TokenRoute::Endorsed => self.lifetimes.endorsed,
@@ -380,7 +386,7 @@ impl Authority {
             kind: SubjectKind::App,
             id: client.client_id.to_string(),
         };
-        let token = self.tokens.mint(TokenSpec {
+        let mut token = self.tokens.mint(TokenSpec {
             subject: &subject,
             client_id: client.client_id.as_str(),
             scope: &scope,
@@ -392,6 +398,7 @@ impl Authority {
             secret_id: Some(client.secret_id.to_string()),
             cidr: client.token_bound_cidrs.clone(),
         })?;
+        token.quota = quota;
         // The warm path's share: a few small copies and a push under a lock, no I/O.
         self.audit.record(
             AuditEvent::new(Event::TokenIssued)
@@ -408,6 +415,67 @@ impl Authority {
                 }),
         );
         Ok(token)
+    }
+
+    /// Counts one request made with a grant's token against its per-minute quota.
+    fn spend_grant_request(
+        &self,
+        grant: &AuthGrant,
+        claims: &Claims,
+        per_minute: u32,
+        source_ip: IpAddr,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), AuthorityError> {
+        let exceeded = match self.quotas.spend_grant_request(grant.id, per_minute, now) {
+            Ok(_) => return Ok(()),
+            Err(exceeded) => exceeded,
+        };
+        self.audit.record(
+            AuditEvent::new(Event::QuotaExceeded)
+                .grant(grant.id)
+                .app(grant.origin.app_id())
+                .secret(grant.secret_id)
+                .client(&claims.client_id)
+                .subject(claims.sub_kind, &claims.sub)
+                .jti(&claims.jti)
+                .reason("grant request quota")
+                .source(source_ip)
+                .detail(Detail {
+                    window: Some(exceeded.window.policy()),
+                    ..Detail::default()
+                }),
+        );
+        Err(AuthorityError::QuotaExceeded(Box::new(exceeded)))
+    }
+
+    /// Spends one token of the app's issuance quota (see [`quotas`]); `None` for an app
+    /// without one. A used-up window is refused and recorded as `quota.exceeded`.
+    async fn spend_quota(
+        &self,
+        client: &VerifiedClient,
+        source_ip: IpAddr,
+    ) -> Result<Option<QuotaStatus>, AuthorityError> {
+        let exceeded = match self
+            .quotas
+            .spend(client.app_id, client.quota, self.clock.now())
+            .await?
+        {
+            Ok(status) => return Ok(status),
+            Err(exceeded) => exceeded,
+        };
+        self.audit.record(
+            AuditEvent::new(Event::QuotaExceeded)
+                .app(client.app_id)
+                .secret(client.secret_id)
+                .client(client.client_id.as_str())
+                .reason("token quota")
+                .source(source_ip)
+                .detail(Detail {
+                    window: Some(exceeded.window.policy()),
+                    ..Detail::default()
+                }),
+        );
+        Err(AuthorityError::QuotaExceeded(Box::new(exceeded)))
     }
 
     /// Verifies a bearer token used from `source_ip`, and checks that what it was issued for
@@ -457,6 +525,11 @@ impl Authority {
             .await?
             .ok_or(AuthorityError::InvalidToken)?;
         if let Some(grant) = &standing.grant {
+            // Only when the token's user makes the request: introspection by a resource
+            // server is not a use of the grant's allowance.
+            if let (Some(per_minute), Some(source_ip)) = (grant.requests_per_minute, used_from) {
+                self.spend_grant_request(grant, &claims, per_minute, source_ip, now)?;
+            }
             self.usage.record(UsageOf::Grant(grant.id), now);
         }
         if let Some(enrollment) = &standing.enrollment {
@@ -615,7 +688,9 @@ impl Authority {
             );
             return Err(Refusal::EnrollmentDisabled.into());
         }
-        let token = self.mint_enrollment_token(&client, &enrollment)?;
+        let quota = self.spend_quota(&client, credentials.source_ip).await?;
+        let mut token = self.mint_enrollment_token(&client, &enrollment)?;
+        token.quota = quota;
         self.usage
             .record(UsageOf::Enrollment(enrollment.id), self.clock.now());
         self.audit.record(

@@ -338,6 +338,11 @@ impl Authority {
             Ok(n) => tracing::debug!(purged = n, "expired revocations purged"),
             Err(e) => tracing::warn!(error = %e, "could not purge expired revocations"),
         }
+        match self.quotas.forget_ended(now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "ended quota windows purged"),
+            Err(e) => tracing::warn!(error = %e, "could not purge ended quota windows"),
+        }
         if let Err(e) = self.usage.flush(&self.store).await {
             tracing::warn!(error = %e, "could not record usage");
         }

@@ -69,6 +69,8 @@ pub struct IssuedToken {
     pub expires_at: DateTime<Utc>,
     pub scope: ScopeSet,
     pub jti: String,
+    /// The app's quota after this token, when it has one (the RateLimit headers).
+    pub quota: Option<crate::domain::QuotaStatus>,
 }
 
 pub struct TokenMinter {
@@ -149,6 +151,7 @@ impl TokenMinter {
             expires_at,
             scope: spec.scope.clone(),
             jti: claims.jti,
+            quota: None,
         })
     }
 }

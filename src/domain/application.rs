@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 
-use super::{AppId, CidrList, ClientId, NewSecret, ScopeSet};
+use super::{AppId, CidrList, ClientId, NewSecret, ScopeSet, TokenQuota};
 
 /// An OAuth client: a backend service holding a `client_id` and one or more secrets
 /// ([`super::AppSecret`], kept apart from this record).
@@ -16,6 +16,8 @@ pub struct Application {
     pub allowed_cidrs: CidrList,
     /// Where the tokens minted for the app may be used from (empty: anywhere).
     pub token_bound_cidrs: CidrList,
+    /// How many tokens the app may be issued per UTC hour and day.
+    pub quota: TokenQuota,
     pub disabled: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -31,6 +33,7 @@ impl Application {
             sandbox: self.sandbox,
             allowed_cidrs: self.allowed_cidrs.clone(),
             token_bound_cidrs: self.token_bound_cidrs.clone(),
+            quota: self.quota,
         }
     }
 }
@@ -44,6 +47,7 @@ pub struct AppSettings {
     pub sandbox: bool,
     pub allowed_cidrs: CidrList,
     pub token_bound_cidrs: CidrList,
+    pub quota: TokenQuota,
 }
 
 /// What the store needs to insert a new application, with its first secret.
@@ -58,5 +62,6 @@ pub struct NewApplication {
     pub sandbox: bool,
     pub allowed_cidrs: CidrList,
     pub token_bound_cidrs: CidrList,
+    pub quota: TokenQuota,
     pub created_at: DateTime<Utc>,
 }

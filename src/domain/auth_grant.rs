@@ -104,6 +104,9 @@ pub struct AuthGrant {
     /// The networks the creating token was bound to; tokens from the grant are bound to
     /// them too, so a grant is no way out of its creator's binding.
     pub token_bound_cidrs: CidrList,
+    /// Requests allowed per UTC minute with the grant's tokens on Portcullis's bearer routes
+    /// (counted per replica); `None`: no limit.
+    pub requests_per_minute: Option<u32>,
     pub name: String,
     pub description: String,
     pub challenge: String,

@@ -32,14 +32,14 @@ use crate::{
     authority::{
         AuthorityError, MintRequest, Rule,
         app_secrets::CreateSecret,
-        apps::{CreateApplication, UpdateApplication},
+        apps::{CreateApplication, QuotaRequest, UpdateApplication},
         audit::{AuditQuery, USAGE_MAX_DAYS},
         enrollments::{CreateEnrollment, Created, parse_owner},
         keys::KeyInfo,
     },
     domain::{
         AppId, AppSecret, Application, AuditRecord, CredentialRef, Enrollment, EnrollmentId,
-        GrantId, ScopeSet, SecretId, SecretState, Subject, SubjectKind,
+        GrantId, ScopeSet, SecretId, SecretState, Subject, SubjectKind, TokenQuota,
     },
     store::EnrollmentFilter,
 };
@@ -143,8 +143,50 @@ pub struct CreateAppRequest {
     allowed_cidrs: Option<Vec<String>>,
     /// CIDR blocks (or bare addresses) the app's tokens may be used from.
     token_bound_cidrs: Option<Vec<String>>,
+    /// Tokens per UTC hour and/or day; absent or `null`: no quota.
+    quota: Option<QuotaBody>,
     client_id: Option<String>,
     client_secret: Option<String>,
+}
+
+/// An issuance quota: at least one of the two, each 1 to 1e9. Any JSON number is read, so
+/// a negative, fractional or huge one gets the range rule (400) rather than a type error.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaBody {
+    tokens_per_hour: Option<serde_json::Number>,
+    tokens_per_day: Option<serde_json::Number>,
+}
+
+impl QuotaBody {
+    fn request(self) -> Result<QuotaRequest, Problem> {
+        let limit = |field: &'static str, n: Option<serde_json::Number>| match n {
+            None => Ok(None),
+            Some(n) => n.as_u64().map(Some).ok_or_else(|| {
+                Problem::from(AuthorityError::invalid(
+                    field,
+                    Rule::Range {
+                        min: 1,
+                        max: TokenQuota::MAX,
+                        unit: "",
+                    },
+                ))
+            }),
+        };
+        Ok(QuotaRequest {
+            tokens_per_hour: limit("quota.tokens_per_hour", self.tokens_per_hour)?,
+            tokens_per_day: limit("quota.tokens_per_day", self.tokens_per_day)?,
+        })
+    }
+}
+
+/// An app's quota as shown: only the windows it limits.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct QuotaResponse {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tokens_per_hour: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tokens_per_day: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,6 +200,9 @@ pub struct UpdateAppRequest {
     allowed_cidrs: Option<Vec<String>>,
     /// Replaces the list; `[]` lifts the binding.
     token_bound_cidrs: Option<Vec<String>>,
+    /// Replaces the quota; `null` lifts it.
+    #[serde(default, deserialize_with = "super::auth_grant::present")]
+    quota: Option<Option<QuotaBody>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -173,6 +218,9 @@ pub struct AppResponse {
     allowed_cidrs: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     token_bound_cidrs: Vec<String>,
+    /// Omitted while the app has no quota.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quota: Option<QuotaResponse>,
     disabled: bool,
     created_at: String,
     updated_at: String,
@@ -197,6 +245,10 @@ impl From<Application> for AppResponse {
             sandbox: app.sandbox,
             allowed_cidrs: app.allowed_cidrs.to_strings(),
             token_bound_cidrs: app.token_bound_cidrs.to_strings(),
+            quota: (!app.quota.is_unlimited()).then_some(QuotaResponse {
+                tokens_per_hour: app.quota.per_hour,
+                tokens_per_day: app.quota.per_day,
+            }),
             disabled: app.disabled,
             created_at: rfc3339(app.created_at),
             updated_at: rfc3339(app.updated_at),
@@ -228,6 +280,7 @@ async fn create_app(
             sandbox: request.sandbox,
             allowed_cidrs: request.allowed_cidrs,
             token_bound_cidrs: request.token_bound_cidrs,
+            quota: request.quota.map(QuotaBody::request).transpose()?,
             import,
         })
         .await?;
@@ -265,6 +318,10 @@ async fn update_app(
                 sandbox: request.sandbox,
                 allowed_cidrs: request.allowed_cidrs,
                 token_bound_cidrs: request.token_bound_cidrs,
+                quota: request
+                    .quota
+                    .map(|q| q.map(QuotaBody::request).transpose())
+                    .transpose()?,
             },
         )
         .await?;

@@ -46,10 +46,14 @@ pub struct CreateAuthGrantRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = super::openapi::grant_expiry)]
     expires_at: Option<Option<String>>,
+    /// Beyond LearnCard's shape: requests per minute allowed with the grant's tokens on
+    /// Portcullis's bearer routes (counted by each replica); absent: no limit.
+    #[schema(value_type = u64, minimum = 1, maximum = 1000000, required = false)]
+    requests_per_minute: Option<u64>,
 }
 
 /// Tells an explicit `null` (`Some(None)`) from an absent field (`None`, via `default`).
-fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+pub(super) fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Deserialize<'de>,
@@ -165,6 +169,10 @@ pub struct AuthGrantResponse {
     /// Beyond LearnCard's shape: when a token of this grant was last used.
     #[schema(schema_with = super::openapi::nullable_timestamp, required = true)]
     last_used_at: Option<String>,
+    /// Only for a grant that has a request quota.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    requests_per_minute: Option<u32>,
 }
 
 fn timestamp(t: DateTime<Utc>) -> String {
@@ -182,6 +190,7 @@ impl From<AuthGrant> for AuthGrantResponse {
             created_at: timestamp(g.created_at),
             expires_at: g.expires_at.map(timestamp),
             last_used_at: g.last_used_at.map(timestamp),
+            requests_per_minute: g.requests_per_minute,
         }
     }
 }
@@ -249,6 +258,7 @@ pub async fn create(
                 description: request.description,
                 scope: request.scope,
                 expires_at: request.expires_at,
+                requests_per_minute: request.requests_per_minute,
             },
         )
         .await?;

@@ -14,7 +14,7 @@ use super::{
     AppState,
     body::{Body, BodyRules, ReadsBodies},
     client_auth::{AuthenticatesClients, ClientAuth, client_credentials},
-    error::{ApiError, Dialect, Failure},
+    error::{ApiError, Dialect, Failure, with_rate_limit},
     extract::{BodyFormat, ClientIp, JsonKeys},
     openapi::{Documented, Errors},
 };
@@ -119,7 +119,8 @@ pub async fn create_token(
             TokenRoute::Endorsed,
         )
         .await?;
-    Ok((
+    let quota = token.quota;
+    let body = (
         [(header::CACHE_CONTROL, "no-store")],
         Json(TokenResponse {
             is_error: false,
@@ -128,7 +129,8 @@ pub async fn create_token(
             expires_in: token.expires_in.to_string(),
             scope: token.scope.to_vec(),
         }),
-    ))
+    );
+    Ok(with_rate_limit(body, quota.as_deref()))
 }
 
 /// The Endorsed dialect.

@@ -18,7 +18,7 @@ use super::{
     bearer::{Caller, require_bearer},
     body::{Body, BodyRules, ReadsBodies},
     client_auth::{AuthenticatesClients, ClientAuth, client_credentials},
-    error::{ApiError, Dialect, Failure},
+    error::{ApiError, Dialect, Failure, with_rate_limit},
     extract::{BodyFormat, ClientIp, JsonKeys, bearer_token},
     openapi::{Documented, Errors},
 };
@@ -153,7 +153,10 @@ pub async fn authorize(
     let mut body = EnrollmentResponse::from(Enrollment::clone(&authorized.enrollment));
     body.token = Some(authorized.token.access_token);
     body.token_expires = Some(authorized.token.expires_at.timestamp());
-    Ok(no_store(body))
+    Ok(with_rate_limit(
+        no_store(body),
+        authorized.token.quota.as_deref(),
+    ))
 }
 
 #[utoipa::path(

@@ -8,12 +8,15 @@ use std::{marker::PhantomData, time::Duration};
 
 use axum::{
     Json,
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
 
-use crate::authority::{AuthorityError, Invalid};
+use crate::{
+    authority::{AuthorityError, Invalid},
+    domain::{QuotaState, QuotaStatus},
+};
 
 /// What went wrong, in words every dialect shares: the core's errors, and what the HTTP
 /// layer finds while reading a request.
@@ -69,7 +72,9 @@ impl Failure {
     fn of(e: &AuthorityError) -> Self {
         match e {
             AuthorityError::InvalidClient => Self::InvalidClient,
-            AuthorityError::RateLimited { .. } => Self::RateLimited,
+            AuthorityError::RateLimited { .. } | AuthorityError::QuotaExceeded(_) => {
+                Self::RateLimited
+            }
             AuthorityError::InvalidToken => Self::InvalidToken,
             AuthorityError::Refused(_) => Self::Refused,
             AuthorityError::InsufficientScope(_) => Self::InsufficientScope,
@@ -116,6 +121,8 @@ pub struct ApiError<D> {
     code: &'static str,
     message: String,
     retry_after: Option<Duration>,
+    /// The quota a refusal is about (RateLimit headers); rare, so kept out of line.
+    quota: Option<Box<QuotaStatus>>,
     challenge: Option<Challenge>,
     /// Rare, so kept out of line: errors travel in every handler's `Result`.
     field: Option<Box<(&'static str, String)>>,
@@ -149,6 +156,7 @@ impl<D: Dialect> ApiError<D> {
             code,
             message: message.into(),
             retry_after: None,
+            quota: None,
             challenge,
             field: None,
             dialect: PhantomData,
@@ -215,6 +223,18 @@ impl<D: Dialect> From<AuthorityError> for ApiError<D> {
                 retry_after: Some(retry_after),
                 ..error
             },
+            AuthorityError::QuotaExceeded(exceeded) => {
+                let wait = exceeded
+                    .status
+                    .iter()
+                    .find(|s| s.window == exceeded.window)
+                    .map_or(1, |s| s.reset_secs);
+                Self {
+                    retry_after: Some(Duration::from_secs(wait)),
+                    quota: Some(Box::new(exceeded.status)),
+                    ..error
+                }
+            }
             AuthorityError::Invalid(Invalid { field, rule }) => Self {
                 field: Some(Box::new((field, rule.to_string()))),
                 ..error
@@ -259,9 +279,55 @@ impl<D: Dialect> IntoResponse for ApiError<D> {
                 HeaderValue::from(retry_after_secs(wait)),
             );
         }
+        if let Some(quota) = &self.quota {
+            insert_rate_limit(headers, quota);
+        }
         response
     }
 }
+
+/// The RateLimit-Policy and RateLimit fields of draft-ietf-httpapi-ratelimit-headers (-08
+/// onwards: structured-field lists of named policies), one item per limited window, e.g.
+/// `RateLimit-Policy: "hourly";q=1000;w=3600` and `RateLimit: "hourly";r=998;t=1234`.
+/// `r` is approximate on success (see [`crate::authority::quotas`]); nothing is added for
+/// credentials without a quota.
+pub fn insert_rate_limit(headers: &mut HeaderMap, quota: &[QuotaState]) {
+    if quota.is_empty() {
+        return;
+    }
+    let mut policy = String::new();
+    let mut limit = String::new();
+    for (i, state) in quota.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        let name = state.window.policy();
+        policy.push_str(&format!(
+            "{sep}\"{name}\";q={};w={}",
+            state.limit,
+            state.window.seconds()
+        ));
+        limit.push_str(&format!(
+            "{sep}\"{name}\";r={};t={}",
+            state.remaining, state.reset_secs
+        ));
+    }
+    for (name, value) in [(RATELIMIT_POLICY, policy), (RATELIMIT, limit)] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// `response` with the RateLimit fields of `quota`, when the credential has one.
+pub fn with_rate_limit(response: impl IntoResponse, quota: Option<&[QuotaState]>) -> Response {
+    let mut response = response.into_response();
+    if let Some(quota) = quota {
+        insert_rate_limit(response.headers_mut(), quota);
+    }
+    response
+}
+
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// `Retry-After` in whole seconds, never zero.
 fn retry_after_secs(wait: Duration) -> u64 {

@@ -14,7 +14,7 @@ use super::{
     AppState,
     body::{Body, BodyRules, ReadsBodies},
     client_auth::{AuthenticatesClients, ClientAuth, client_credentials},
-    error::{ApiError, Dialect, Failure},
+    error::{ApiError, Dialect, Failure, with_rate_limit},
     extract::{BodyFormat, ClientIp, JsonKeys},
     openapi::{Documented, Errors, typed},
 };
@@ -70,11 +70,9 @@ pub struct TokenResponse {
     scope: String,
 }
 
-fn token_response(
-    token: IssuedToken,
-    issued_token_type: Option<&'static str>,
-) -> impl IntoResponse {
-    (
+fn token_response(token: IssuedToken, issued_token_type: Option<&'static str>) -> Response {
+    let quota = token.quota;
+    let body = (
         [
             (header::CACHE_CONTROL, "no-store"),
             (header::PRAGMA, "no-cache"),
@@ -86,7 +84,8 @@ fn token_response(
             expires_in: token.expires_in,
             scope: token.scope.to_string(),
         }),
-    )
+    );
+    with_rate_limit(body, quota.as_deref())
 }
 
 #[utoipa::path(

@@ -17,10 +17,18 @@ use tokio::sync::mpsc;
 use crate::domain::{
     AppId, AppSecret, AppSettings, Application, AuditRecord, AuthGrant, Change, ChangeEvent,
     ClientId, CredentialRef, DailyCount, Enrollment, EnrollmentId, GrantId, GrantStatus,
-    NewApplication, NewSecret, OwnerId, Profile, SecretId, SigningKeyRecord,
+    NewApplication, NewSecret, OwnerId, Profile, QuotaWindow, SecretId, SigningKeyRecord,
 };
 
 pub type DynStore = Arc<dyn Store>;
+
+/// What one quota lease got: `granted` tokens, leaving the window's leased total at
+/// `leased`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaLease {
+    pub granted: u64,
+    pub leased: u64,
+}
 
 /// How a backend carries changes between replicas (PostgreSQL: LISTEN/NOTIFY).
 #[async_trait]
@@ -92,6 +100,19 @@ pub trait Store: Send + Sync + 'static {
     /// times (then false, nothing written). One atomic statement, so replicas sharing the
     /// store share the count exactly.
     async fn spend_secret_use(&self, id: SecretId, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// Leases up to `want` tokens of the app's quota in the window starting at `starts_at`,
+    /// in one conditional statement that never lets the sum of every replica's leases in
+    /// that window pass `limit`. `None` when nothing is left.
+    async fn lease_quota(
+        &self,
+        app_id: AppId,
+        window: QuotaWindow,
+        starts_at: DateTime<Utc>,
+        want: u64,
+        limit: u64,
+    ) -> Result<Option<QuotaLease>, StoreError>;
+    /// Forgets the lease counters of windows that started before `before`.
+    async fn purge_quota_windows(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
     async fn set_application_disabled(
         &self,
         id: AppId,

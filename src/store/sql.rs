@@ -18,13 +18,13 @@ use tokio::sync::mpsc;
 
 use super::{
     AuditFilter, ChangeBus, EnrollmentFilter, GrantFilter, Guarded, KeyRotation, Match, PoolStats,
-    SecretAdded, SecretTokens, Store, StoreError, Usage, UsageOf,
+    QuotaLease, SecretAdded, SecretTokens, Store, StoreError, Usage, UsageOf,
 };
 use crate::domain::{
     AppId, AppSecret, AppSettings, Application, AuditRecord, AuthGrant, Change, ChangeEvent,
     CidrList, ClientId, CredentialRef, DailyCount, Enrollment, EnrollmentId, GrantId, GrantStatus,
-    KeyState, NewApplication, NewSecret, Origin, OwnerId, Profile, ScopeSet, SecretId,
-    SigningKeyRecord, Subject, SubjectKind,
+    KeyState, NewApplication, NewSecret, Origin, OwnerId, Profile, QuotaWindow, ScopeSet, SecretId,
+    SigningKeyRecord, Subject, SubjectKind, TokenQuota,
 };
 
 /// A point in time as the store keeps it. Each backend encodes it in its own way
@@ -53,7 +53,8 @@ impl<DB: Database> SqlStore<DB> {
 }
 
 const APP_COLUMNS: &str = "id, client_id, name, allowed_scopes, default_scopes, sandbox, \
-     allowed_cidrs, token_bound_cidrs, disabled, created_at, updated_at, last_used_at";
+     allowed_cidrs, token_bound_cidrs, tokens_per_hour, tokens_per_day, disabled, created_at, \
+     updated_at, last_used_at";
 
 #[derive(FromRow)]
 struct AppRow {
@@ -65,6 +66,8 @@ struct AppRow {
     sandbox: bool,
     allowed_cidrs: String,
     token_bound_cidrs: String,
+    tokens_per_hour: i64,
+    tokens_per_day: i64,
     disabled: bool,
     created_at: Timestamp,
     updated_at: Timestamp,
@@ -84,6 +87,10 @@ impl TryFrom<AppRow> for Application {
             sandbox: row.sandbox,
             allowed_cidrs: CidrList::parse_stored(&row.allowed_cidrs).map_err(corrupt)?,
             token_bound_cidrs: CidrList::parse_stored(&row.token_bound_cidrs).map_err(corrupt)?,
+            quota: TokenQuota {
+                per_hour: stored_limit(row.tokens_per_hour)?,
+                per_day: stored_limit(row.tokens_per_day)?,
+            },
             disabled: row.disabled,
             created_at: row.created_at.0,
             updated_at: row.updated_at.0,
@@ -134,6 +141,18 @@ impl TryFrom<SecretRow> for AppSecret {
     }
 }
 
+/// A quota limit as the store keeps it: 0 is none.
+fn stored_limit(n: i64) -> Result<Option<u64>, StoreError> {
+    match n {
+        0 => Ok(None),
+        n => u64::try_from(n).map(Some).map_err(corrupt),
+    }
+}
+
+fn limit_column(limit: Option<u64>) -> i64 {
+    limit.map_or(0, stored_count)
+}
+
 /// A count as the store keeps it (BIGINT / INTEGER).
 fn stored_count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -177,7 +196,7 @@ impl TryFrom<EnrollmentRow> for Enrollment {
 
 const GRANT_COLUMNS: &str = "id, profile_kind, profile_id, app_id, enrollment_id, secret_id, \
      client_id, name, description, challenge, status, scope, created_at, expires_at, last_used_at, \
-     token_bound_cidrs";
+     token_bound_cidrs, requests_per_minute";
 
 /// Selects one profile's grants: its subject, through its app (`$3`, [`NO_APP`] for the
 /// operator's owner tokens). Plain equalities, so both backends walk the profile's index in
@@ -209,6 +228,7 @@ struct GrantRow {
     expires_at: Option<Timestamp>,
     last_used_at: Option<Timestamp>,
     token_bound_cidrs: String,
+    requests_per_minute: Option<i64>,
 }
 
 impl TryFrom<GrantRow> for AuthGrant {
@@ -239,6 +259,11 @@ impl TryFrom<GrantRow> for AuthGrant {
             secret_id: row.secret_id.map(SecretId),
             client_id: row.client_id,
             token_bound_cidrs: CidrList::parse_stored(&row.token_bound_cidrs).map_err(corrupt)?,
+            requests_per_minute: row
+                .requests_per_minute
+                .map(u32::try_from)
+                .transpose()
+                .map_err(corrupt)?,
             name: row.name,
             description: row.description,
             challenge: row.challenge,
@@ -455,6 +480,7 @@ where
     SecretRow: for<'r> FromRow<'r, DB::Row>,
     AuditRow: for<'r> FromRow<'r, DB::Row>,
     (NaiveDate, i64): for<'r> FromRow<'r, DB::Row>,
+    (i64, i64): for<'r> FromRow<'r, DB::Row>,
     NaiveDate: for<'q> Encode<'q, DB> + Type<DB>,
     Option<i64>: for<'q> Encode<'q, DB> + Type<DB>,
     Json<Value>: for<'q> Encode<'q, DB> + Type<DB>,
@@ -496,8 +522,10 @@ where
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         let row = sqlx::query_as::<DB, AppRow>(sqlx::AssertSqlSafe(format!(
             "INSERT INTO applications (id, client_id, name, allowed_scopes, default_scopes, \
-             sandbox, disabled, created_at, updated_at, allowed_cidrs, token_bound_cidrs) \
-             VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $7, $8, $9) RETURNING {APP_COLUMNS}"
+             sandbox, disabled, created_at, updated_at, allowed_cidrs, token_bound_cidrs, \
+             tokens_per_hour, tokens_per_day) \
+             VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $7, $8, $9, $10, $11) \
+             RETURNING {APP_COLUMNS}"
         )))
         .bind(app.id.0)
         .bind(app.client_id.as_str().to_owned())
@@ -508,6 +536,8 @@ where
         .bind(Timestamp(app.created_at))
         .bind(app.allowed_cidrs.to_string())
         .bind(app.token_bound_cidrs.to_string())
+        .bind(limit_column(app.quota.per_hour))
+        .bind(limit_column(app.quota.per_day))
         .fetch_one(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -569,9 +599,11 @@ where
         // compare equal.
         let row = sqlx::query_as::<DB, AppRow>(sqlx::AssertSqlSafe(format!(
             "UPDATE applications SET name = $2, allowed_scopes = $3, default_scopes = $4, \
-             sandbox = $5, updated_at = $6, allowed_cidrs = $11, token_bound_cidrs = $12 \
+             sandbox = $5, updated_at = $6, allowed_cidrs = $11, token_bound_cidrs = $12, \
+             tokens_per_hour = $15, tokens_per_day = $16 \
              WHERE id = $1 AND name = $7 AND allowed_scopes = $8 AND default_scopes = $9 \
              AND sandbox = $10 AND allowed_cidrs = $13 AND token_bound_cidrs = $14 \
+             AND tokens_per_hour = $17 AND tokens_per_day = $18 \
              RETURNING {APP_COLUMNS}"
         )))
         .bind(id.0)
@@ -588,6 +620,10 @@ where
         .bind(new.token_bound_cidrs.to_string())
         .bind(expected.allowed_cidrs.to_string())
         .bind(expected.token_bound_cidrs.to_string())
+        .bind(limit_column(new.quota.per_hour))
+        .bind(limit_column(new.quota.per_day))
+        .bind(limit_column(expected.quota.per_hour))
+        .bind(limit_column(expected.quota.per_day))
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;
@@ -773,6 +809,58 @@ where
         .await
         .map_err(map_err)?;
         Ok(spent.is_some())
+    }
+
+    async fn lease_quota(
+        &self,
+        app_id: AppId,
+        window: QuotaWindow,
+        starts_at: DateTime<Utc>,
+        want: u64,
+        limit: u64,
+    ) -> Result<Option<QuotaLease>, StoreError> {
+        // One statement: the check and the grant cannot be split by another replica's, and
+        // the sum of what every replica leased never passes `limit` (the SET expressions
+        // read the row as it was before this update, and grant at most what it has left).
+        // The WHERE spares a full window's row a write.
+        let row = sqlx::query_as::<DB, (i64, i64)>(
+            "INSERT INTO quota_windows (app_id, span, starts_at, leased, last_grant) \
+             VALUES ($1, $2, $3, $6, $6) \
+             ON CONFLICT (app_id, span, starts_at) DO UPDATE SET \
+             last_grant = CASE WHEN $4 < $5 - quota_windows.leased THEN $4 \
+             ELSE $5 - quota_windows.leased END, \
+             leased = quota_windows.leased + CASE WHEN $4 < $5 - quota_windows.leased THEN $4 \
+             ELSE $5 - quota_windows.leased END \
+             WHERE quota_windows.leased < $5 \
+             RETURNING last_grant, leased",
+        )
+        .bind(app_id.0)
+        .bind(window.as_str().to_owned())
+        .bind(Timestamp(starts_at))
+        .bind(stored_count(want))
+        .bind(stored_count(limit))
+        .bind(stored_count(want.min(limit)))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        match row {
+            Some((granted, leased)) if granted > 0 => Ok(Some(QuotaLease {
+                granted: u64::try_from(granted).map_err(corrupt)?,
+                leased: u64::try_from(leased).map_err(corrupt)?,
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    async fn purge_quota_windows(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let purged = sqlx::query_scalar::<DB, Uuid>(
+            "DELETE FROM quota_windows WHERE starts_at < $1 RETURNING app_id",
+        )
+        .bind(Timestamp(before))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(purged.len() as u64)
     }
 
     async fn set_application_disabled(
@@ -1020,8 +1108,8 @@ where
         sqlx::query::<DB>(
             "INSERT INTO auth_grants (id, profile_kind, profile_id, profile_app, app_id, \
              enrollment_id, client_id, name, description, challenge, status, scope, created_at, \
-             expires_at, secret_id, token_bound_cidrs) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+             expires_at, secret_id, token_bound_cidrs, requests_per_minute) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         )
         .bind(g.id.0)
         .bind(kind)
@@ -1039,6 +1127,7 @@ where
         .bind(g.expires_at.map(Timestamp))
         .bind(g.secret_id.map(|s| s.0))
         .bind(g.token_bound_cidrs.to_string())
+        .bind(g.requests_per_minute.map(i64::from))
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;

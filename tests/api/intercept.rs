@@ -19,11 +19,11 @@ use portcullis::{
     domain::{
         AppId, AppSecret, AppSettings, Application, AuditRecord, AuthGrant, Change, ChangeEvent,
         ClientId, CredentialRef, DailyCount, Enrollment, EnrollmentId, GrantId, NewApplication,
-        NewSecret, OwnerId, Profile, SecretId, SigningKeyRecord,
+        NewSecret, OwnerId, Profile, QuotaWindow, SecretId, SigningKeyRecord,
     },
     store::{
         AuditFilter, DynStore, EnrollmentFilter, GrantFilter, Guarded, KeyRotation, PoolStats,
-        SecretAdded, SecretTokens, Store, StoreError, Usage,
+        QuotaLease, SecretAdded, SecretTokens, Store, StoreError, Usage,
     },
 };
 use serde_json::Value;
@@ -289,6 +289,28 @@ impl Store for InterceptStore {
     async fn spend_secret_use(&self, id: SecretId, now: DateTime<Utc>) -> Result<bool, StoreError> {
         self.around("spend_secret_use", self.inner.spend_secret_use(id, now))
             .await
+    }
+    async fn lease_quota(
+        &self,
+        app_id: AppId,
+        window: QuotaWindow,
+        starts_at: DateTime<Utc>,
+        want: u64,
+        limit: u64,
+    ) -> Result<Option<QuotaLease>, StoreError> {
+        self.around(
+            "lease_quota",
+            self.inner
+                .lease_quota(app_id, window, starts_at, want, limit),
+        )
+        .await
+    }
+    async fn purge_quota_windows(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.around(
+            "purge_quota_windows",
+            self.inner.purge_quota_windows(before),
+        )
+        .await
     }
     async fn set_application_disabled(
         &self,

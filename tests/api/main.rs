@@ -24,6 +24,7 @@ mod network;
 mod oauth;
 mod openapi;
 mod pg_proxy;
+mod quotas;
 mod secrets;
 mod store_contract;
 mod tokens;

@@ -5,12 +5,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 use portcullis::{
     domain::{
         AppId, AuthGrant, Change, ChangeEvent, CidrList, ClientId, Enrollment, EnrollmentId,
-        GrantId, GrantStatus, KeyState, NewApplication, NewSecret, Origin, OwnerId, ScopeSet,
-        SecretId, SigningAlgorithm, SigningKeyRecord, Subject, SubjectKind,
+        GrantId, GrantStatus, KeyState, NewApplication, NewSecret, Origin, OwnerId, QuotaWindow,
+        ScopeSet, SecretId, SigningAlgorithm, SigningKeyRecord, Subject, SubjectKind, TokenQuota,
     },
     store::{
         ConnectOptions, DynStore, EnrollmentFilter, GrantFilter, Guarded, KeyRotation, Match,
-        SecretAdded, SecretTokens, StoreError, Usage, UsageOf, connect,
+        QuotaLease, SecretAdded, SecretTokens, StoreError, Usage, UsageOf, connect,
     },
 };
 use serde_json::json;
@@ -53,6 +53,7 @@ fn new_app(client_id: &str) -> NewApplication {
         sandbox: true,
         allowed_cidrs: CidrList::default(),
         token_bound_cidrs: CidrList::default(),
+        quota: TokenQuota::default(),
         created_at,
     }
 }
@@ -240,6 +241,21 @@ async fn network_bindings_are_kept_with_apps_secrets_and_grants() {
             store.grant(g.id).await.unwrap().unwrap().token_bound_cidrs,
             g.token_bound_cidrs,
             "{name}"
+        );
+        let metered = AuthGrant {
+            requests_per_minute: Some(7),
+            ..grant(Origin::App(app.id), "pcc_bound", t0())
+        };
+        store.insert_grant(&metered, 10).await.unwrap();
+        assert_eq!(
+            store
+                .grant(metered.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .requests_per_minute,
+            Some(7),
+            "{name}: a grant's request quota reads back"
         );
     }
 }
@@ -434,6 +450,7 @@ fn grant(origin: Origin, profile: &str, at: DateTime<Utc>) -> AuthGrant {
         secret_id: None,
         client_id: "pcc_grants".into(),
         token_bound_cidrs: CidrList::default(),
+        requests_per_minute: None,
         name: "name".into(),
         description: "description".into(),
         challenge: format!("auth-grant:{}", uuid::Uuid::new_v4()),
@@ -1359,6 +1376,96 @@ async fn rotation_promotes_only_a_next_key_published_long_enough() {
                 retry_at: on_time + lead
             },
             "{name}: the key published by the last rotation waits its turn"
+        );
+    }
+}
+
+#[tokio::test]
+async fn quota_leases_never_pass_the_limit_and_quotas_round_trip() {
+    for (name, store, _db) in backends().await {
+        let quota = TokenQuota {
+            per_hour: Some(10),
+            per_day: None,
+        };
+        let app = store
+            .insert_application(&NewApplication {
+                quota,
+                ..new_app("pcc_quota")
+            })
+            .await
+            .unwrap();
+        assert_eq!(app.quota, quota, "{name}: the quota reads back");
+        let mut new = app.settings();
+        new.quota = TokenQuota::default();
+        let Guarded::Written(updated) = store
+            .update_application_settings(app.id, &app.settings(), &new, app.updated_at)
+            .await
+            .unwrap()
+        else {
+            panic!("{name}: the update applies");
+        };
+        assert!(updated.quota.is_unlimited(), "{name}: the quota is lifted");
+
+        let hour = QuotaWindow::Hour.start(Utc::now());
+        let lease = |want| store.lease_quota(app.id, QuotaWindow::Hour, hour, want, 10);
+        assert_eq!(
+            lease(4).await.unwrap(),
+            Some(QuotaLease {
+                granted: 4,
+                leased: 4
+            }),
+            "{name}: the first lease creates the window"
+        );
+        assert_eq!(
+            lease(4).await.unwrap(),
+            Some(QuotaLease {
+                granted: 4,
+                leased: 8
+            }),
+            "{name}"
+        );
+        assert_eq!(
+            lease(4).await.unwrap(),
+            Some(QuotaLease {
+                granted: 2,
+                leased: 10
+            }),
+            "{name}: only what is left"
+        );
+        assert_eq!(lease(1).await.unwrap(), None, "{name}: nothing is left");
+        assert_eq!(
+            store
+                .lease_quota(app.id, QuotaWindow::Hour, hour, 5, 3)
+                .await
+                .unwrap(),
+            None,
+            "{name}: a lowered limit below what was leased grants nothing"
+        );
+        assert_eq!(
+            store
+                .lease_quota(app.id, QuotaWindow::Day, hour, 20, 10)
+                .await
+                .unwrap(),
+            Some(QuotaLease {
+                granted: 10,
+                leased: 10
+            }),
+            "{name}: each window counts apart, and a lease never exceeds the limit"
+        );
+        let next_hour = hour + TimeDelta::hours(1);
+        assert_eq!(
+            store
+                .lease_quota(app.id, QuotaWindow::Hour, next_hour, 1, 10)
+                .await
+                .unwrap()
+                .map(|l| l.leased),
+            Some(1),
+            "{name}: a new window starts from zero"
+        );
+        assert_eq!(
+            store.purge_quota_windows(next_hour).await.unwrap(),
+            2,
+            "{name}: windows that started before are purged"
         );
     }
 }
