@@ -399,7 +399,7 @@ scenario_oauth2_token_request() {
 }
 
 scenario_policy_oauth2_token() {
-  DESC="oauth2_token with the app's second secret, which has a policy: an expiry (a day) and a CIDR allowlist (127.0.0.0/8)"
+  DESC="oauth2_token with a secret that has a policy: an expiry (a day), a CIDR allowlist (127.0.0.0/8), and an app quota per hour and per day (leased from the store in batches, never reached)"
   request POST /oauth2/token -H "Authorization: Basic $POLICY_BASIC" \
     -T application/x-www-form-urlencoded -d "grant_type=client_credentials"
 }
@@ -587,13 +587,19 @@ prepare_store() {
     die "apps create printed no credentials"
   fi
   BASIC="$(printf '%s:%s' "$CLIENT_ID" "$CLIENT_SECRET" | base64 -w0)"
-  # Issue 14's policy scenario: a second secret with an expiry and a CIDR allowlist.
-  local policy policy_secret
-  policy="$(portcullis apps secrets create "$APP_ID" --description bench-policy \
+  # Issue 14's policy scenario: an app of its own with an issuance quota (hourly and daily,
+  # far above what the load sends, so every token is leased and counted but none refused),
+  # and a second secret with an expiry and a CIDR allowlist.
+  local policy policy_app policy_client policy_secret
+  policy="$(portcullis apps create --name bench-policy --tokens-per-hour 1000000000 \
+    --tokens-per-day 1000000000 --output env)" || die "apps create (policy) failed"
+  policy_app="$(sed -n 's/^APP_ID=//p' <<<"$policy")"
+  policy_client="$(sed -n 's/^CLIENT_ID=//p' <<<"$policy")"
+  policy="$(portcullis apps secrets create "$policy_app" --description bench-policy \
     --expires-in 86400 --allowed-cidr 127.0.0.0/8 --output env)" || die "apps secrets create failed"
   policy_secret="$(sed -n 's/^CLIENT_SECRET=//p' <<<"$policy")"
-  [ -n "$policy_secret" ] || die "apps secrets create printed no secret"
-  POLICY_BASIC="$(printf '%s:%s' "$CLIENT_ID" "$policy_secret" | base64 -w0)"
+  [ -n "$policy_client" ] && [ -n "$policy_secret" ] || die "the policy app or secret printed no credentials"
+  POLICY_BASIC="$(printf '%s:%s' "$policy_client" "$policy_secret" | base64 -w0)"
   OWNER_ID="bench-owner"
   portcullis enrollments create --app-id "$APP_ID" --owner-id "$OWNER_ID" --output env >/dev/null ||
     die "enrollments create failed"
