@@ -442,7 +442,7 @@ pub struct Detail {
     pub retry_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dropped: Option<u64>,
-    /// A summary's number of tokens ([`IssuedTokens::Summary`]).
+    /// A summary's number of tokens ([`IssuedTokens::Summary`]) or quota refusals.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
     /// A summary's last token's time (its first one's is the row's `at`).
@@ -644,7 +644,8 @@ fn clip(text: &str) -> String {
     text[..end].to_owned()
 }
 
-/// What a summary row stands for: everything of an issuance event but its time and `jti`.
+/// What a summary row stands for: everything of an issuance event (or a quota refusal) but
+/// its time and `jti`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct SummaryKey {
     event: Event,
@@ -657,8 +658,10 @@ struct SummaryKey {
     subject: Option<(SubjectKind, String)>,
     client_id: Option<String>,
     source_ip: Option<IpAddr>,
+    reason: Option<&'static str>,
     grant_type: Option<&'static str>,
     scope: Option<String>,
+    window: Option<&'static str>,
 }
 
 impl SummaryKey {
@@ -674,8 +677,10 @@ impl SummaryKey {
             subject: event.subject,
             client_id: event.client_id,
             source_ip: event.source_ip,
+            reason: event.reason,
             grant_type: event.detail.grant_type,
             scope: event.detail.scope,
+            window: event.detail.window,
         }
     }
 
@@ -688,6 +693,7 @@ impl SummaryKey {
             .detail(Detail {
                 grant_type: self.grant_type,
                 scope: self.scope.clone(),
+                window: self.window,
                 count: Some(tally.count),
                 last_at: Some(
                     tally
@@ -701,6 +707,7 @@ impl SummaryKey {
         event.subject = self.subject.clone();
         event.client_id = self.client_id.clone();
         event.source_ip = self.source_ip;
+        event.reason = self.reason;
         event.to_record()
     }
 }
@@ -816,7 +823,12 @@ impl AuditTrail {
         event.at = self.clock.now();
         let day = event.at.date_naive();
         let counted = event.event.issues_token().then(|| event.credentials());
-        let row = if self.issued_tokens == IssuedTokens::Summary && event.event.is_issuance() {
+        let summarise = match event.event {
+            // Refusals a client can repeat at request rate, with nothing per request to keep.
+            Event::QuotaExceeded => true,
+            e => self.issued_tokens == IssuedTokens::Summary && e.is_issuance(),
+        };
+        let row = if summarise {
             let tally = Tally::one(event.at);
             Row::Summary(SummaryKey::of(event), tally)
         } else {

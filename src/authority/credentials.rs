@@ -347,6 +347,19 @@ impl ClientAuthenticator {
         &self,
         presented: &ClientCredentials<'_>,
     ) -> Result<Arc<VerifiedClient>, AuthorityError> {
+        let client = self.authenticate_unspent(presented).await?;
+        self.spend_use(&client, presented.source_ip).await?;
+        Ok(client)
+    }
+
+    /// [`Self::authenticate`] without spending a use of the secret: for a caller that may
+    /// still refuse the request (a scope it may not have, a used-up quota), and must then
+    /// call [`Self::spend_use`] before it answers with a token. A refused request must not
+    /// use up a secret that counts its uses.
+    pub async fn authenticate_unspent(
+        &self,
+        presented: &ClientCredentials<'_>,
+    ) -> Result<Arc<VerifiedClient>, AuthorityError> {
         // The source's allowance first, before any work; the client's only once the caller
         // has proved to be that client.
         self.check_source(presented.source_ip)?;
@@ -361,6 +374,16 @@ impl ClientAuthenticator {
                 .await);
         }
         self.check_payer(&Payer::App(client.app_id))?;
+        Ok(client)
+    }
+
+    /// Spends one use of the client's secret (exact across replicas: one conditional
+    /// update, only for a secret with `max_uses`) and records the credentials' last use.
+    pub async fn spend_use(
+        &self,
+        client: &VerifiedClient,
+        source_ip: IpAddr,
+    ) -> Result<(), AuthorityError> {
         let now = self.clock.now();
         if client.counted {
             if !self.store.spend_secret_use(client.secret_id, now).await? {
@@ -371,7 +394,7 @@ impl ClientAuthenticator {
                         .client(client.client_id.as_str())
                         .secret(client.secret_id)
                         .reason("secret used up")
-                        .source(presented.source_ip),
+                        .source(source_ip),
                 );
                 return Err(AuthorityError::InvalidClient);
             }
@@ -385,7 +408,7 @@ impl ClientAuthenticator {
                 now,
             );
         }
-        Ok(client)
+        Ok(())
     }
 
     /// Refuses a good credential presented from outside its networks, at what a wrong secret

@@ -354,7 +354,7 @@ impl Authority {
         requested: Option<ScopeSet>,
         route: TokenRoute,
     ) -> Result<IssuedToken, AuthorityError> {
-        let client = self.credentials.authenticate(&credentials).await?;
+        let client = self.credentials.authenticate_unspent(&credentials).await?;
         let scope = match requested.filter(|s| !s.is_empty()) {
             Some(wanted) => match client.allowed_scopes.first_uncovered(&wanted) {
                 Some(missing) => {
@@ -376,8 +376,13 @@ impl Authority {
             },
             None => client.default_scopes.clone(),
         };
-        // After the request is judged, so a refused one costs no quota.
+        // After the request is judged, so a refused one costs no quota; then the secret's
+        // use, so a refused one costs no use either (a quota token is lost if the secret
+        // turns out used up: the safe way round).
         let quota = self.spend_quota(&client, credentials.source_ip).await?;
+        self.credentials
+            .spend_use(&client, credentials.source_ip)
+            .await?;
         let lifetime = match route {
             TokenRoute::OAuth => self.lifetimes.oauth,
             TokenRoute::Endorsed => self.lifetimes.endorsed,
@@ -643,7 +648,7 @@ impl Authority {
         credentials: ClientCredentials<'_>,
         query: EnrollmentQuery<'_>,
     ) -> Result<AuthorizedEnrollment, AuthorityError> {
-        let client = self.credentials.authenticate(&credentials).await?;
+        let client = self.credentials.authenticate_unspent(&credentials).await?;
         let wanted_id = query.id.map(parse_enrollment_id).transpose()?;
         let wanted_owner = query.owner_id.map(parse_owner).transpose()?;
 
@@ -688,7 +693,11 @@ impl Authority {
             );
             return Err(Refusal::EnrollmentDisabled.into());
         }
+        // As for client credentials: a refused request spends no quota and no use.
         let quota = self.spend_quota(&client, credentials.source_ip).await?;
+        self.credentials
+            .spend_use(&client, credentials.source_ip)
+            .await?;
         let mut token = self.mint_enrollment_token(&client, &enrollment)?;
         token.quota = quota;
         self.usage

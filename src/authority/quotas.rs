@@ -19,6 +19,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, PoisonError, RwLock},
+    time::{Duration, Instant},
 };
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -31,6 +32,8 @@ use crate::{
 
 /// The most tokens one lease takes.
 pub const LEASE_CAP: u64 = 100;
+/// How often each replica purges the store's counters of ended windows.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// A window the quota did not allow, with every window's state for the headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +175,7 @@ pub struct Quotas {
     store: DynStore,
     apps: RwLock<HashMap<AppId, Arc<AppLeases>>>,
     grants: Mutex<HashMap<GrantId, (DateTime<Utc>, u32)>>,
+    last_purge: Mutex<Option<Instant>>,
 }
 
 impl Quotas {
@@ -180,6 +184,7 @@ impl Quotas {
             store,
             apps: RwLock::default(),
             grants: Mutex::default(),
+            last_purge: Mutex::default(),
         }
     }
 
@@ -248,11 +253,17 @@ impl Quotas {
                         limit,
                     )
                     .await?;
+                let refused = lease.is_none();
                 leases
                     .state
                     .lock()
                     .expect("not poisoned")
                     .record(window, starts_at, limit, lease);
+                // The request is refused now: leasing the other window would only park
+                // tokens here that other replicas may need.
+                if refused {
+                    break;
+                }
             }
         }
     }
@@ -307,12 +318,33 @@ impl Quotas {
             .write()
             .expect("not poisoned")
             .retain(|_, leases| {
+                // A request holding it may be taking a lease: dropping the entry would
+                // orphan that lease and let a second refill run beside it.
+                if Arc::strong_count(leases) > 1 {
+                    return true;
+                }
                 let state = leases.state.lock().unwrap_or_else(PoisonError::into_inner);
                 state.day.is_some_and(|l| l.starts_at == day)
                     || state
                         .hour
                         .is_some_and(|l| l.starts_at == QuotaWindow::Hour.start(now))
             });
+        // The store's counters are purged once an hour per replica, not at every tick: it
+        // is a write (SQLite's one writer) and counters of windows ended a day ago wait.
+        let due = {
+            let mut last = self
+                .last_purge
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let due = last.is_none_or(|at| at.elapsed() >= PURGE_EVERY);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if !due {
+            return Ok(0);
+        }
         Ok(self
             .store
             .purge_quota_windows(day - TimeDelta::days(1))

@@ -298,7 +298,9 @@ async fn a_quota_refusal_is_an_audit_event_and_a_warning() {
     let app = spawn_at(&clock).await;
     let client = quota_app(&app, json!({ "tokens_per_hour": 1 })).await;
     assert_eq!(token(&app, &client).await.status(), 200);
-    assert_eq!(token(&app, &client).await.status(), 429);
+    for _ in 0..3 {
+        assert_eq!(token(&app, &client).await.status(), 429);
+    }
     app.authority.flush_audit().await.unwrap();
     let page = admin(
         &app,
@@ -310,12 +312,58 @@ async fn a_quota_refusal_is_an_audit_event_and_a_warning() {
     assert_eq!(page.status(), 200);
     let page: Value = page.json().await.unwrap();
     let events = page["events"].as_array().unwrap();
-    assert_eq!(events.len(), 1, "{page}");
+    assert_eq!(
+        events.len(),
+        1,
+        "refusals a client repeats are one row per minute: {page}"
+    );
     let event = &events[0];
+    assert_eq!(event["detail"]["count"], 3, "{event}");
+    assert_eq!(event["reason"], "token quota", "{event}");
     assert_eq!(event["client_id"], client.client_id.as_str());
     assert_eq!(event["detail"]["window"], "hourly", "{event}");
     assert!(event["secret_id"].is_string(), "{event}");
     assert!(event["source_ip"].is_string(), "{event}");
+}
+
+#[tokio::test]
+async fn a_refused_request_spends_no_use_of_a_counted_secret() {
+    let clock = FixedClock::new(at_minute(30));
+    let app = spawn_at(&clock).await;
+    let client = quota_app(&app, json!({ "tokens_per_hour": 1 })).await;
+    let created = admin(
+        &app,
+        Method::POST,
+        &format!("/admin/v1/apps/{}/secrets", client.id),
+        Some(json!({ "max_uses": 2 })),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    let counted = TestClient {
+        secret: created["client_secret"].as_str().unwrap().to_owned(),
+        ..client.clone()
+    };
+    assert_eq!(token(&app, &counted).await.status(), 200, "use 1 of 2");
+    for _ in 0..3 {
+        assert_eq!(token(&app, &counted).await.status(), 429);
+    }
+    let scope = app
+        .oauth_basic(&counted, "grant_type=client_credentials&scope=not:granted")
+        .await;
+    assert_eq!(scope.status(), 400, "a scope refusal");
+    clock.advance(TimeDelta::hours(1));
+    assert_eq!(
+        token(&app, &counted).await.status(),
+        200,
+        "refusals spent no use: use 2 of 2"
+    );
+    clock.advance(TimeDelta::hours(1));
+    assert_eq!(
+        token(&app, &counted).await.status(),
+        401,
+        "then the secret is used up"
+    );
 }
 
 #[tokio::test]
@@ -544,8 +592,17 @@ async fn a_grant_request_quota_refuses_its_tokens_past_it_until_the_minute_ends(
     .await
     .unwrap();
     let events = page["events"].as_array().unwrap();
-    assert_eq!(events.len(), 2, "{page}");
-    assert_eq!(events[0]["detail"]["window"], "minutely");
+    let refusals: u64 = events
+        .iter()
+        .map(|e| e["detail"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(refusals, 2, "{page}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["detail"]["window"] == "minutely" && e["reason"] == "grant request quota"),
+        "{page}"
+    );
 }
 
 #[tokio::test]
