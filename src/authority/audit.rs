@@ -741,10 +741,6 @@ impl Tally {
 }
 
 /// What [`AuditTrail::record`] keeps of an event.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a local moved once per event; boxing would allocate per token"
-)]
 enum Row {
     Event(AuditEvent),
     Summary(SummaryKey, Tally),
