@@ -285,7 +285,12 @@ impl From<Application> for AppResponse {
             body = AppResponse,
             links(
                 ("show" = (operation_id = "showApp", parameters(("id" = "$response.body#/id")))),
+                ("update" = (operation_id = "updateApp", parameters(("id" = "$response.body#/id")))),
+                ("createSecret" = (operation_id = "createSecret", parameters(("id" = "$response.body#/id")))),
                 ("listSecrets" = (operation_id = "listSecrets", parameters(("id" = "$response.body#/id")))),
+                ("rotateSecret" = (operation_id = "rotateSecret", parameters(("id" = "$response.body#/id")))),
+                ("usage" = (operation_id = "appUsage", parameters(("id" = "$response.body#/id")))),
+                ("disable" = (operation_id = "disableApp", parameters(("id" = "$response.body#/id")))),
             ),
         ),
         Problems<400, 401, 409, 413, 415, 422, 500, 503>,
@@ -535,7 +540,17 @@ impl From<Enrollment> for EnrollmentResponse {
     summary = "Enroll an owner with an application (idempotent for the same app, owner and id)",
     request_body = CreateEnrollmentRequest,
     responses(
-        (status = 201, description = "The new enrollment.", body = EnrollmentResponse),
+        (
+            status = 201,
+            description = "The new enrollment.",
+            body = EnrollmentResponse,
+            links(
+                ("show" = (operation_id = "showEnrollment", parameters(("id" = "$response.body#/id")))),
+                ("disable" = (operation_id = "disableEnrollment", parameters(("id" = "$response.body#/id")))),
+                ("enable" = (operation_id = "enableEnrollment", parameters(("id" = "$response.body#/id")))),
+                ("delete" = (operation_id = "deleteEnrollment", parameters(("id" = "$response.body#/id")))),
+            ),
+        ),
         (status = 200, description = "The owner was already enrolled with the app: that enrollment.", body = EnrollmentResponse),
         Problems<400, 401, 409, 413, 415, 422, 500, 503>,
     ),
