@@ -21,11 +21,11 @@ def _operation_id(ctx):
 def _real_ids(ctx, parameters):
     path = ctx.operation.path
     real = dict(parameters)
-    if path.startswith("/admin/v1/apps/"):
+    if path.startswith("/admin/v1/apps/{id}"):
         real["id"] = APP_ID
-    elif path.startswith("/admin/v1/enrollments/"):
+    elif path.startswith("/admin/v1/enrollments/{id}"):
         real["id"] = ENROLLMENT_ID
-    elif path.startswith("/admin/v1/grants/"):
+    elif path == "/admin/v1/grants/{id}/usage":
         real["id"] = GRANT_ID
     return real
 
