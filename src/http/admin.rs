@@ -1,5 +1,7 @@
 //! The admin API (separate listener): manage applications, their secrets, enrollments and
-//! keys; read the audit trail and usage counts. Errors are RFC 9457 problems.
+//! keys; read the audit trail and usage counts. Errors are RFC 9457 problems. Every route is
+//! described by the OpenAPI document at `GET /admin/v1/openapi.json` (see `admin_openapi`):
+//! a field added to a wire type here is documented by its derive, so it is one line.
 
 use std::time::Duration;
 
