@@ -478,6 +478,7 @@ pub struct CreateEnrollmentRequest {
     #[schema(schema_with = admin_openapi::nullable_uuid)]
     id: Option<String>,
     /// Any JSON up to 64 KiB.
+    #[schema(schema_with = admin_openapi::any_json)]
     data: Option<Value>,
     /// Within the app's allowed scopes; default the app's default scopes.
     #[schema(schema_with = admin_openapi::nullable_scopes)]
