@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Schema-driven fuzzing of the public API: starts the server on a throwaway SQLite database
-# and random free ports, creates real credentials, and runs a pinned schemathesis against
-# the server's own /openapi.json. Any 5xx, or any response its document does not allow,
-# fails the run.
+# Schema-driven fuzzing of the public API, then of the admin API: starts the server on a
+# throwaway SQLite database and random free ports, creates real credentials, and runs a pinned
+# schemathesis against the server's own /openapi.json, then against /admin/v1/openapi.json on
+# the admin listener. Any 5xx, or any response its document does not allow, fails the run.
 #
 #   scripts/schemathesis.sh                          # defaults
-#   SCHEMATHESIS_MAX_EXAMPLES=100 scripts/schemathesis.sh
+#   SCHEMATHESIS_MAX_EXAMPLES=100 SCHEMATHESIS_ADMIN_MAX_EXAMPLES=50 scripts/schemathesis.sh
+#   SCHEMATHESIS_PASSES=admin scripts/schemathesis.sh    # one pass only: public, admin
 #
 # The server is started as scripts/throwaway-server.sh says.
 set -euo pipefail
@@ -13,6 +14,8 @@ cd "$(dirname "$0")/.."
 
 SCHEMATHESIS_VERSION=4.32.5
 MAX_EXAMPLES="${SCHEMATHESIS_MAX_EXAMPLES:-100}"
+ADMIN_MAX_EXAMPLES="${SCHEMATHESIS_ADMIN_MAX_EXAMPLES:-50}"
+PASSES="${SCHEMATHESIS_PASSES:-public admin}"
 VENV=target/schemathesis-venv
 
 if [ "$("$VENV/bin/schemathesis" --version 2>/dev/null)" != "schemathesis, version $SCHEMATHESIS_VERSION" ]; then
@@ -68,10 +71,11 @@ include-operation-id = ["showEnrollment", "updateEnrollment", "updateEnrollmentB
 headers = { Authorization = "Bearer \${ENROLLMENT_TOKEN}" }
 TOML
 
-echo "schemathesis: $SCHEMATHESIS_VERSION against http://$PUBLIC, $MAX_EXAMPLES examples per operation"
 status=0
 # Run from the scratch directory: schemathesis keeps a cache in its working directory.
 ROOT=$(pwd)
+if [[ " $PASSES " == *" public "* ]]; then
+echo "schemathesis: $SCHEMATHESIS_VERSION against http://$PUBLIC, $MAX_EXAMPLES examples per operation"
 (
   cd "$WORK"
   PYTHONPATH="$ROOT/scripts" PYTHONDONTWRITEBYTECODE=1 SCHEMATHESIS_HOOKS=schemathesis_hooks \
@@ -85,6 +89,32 @@ ROOT=$(pwd)
     --suppress-health-check all \
     --no-color
 ) || status=$?
+fi
+
+# The admin API, against its own document, after the public pass (it deletes, disables and
+# rotates what the public pass relies on). Fewer examples: it is 26 cheap operations.
+if [ "$status" -eq 0 ] && [[ " $PASSES " == *" admin "* ]]; then
+  cat >"$WORK/schemathesis-admin.toml" <<TOML
+[auth.openapi.adminToken]
+bearer = "\${ADMIN_TOKEN}"
+TOML
+  export ADMIN_TOKEN APP_ID
+  echo "schemathesis: the admin API at http://$ADMIN, $ADMIN_MAX_EXAMPLES examples per operation"
+  (
+    cd "$WORK"
+    PYTHONPATH="$ROOT/scripts" PYTHONDONTWRITEBYTECODE=1 SCHEMATHESIS_HOOKS=schemathesis_admin_hooks \
+      "$ROOT/$VENV/bin/schemathesis" --config-file "$WORK/schemathesis-admin.toml" run \
+      "http://$ADMIN/admin/v1/openapi.json" \
+      -H "Authorization: Bearer $ADMIN_TOKEN" \
+      --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance \
+      --max-examples "$ADMIN_MAX_EXAMPLES" \
+      --generation-database "$ROOT/target/schemathesis-admin-examples" \
+      --workers 2 \
+      --seed "${SCHEMATHESIS_SEED:-$RANDOM}" \
+      --suppress-health-check all \
+      --no-color
+  ) || status=$?
+fi
 
 if [ "$status" -ne 0 ]; then
   echo "schemathesis: failed; server log follows" >&2

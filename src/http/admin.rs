@@ -1,32 +1,39 @@
 //! The admin API (separate listener): manage applications, their secrets, enrollments and
-//! keys; read the audit trail and usage counts. Errors are RFC 9457 problems.
+//! keys; read the audit trail and usage counts. Errors are RFC 9457 problems. Every route is
+//! described by the OpenAPI document at `GET /admin/v1/openapi.json` (see `admin_openapi`):
+//! a field added to a wire type here is documented by its derive, so it is one line.
 
 use std::time::Duration;
 
 use aws_lc_rs::digest::{SHA256, digest};
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{
-        FromRequest, Path, Query, Request, State,
+        FromRequest, FromRequestParts, Path, Query, Request, State,
         rejection::{JsonRejection, QueryRejection},
     },
-    http::{StatusCode, header},
+    http::{StatusCode, header, request::Parts},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{delete, get, post},
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
+// `IntoParams` is named in full where derived: the `params(…)` of `#[utoipa::path]` spells
+// it out, which an import would make an unnecessary qualification.
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    AppState,
+    AppState, admin_openapi,
+    admin_openapi::Problems,
     bearer::missing_token,
     body::{RawBody, refuse_declared_oversize, too_large},
     error::{ApiError, Dialect, Failure},
     extract::bearer_token,
+    openapi::{self, Document, OpenApiDocument},
 };
 use crate::{
     authority::{
@@ -46,55 +53,86 @@ use crate::{
 
 pub fn router(state: AppState, admin_token: SecretString) -> Router {
     let expected = AdminTokenDigest::of(admin_token.expose_secret());
-    Router::new()
-        .route("/admin/v1/apps", post(create_app).get(list_apps))
-        .route(
-            "/admin/v1/apps/{id}",
-            get(show_app).patch(update_app).delete(delete_app),
-        )
-        .route("/admin/v1/apps/{id}/disable", post(disable_app))
-        .route("/admin/v1/apps/{id}/enable", post(enable_app))
-        .route(
-            "/admin/v1/enrollments",
-            post(create_enrollment).get(list_enrollments),
-        )
-        .route(
-            "/admin/v1/enrollments/{id}",
-            get(show_enrollment).delete(delete_enrollment),
-        )
-        .route(
-            "/admin/v1/enrollments/{id}/disable",
-            post(disable_enrollment),
-        )
-        .route("/admin/v1/enrollments/{id}/enable", post(enable_enrollment))
-        .route("/admin/v1/apps/{id}/rotate-secret", post(rotate_secret))
-        .route(
-            "/admin/v1/apps/{id}/secrets",
-            post(create_secret).get(list_secrets),
-        )
-        .route(
-            "/admin/v1/apps/{id}/secrets/{secret_id}",
-            delete(revoke_secret),
-        )
-        .route("/admin/v1/audit", get(list_audit))
-        .route("/admin/v1/apps/{id}/usage", get(app_usage))
-        .route(
-            "/admin/v1/apps/{id}/secrets/{secret_id}/usage",
-            get(secret_usage),
-        )
-        .route("/admin/v1/grants/{id}/usage", get(grant_usage))
-        .route("/admin/v1/keys", get(list_keys))
-        .route("/admin/v1/keys/rotate", post(rotate_keys))
-        .route("/admin/v1/tokens", post(mint_token))
-        .route("/metrics", get(metrics))
+    let (routes, document) = routes().split_for_parts();
+    routes
         .fallback(|| async { Problem::new(Failure::NotFound, "no such admin route") })
         .route_layer(middleware::from_fn_with_state(
             expected,
             require_admin_token,
         ))
+        .layer(Extension(AdminDocument(Document::render(document))))
         .with_state(state)
 }
 
+/// Every admin route, in one place: the router and its OpenAPI document are built from this
+/// one list, so no admin route is served undocumented.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(admin_openapi::base())
+        .routes(routes!(create_app, list_apps))
+        .routes(routes!(show_app, update_app, delete_app))
+        .routes(routes!(disable_app))
+        .routes(routes!(enable_app))
+        .routes(routes!(rotate_secret))
+        .routes(routes!(create_secret, list_secrets))
+        .routes(routes!(revoke_secret))
+        .routes(routes!(app_usage))
+        .routes(routes!(secret_usage))
+        .routes(routes!(create_enrollment, list_enrollments))
+        .routes(routes!(show_enrollment, delete_enrollment))
+        .routes(routes!(disable_enrollment))
+        .routes(routes!(enable_enrollment))
+        .routes(routes!(list_audit))
+        .routes(routes!(grant_usage))
+        .routes(routes!(list_keys))
+        .routes(routes!(rotate_keys))
+        .routes(routes!(mint_token))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_document))
+}
+
+/// The admin document, a type of its own so it can never be confused with the public one.
+#[derive(Clone)]
+struct AdminDocument(Document);
+
+#[utoipa::path(
+    get,
+    path = "/admin/v1/openapi.json",
+    operation_id = "adminOpenapi",
+    tag = "Operations",
+    summary = "This document",
+    responses(
+        (status = 200, description = "OpenAPI 3.1.", body = inline(OpenApiDocument)),
+        Problems<401>,
+    ),
+)]
+async fn openapi_document(
+    Extension(AdminDocument(document)): Extension<AdminDocument>,
+) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            // Behind the admin token: no shared cache may keep it.
+            (header::CACHE_CONTROL, "private, max-age=3600"),
+        ],
+        document.bytes(),
+    )
+}
+
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "Operations",
+    summary = "Prometheus metrics",
+    responses(
+        (
+            status = 200,
+            description = "The metrics of this replica.",
+            content((String = "text/plain; version=0.0.4; charset=utf-8")),
+        ),
+        Problems<401>,
+    ),
+)]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let body = crate::telemetry::metrics::render(state.authority.metrics_snapshot());
     (
@@ -131,30 +169,48 @@ async fn require_admin_token(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Scopes default to `all:read all:write` (`default_scopes` to `allowed_scopes` when only
+/// those are given). `client_id` and `client_secret` import existing credentials, together
+/// or not at all.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAppRequest {
+    /// 1 to 200 characters, no control characters.
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
+    #[schema(schema_with = admin_openapi::nullable_scopes)]
     allowed_scopes: Option<String>,
+    /// Within `allowed_scopes`.
+    #[schema(schema_with = admin_openapi::nullable_scopes)]
     default_scopes: Option<String>,
     #[serde(default)]
     sandbox: bool,
     /// CIDR blocks (or bare addresses) the app's credentials may be presented from.
+    #[schema(schema_with = admin_openapi::cidr_list_request)]
     allowed_cidrs: Option<Vec<String>>,
     /// CIDR blocks (or bare addresses) the app's tokens may be used from.
+    #[schema(schema_with = admin_openapi::cidr_list_request)]
     token_bound_cidrs: Option<Vec<String>>,
     /// Tokens per UTC hour and/or day; absent or `null`: no quota.
     quota: Option<QuotaBody>,
+    /// Printable ASCII, 1 to 255 characters.
+    #[schema(max_length = 255)]
     client_id: Option<String>,
+    /// Printable ASCII (RFC 6749 VSCHAR), 16 to 512 characters.
+    #[schema(max_length = 512)]
     client_secret: Option<String>,
 }
 
 /// An issuance quota: at least one of the two, each 1 to 1e9. Any JSON number is read, so
 /// a negative, fractional or huge one gets the range rule (400) rather than a type error.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaBody {
+    /// Tokens per UTC hour.
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 1_000_000_000)]
     tokens_per_hour: Option<serde_json::Number>,
+    /// Tokens per UTC day.
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 1_000_000_000)]
     tokens_per_day: Option<serde_json::Number>,
 }
 
@@ -181,52 +237,72 @@ impl QuotaBody {
 }
 
 /// An app's quota as shown: only the windows it limits.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 pub struct QuotaResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
     tokens_per_hour: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
     tokens_per_day: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Only the fields sent change; absent or null leaves a field as it is (but `quota: null`
+/// lifts the quota).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAppRequest {
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
+    #[schema(schema_with = admin_openapi::nullable_scopes)]
     allowed_scopes: Option<String>,
+    #[schema(schema_with = admin_openapi::nullable_scopes)]
     default_scopes: Option<String>,
     sandbox: Option<bool>,
     /// Replaces the list; `[]` lifts the binding.
+    #[schema(schema_with = admin_openapi::cidr_list_request)]
     allowed_cidrs: Option<Vec<String>>,
     /// Replaces the list; `[]` lifts the binding.
+    #[schema(schema_with = admin_openapi::cidr_list_request)]
     token_bound_cidrs: Option<Vec<String>>,
     /// Replaces the quota; `null` lifts it.
     #[serde(default, deserialize_with = "super::auth_grant::present")]
+    #[schema(value_type = Option<QuotaBody>)]
     quota: Option<Option<QuotaBody>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AppResponse {
+    #[schema(schema_with = admin_openapi::uuid)]
     id: AppId,
     client_id: String,
     name: String,
+    #[schema(schema_with = admin_openapi::scopes)]
     allowed_scopes: String,
+    #[schema(schema_with = admin_openapi::scopes)]
     default_scopes: String,
     sandbox: bool,
     /// Omitted while the app binds nothing, so such an app reads as it always has.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = admin_openapi::cidr_list, required = false)]
     allowed_cidrs: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = admin_openapi::cidr_list, required = false)]
     token_bound_cidrs: Vec<String>,
     /// Omitted while the app has no quota.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
     quota: Option<QuotaResponse>,
     disabled: bool,
+    #[schema(schema_with = openapi::timestamp)]
     created_at: String,
+    #[schema(schema_with = openapi::timestamp)]
     updated_at: String,
+    #[schema(schema_with = openapi::nullable_timestamp, required = true)]
     last_used_at: Option<String>,
     /// Present only in the response that creates the secret.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = false)]
     client_secret: Option<String>,
 }
 
@@ -258,6 +334,31 @@ impl From<Application> for AppResponse {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/apps",
+    operation_id = "createApp",
+    tag = "Apps",
+    summary = "Create an application, or import an existing client_id and secret",
+    request_body = CreateAppRequest,
+    responses(
+        (
+            status = 201,
+            description = "The new application; `client_secret` is shown this once (absent for imported credentials).",
+            body = AppResponse,
+            links(
+                ("show" = (operation_id = "showApp", parameters(("id" = "$response.body#/id")))),
+                ("update" = (operation_id = "updateApp", parameters(("id" = "$response.body#/id")))),
+                ("createSecret" = (operation_id = "createSecret", parameters(("id" = "$response.body#/id")))),
+                ("listSecrets" = (operation_id = "listSecrets", parameters(("id" = "$response.body#/id")))),
+                ("rotateSecret" = (operation_id = "rotateSecret", parameters(("id" = "$response.body#/id")))),
+                ("usage" = (operation_id = "appUsage", parameters(("id" = "$response.body#/id")))),
+                ("disable" = (operation_id = "disableApp", parameters(("id" = "$response.body#/id")))),
+            ),
+        ),
+        Problems<400, 401, 409, 413, 415, 422, 500, 503>,
+    ),
+)]
 async fn create_app(
     State(state): State<AppState>,
     AdminJson(request): AdminJson<CreateAppRequest>,
@@ -289,22 +390,58 @@ async fn create_app(
     Ok((StatusCode::CREATED, Json(body)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/apps",
+    operation_id = "listApps",
+    tag = "Apps",
+    summary = "List applications",
+    responses(
+        (status = 200, description = "Every application.", body = Vec<AppResponse>),
+        Problems<401, 500, 503>,
+    ),
+)]
 async fn list_apps(State(state): State<AppState>) -> Result<Json<Vec<AppResponse>>, Problem> {
     let apps = state.authority.apps().await?;
     Ok(Json(apps.into_iter().map(AppResponse::from).collect()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/apps/{id}",
+    operation_id = "showApp",
+    tag = "Apps",
+    summary = "Show an application",
+    params(AppPath),
+    responses(
+        (status = 200, description = "The application.", body = AppResponse),
+        Problems<401, 404, 500, 503>,
+    ),
+)]
 async fn show_app(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    AdminPath(AppPath { id }): AdminPath<AppPath>,
 ) -> Result<Json<AppResponse>, Problem> {
     let app = state.authority.app(parse_id(&id)?).await?;
     Ok(Json(app.into()))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/admin/v1/apps/{id}",
+    operation_id = "updateApp",
+    tag = "Apps",
+    summary = "Update an application's name, scopes, sandbox flag or network binding",
+    params(AppPath),
+    request_body = UpdateAppRequest,
+    responses(
+        (status = 200, description = "The updated application.", body = AppResponse),
+        Problems<400, 401, 404, 409, 413, 415, 422, 500, 503>,
+    ),
+)]
 async fn update_app(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    AdminPath(AppPath { id }): AdminPath<AppPath>,
     AdminJson(request): AdminJson<UpdateAppRequest>,
 ) -> Result<Json<AppResponse>, Problem> {
     let app = state
@@ -328,17 +465,41 @@ async fn update_app(
     Ok(Json(app.into()))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/apps/{id}",
+    operation_id = "deleteApp",
+    tag = "Apps",
+    summary = "Delete an application, its secrets and enrollments",
+    params(AppPath),
+    responses(
+        (status = 204, description = "Deleted."),
+        Problems<401, 404, 500, 503>,
+    ),
+)]
 async fn delete_app(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    AdminPath(AppPath { id }): AdminPath<AppPath>,
 ) -> Result<StatusCode, Problem> {
     state.authority.delete_app(parse_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/apps/{id}/disable",
+    operation_id = "disableApp",
+    tag = "Apps",
+    summary = "Disable an application: its credentials and tokens stop working at once",
+    params(AppPath),
+    responses(
+        (status = 200, description = "The application.", body = AppResponse),
+        Problems<401, 404, 409, 500, 503>,
+    ),
+)]
 async fn disable_app(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    AdminPath(AppPath { id }): AdminPath<AppPath>,
 ) -> Result<Json<AppResponse>, Problem> {
     let app = state
         .authority
@@ -347,9 +508,21 @@ async fn disable_app(
     Ok(Json(app.into()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/apps/{id}/enable",
+    operation_id = "enableApp",
+    tag = "Apps",
+    summary = "Enable an application",
+    params(AppPath),
+    responses(
+        (status = 200, description = "The application.", body = AppResponse),
+        Problems<401, 404, 409, 500, 503>,
+    ),
+)]
 async fn enable_app(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    AdminPath(AppPath { id }): AdminPath<AppPath>,
 ) -> Result<Json<AppResponse>, Problem> {
     let app = state
         .authority
@@ -358,34 +531,56 @@ async fn enable_app(
     Ok(Json(app.into()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnrollmentRequest {
+    /// An existing application's id.
+    #[schema(schema_with = admin_openapi::uuid)]
     app_id: AppId,
+    /// Printable ASCII, 1 to 255 characters.
+    #[schema(min_length = 1, max_length = 255)]
     owner_id: String,
+    /// A UUID the caller chooses (v7 allowed); default a new one.
+    #[schema(schema_with = admin_openapi::nullable_uuid)]
     id: Option<String>,
+    /// Any JSON up to 64 KiB.
+    #[schema(schema_with = admin_openapi::any_json)]
     data: Option<Value>,
+    /// Within the app's allowed scopes; default the app's default scopes.
+    #[schema(schema_with = admin_openapi::nullable_scopes)]
     scopes: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListEnrollmentsQuery {
+    /// Only this application's enrollments.
+    #[param(value_type = uuid::Uuid, required = false)]
     app_id: Option<String>,
+    /// Only this owner's enrollments.
+    #[param(value_type = String, required = false)]
     owner_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EnrollmentResponse {
+    #[schema(schema_with = admin_openapi::uuid)]
     id: EnrollmentId,
+    #[schema(schema_with = admin_openapi::uuid)]
     app_id: AppId,
     owner_id: String,
+    /// Any JSON.
     data: Value,
+    #[schema(schema_with = admin_openapi::scopes)]
     scopes: String,
     sandbox: bool,
     disabled: bool,
+    #[schema(schema_with = openapi::timestamp)]
     created_at: String,
+    #[schema(schema_with = openapi::timestamp)]
     updated_at: String,
+    #[schema(schema_with = openapi::nullable_timestamp, required = true)]
     last_used_at: Option<String>,
 }
 
@@ -406,6 +601,29 @@ impl From<Enrollment> for EnrollmentResponse {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/enrollments",
+    operation_id = "createEnrollment",
+    tag = "Enrollments",
+    summary = "Enroll an owner with an application (idempotent for the same app, owner and id)",
+    request_body = CreateEnrollmentRequest,
+    responses(
+        (
+            status = 201,
+            description = "The new enrollment.",
+            body = EnrollmentResponse,
+            links(
+                ("show" = (operation_id = "showEnrollment", parameters(("id" = "$response.body#/id")))),
+                ("disable" = (operation_id = "disableEnrollment", parameters(("id" = "$response.body#/id")))),
+                ("enable" = (operation_id = "enableEnrollment", parameters(("id" = "$response.body#/id")))),
+                ("delete" = (operation_id = "deleteEnrollment", parameters(("id" = "$response.body#/id")))),
+            ),
+        ),
+        (status = 200, description = "The owner was already enrolled with the app: that enrollment.", body = EnrollmentResponse),
+        Problems<400, 401, 409, 413, 415, 422, 500, 503>,
+    ),
+)]
 async fn create_enrollment(
     State(state): State<AppState>,
     AdminJson(request): AdminJson<CreateEnrollmentRequest>,
@@ -426,6 +644,18 @@ async fn create_enrollment(
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/enrollments",
+    operation_id = "listEnrollments",
+    tag = "Enrollments",
+    summary = "List enrollments, optionally of one app and/or owner",
+    params(ListEnrollmentsQuery),
+    responses(
+        (status = 200, description = "The matching enrollments.", body = Vec<EnrollmentResponse>),
+        Problems<400, 401, 500, 503>,
+    ),
+)]
 async fn list_enrollments(
     State(state): State<AppState>,
     query: Result<Query<ListEnrollmentsQuery>, QueryRejection>,
@@ -445,17 +675,41 @@ async fn list_enrollments(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/enrollments/{id}",
+    operation_id = "showEnrollment",
+    tag = "Enrollments",
+    summary = "Show an enrollment",
+    params(EnrollmentPath),
+    responses(
+        (status = 200, description = "The enrollment.", body = EnrollmentResponse),
+        Problems<401, 404, 500, 503>,
+    ),
+)]
 async fn show_enrollment(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    AdminPath(EnrollmentPath { id }): AdminPath<EnrollmentPath>,
 ) -> Result<Json<EnrollmentResponse>, Problem> {
     let e = state.authority.enrollment(parse_enrollment(&id)?).await?;
     Ok(Json(e.into()))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/enrollments/{id}",
+    operation_id = "deleteEnrollment",
+    tag = "Enrollments",
+    summary = "Delete an enrollment; its tokens stop working at once",
+    params(EnrollmentPath),
+    responses(
+        (status = 204, description = "Deleted."),
+        Problems<401, 404, 500, 503>,
+    ),
+)]
 async fn delete_enrollment(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    AdminPath(EnrollmentPath { id }): AdminPath<EnrollmentPath>,
 ) -> Result<StatusCode, Problem> {
     state
         .authority
@@ -464,9 +718,21 @@ async fn delete_enrollment(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/enrollments/{id}/disable",
+    operation_id = "disableEnrollment",
+    tag = "Enrollments",
+    summary = "Disable an enrollment; its tokens stop working at once",
+    params(EnrollmentPath),
+    responses(
+        (status = 200, description = "The enrollment.", body = EnrollmentResponse),
+        Problems<401, 404, 409, 500, 503>,
+    ),
+)]
 async fn disable_enrollment(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    AdminPath(EnrollmentPath { id }): AdminPath<EnrollmentPath>,
 ) -> Result<Json<EnrollmentResponse>, Problem> {
     let e = state
         .authority
@@ -475,9 +741,21 @@ async fn disable_enrollment(
     Ok(Json(e.into()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/enrollments/{id}/enable",
+    operation_id = "enableEnrollment",
+    tag = "Enrollments",
+    summary = "Enable an enrollment",
+    params(EnrollmentPath),
+    responses(
+        (status = 200, description = "The enrollment.", body = EnrollmentResponse),
+        Problems<401, 404, 409, 500, 503>,
+    ),
+)]
 async fn enable_enrollment(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    AdminPath(EnrollmentPath { id }): AdminPath<EnrollmentPath>,
 ) -> Result<Json<EnrollmentResponse>, Problem> {
     let e = state
         .authority
@@ -490,23 +768,48 @@ fn parse_enrollment(raw: &str) -> Result<EnrollmentId, Problem> {
     EnrollmentId::parse(raw).map_err(|_| Problem::from(AuthorityError::NotFound))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MintTokenRequest {
+    /// The owner's id, or the app's client_id.
+    #[schema(min_length = 1, max_length = 255)]
     sub: String,
+    #[schema(schema_with = admin_openapi::subject_kind)]
     sub_kind: SubjectKind,
-    /// Space-delimited.
+    #[schema(schema_with = admin_openapi::scopes)]
     scope: String,
+    /// Seconds; default the OAuth token lifetime, at most the longest configured lifetime.
+    #[schema(minimum = 1)]
     expires_in: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MintTokenResponse {
     access_token: String,
+    #[schema(schema_with = openapi::bearer_token_type)]
     token_type: &'static str,
+    /// Seconds.
     expires_in: u64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/tokens",
+    operation_id = "mintToken",
+    tag = "Tokens",
+    summary = "Mint a token for an owner (vouched for by an upstream login system) or an app",
+    description = "For `sub_kind: app`, `sub` is an enabled app's client_id and `scope` must lie within its allowed scopes; the token is bound to the app's `token_bound_cidrs`.",
+    request_body = MintTokenRequest,
+    responses(
+        (
+            status = 200,
+            description = "The token; sent with `Cache-Control: no-store`.",
+            body = MintTokenResponse,
+            headers(("Cache-Control" = String, description = "`no-store`.")),
+        ),
+        Problems<400, 401, 413, 415, 422, 500, 503>,
+    ),
+)]
 async fn mint_token(
     State(state): State<AppState>,
     AdminJson(request): AdminJson<MintTokenRequest>,
@@ -533,16 +836,30 @@ async fn mint_token(
     ))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateSecretRequest {
     /// Seconds the previous secret keeps working; 0 ends it at once.
     grace_period_secs: Option<u64>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/apps/{id}/rotate-secret",
+    operation_id = "rotateSecret",
+    tag = "Secrets",
+    summary = "Add a new secret; every other secret of the app expires after the grace period",
+    description = "The body is optional (read as JSON whatever its content type); without it the configured grace period applies.",
+    params(AppPath),
+    request_body(content((Option<RotateSecretRequest> = "application/json"))),
+    responses(
+        (status = 200, description = "The application with the new `client_secret`, shown this once.", body = AppResponse),
+        Problems<400, 401, 404, 409, 413, 500, 503>,
+    ),
+)]
 async fn rotate_secret(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    AdminPath(AppPath { id }): AdminPath<AppPath>,
     RawBody(body, _): RawBody<Admin>,
 ) -> Result<Json<AppResponse>, Problem> {
     // The body is optional: an empty one means the configured grace period.
@@ -560,40 +877,57 @@ async fn rotate_secret(
 }
 
 /// Everything optional: an empty body asks for a secret that never expires, unlimited.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSecretRequest {
+    /// At most 200 characters, no control characters.
+    #[schema(max_length = 200)]
     description: Option<String>,
-    /// RFC 3339 UTC, e.g. 2030-01-31T00:00:00Z; not with `expires_in`.
+    /// RFC 3339 UTC, e.g. 2030-01-31T00:00:00Z, in the future and at most ten years ahead;
+    /// not with `expires_in`.
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
     /// Seconds from now; not with `expires_at`.
+    #[schema(minimum = 1, maximum = 316_224_000)]
     expires_in: Option<u64>,
+    /// Verifications the secret allows before it is used up.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     max_uses: Option<u64>,
     /// CIDR blocks (or bare addresses) the secret may be presented from, besides the
     /// app's own list.
+    #[schema(schema_with = admin_openapi::cidr_list_request)]
     allowed_cidrs: Option<Vec<String>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SecretResponse {
+    #[schema(schema_with = admin_openapi::uuid)]
     id: SecretId,
+    #[schema(schema_with = admin_openapi::uuid)]
     app_id: AppId,
     /// The start of a generated secret, to tell which one a client holds; null for
     /// imported secrets and those kept from before secrets had ids.
+    #[schema(required = true)]
     prefix: Option<String>,
     description: String,
-    /// `active`, `expired` or `used_up`.
+    #[schema(schema_with = admin_openapi::secret_status)]
     status: &'static str,
+    #[schema(schema_with = openapi::timestamp)]
     created_at: String,
+    #[schema(schema_with = openapi::nullable_timestamp, required = true)]
     expires_at: Option<String>,
+    #[schema(schema_with = openapi::nullable_timestamp, required = true)]
     last_used_at: Option<String>,
     use_count: u64,
+    #[schema(required = true)]
     max_uses: Option<u64>,
     /// Omitted for a secret that binds nothing.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = admin_openapi::cidr_list, required = false)]
     allowed_cidrs: Vec<String>,
     /// Present only in the response that creates the secret.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = false)]
     client_secret: Option<String>,
 }
 
@@ -616,9 +950,31 @@ impl SecretResponse {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/apps/{id}/secrets",
+    operation_id = "createSecret",
+    tag = "Secrets",
+    summary = "Add a secret to an application; the others keep working",
+    description = "The body is optional (read as JSON whatever its content type); without it the secret never expires and has no use limit. 409 when the app already holds the most unexpired secrets allowed.",
+    params(AppPath),
+    request_body(content((Option<CreateSecretRequest> = "application/json"))),
+    responses(
+        (
+            status = 201,
+            description = "The new secret, with `client_secret` shown this once.",
+            body = SecretResponse,
+            links(
+                ("usage" = (operation_id = "secretUsage", parameters(("id" = "$response.body#/app_id"), ("secret_id" = "$response.body#/id")))),
+                ("revoke" = (operation_id = "revokeSecret", parameters(("id" = "$response.body#/app_id"), ("secret_id" = "$response.body#/id")))),
+            ),
+        ),
+        Problems<400, 401, 404, 409, 413, 500, 503>,
+    ),
+)]
 async fn create_secret(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    AdminPath(AppPath { id }): AdminPath<AppPath>,
     RawBody(body, _): RawBody<Admin>,
 ) -> Result<(StatusCode, Json<SecretResponse>), Problem> {
     let request: CreateSecretRequest = optional_json(&body)?;
@@ -640,9 +996,21 @@ async fn create_secret(
     Ok((StatusCode::CREATED, Json(body)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/apps/{id}/secrets",
+    operation_id = "listSecrets",
+    tag = "Secrets",
+    summary = "List an application's secrets (never the secrets themselves), oldest first",
+    params(AppPath),
+    responses(
+        (status = 200, description = "The secrets.", body = Vec<SecretResponse>),
+        Problems<401, 404, 500, 503>,
+    ),
+)]
 async fn list_secrets(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    AdminPath(AppPath { id }): AdminPath<AppPath>,
 ) -> Result<Json<Vec<SecretResponse>>, Problem> {
     let secrets = state.authority.app_secrets(parse_id(&id)?).await?;
     Ok(Json(
@@ -653,24 +1021,40 @@ async fn list_secrets(
     ))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RevokeSecretQuery {
     /// Also refuse every token the secret minted, and what was derived from them.
     #[serde(default)]
     revoke_tokens: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RevokedSecretResponse {
+    #[schema(schema_with = admin_openapi::uuid)]
     id: SecretId,
+    /// Whether the secret's tokens were revoked too.
     tokens_revoked: bool,
+    /// Active auth grants created with the secret's tokens, now revoked.
     grants_revoked: usize,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/apps/{id}/secrets/{secret_id}",
+    operation_id = "revokeSecret",
+    tag = "Secrets",
+    summary = "Revoke one secret, and optionally every token it minted",
+    params(SecretPath, RevokeSecretQuery),
+    responses(
+        (status = 200, description = "What was revoked.", body = RevokedSecretResponse),
+        Problems<400, 401, 404, 409, 500, 503>,
+    ),
+)]
 async fn revoke_secret(
     State(state): State<AppState>,
-    Path((id, secret_id)): Path<(String, String)>,
+    AdminPath(SecretPath { id, secret_id }): AdminPath<SecretPath>,
     query: Result<Query<RevokeSecretQuery>, QueryRejection>,
 ) -> Result<Json<RevokedSecretResponse>, Problem> {
     let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
@@ -688,36 +1072,74 @@ async fn revoke_secret(
     }))
 }
 
-/// A JSON body that may be left out: empty (or blank) means every field's default.
-#[derive(Debug, Default, Deserialize)]
+/// The audit listing's filters, each optional; all given must match. Read as strings and
+/// validated by the core, as the CLI's flags are.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListAuditQuery {
+    /// Events of this application.
+    #[param(value_type = uuid::Uuid, required = false)]
     app_id: Option<String>,
+    /// Events of this secret.
+    #[param(value_type = uuid::Uuid, required = false)]
     secret_id: Option<String>,
+    /// Events of this auth grant.
+    #[param(value_type = uuid::Uuid, required = false)]
     grant_id: Option<String>,
+    /// Events of this subject (an owner id or a client_id), at most 256 bytes.
+    #[param(value_type = String, min_length = 1, max_length = 256, required = false)]
     subject: Option<String>,
+    #[param(schema_with = admin_openapi::audit_event)]
     event: Option<String>,
+    /// Events at or after this RFC 3339 time.
+    #[param(value_type = String, format = DateTime, required = false)]
     since: Option<String>,
+    /// Events before this RFC 3339 time; later than `since`.
+    #[param(value_type = String, format = DateTime, required = false)]
     until: Option<String>,
+    /// Events per page; default 100.
+    #[param(value_type = u32, minimum = 1, maximum = 1000, required = false)]
     limit: Option<String>,
+    /// The previous page's `next_cursor`.
+    #[param(value_type = String, required = false)]
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// One credential event. Never holds a secret or a token; every field is always present.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEventResponse {
+    #[schema(schema_with = admin_openapi::uuid)]
     id: String,
+    #[schema(schema_with = openapi::timestamp)]
     at: String,
+    #[schema(schema_with = admin_openapi::audit_event)]
     event: String,
+    #[schema(schema_with = admin_openapi::nullable_uuid, required = true)]
     app_id: Option<AppId>,
+    #[schema(schema_with = admin_openapi::nullable_uuid, required = true)]
     secret_id: Option<SecretId>,
+    #[schema(schema_with = admin_openapi::nullable_uuid, required = true)]
     grant_id: Option<String>,
+    #[schema(schema_with = admin_openapi::nullable_uuid, required = true)]
     enrollment_id: Option<EnrollmentId>,
+    #[schema(schema_with = admin_openapi::nullable_subject_kind, required = true)]
     sub_kind: Option<SubjectKind>,
+    #[schema(required = true)]
     subject: Option<String>,
+    /// The client_id presented or acting.
+    #[schema(required = true)]
     client_id: Option<String>,
+    /// The token's id, for events about one token.
+    #[schema(required = true)]
     jti: Option<String>,
+    #[schema(required = true)]
     source_ip: Option<String>,
+    /// Why an attempt failed or was refused.
+    #[schema(required = true)]
     reason: Option<String>,
+    /// Event-specific facts (a JSON object), such as `grant_type`, `scope` or `window`; a
+    /// summary row (tokens issued, quota refusals) has `count` and `last_at`.
     detail: Value,
 }
 
@@ -742,13 +1164,27 @@ impl From<AuditRecord> for AuditEventResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AuditPageResponse {
+    /// Newest first.
     events: Vec<AuditEventResponse>,
     /// Pass as `cursor` for the next (older) page; `null` on the last one.
+    #[schema(required = true)]
     next_cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/audit",
+    operation_id = "listAudit",
+    tag = "Audit",
+    summary = "Credential events, newest first, filtered and paged",
+    params(ListAuditQuery),
+    responses(
+        (status = 200, description = "One page of events.", body = AuditPageResponse),
+        Problems<400, 401, 500, 503>,
+    ),
+)]
 async fn list_audit(
     State(state): State<AppState>,
     query: Result<Query<ListAuditQuery>, QueryRejection>,
@@ -778,21 +1214,28 @@ async fn list_audit(
     }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
+    /// How many UTC days back, today included; default 30.
+    #[param(value_type = u32, minimum = 1, maximum = 366, required = false)]
     days: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DayCountResponse {
+    #[schema(schema_with = admin_openapi::day)]
     day: String,
+    /// Tokens issued that day.
     issued: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UsageResponse {
+    #[schema(schema_with = admin_openapi::usage_kind)]
     kind: &'static str,
+    #[schema(schema_with = admin_openapi::uuid)]
     id: String,
     /// One entry per UTC day, oldest first, today last.
     days: Vec<DayCountResponse>,
@@ -833,9 +1276,21 @@ fn usage_response(of: CredentialRef, days: Vec<(chrono::NaiveDate, u64)>) -> Usa
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/apps/{id}/usage",
+    operation_id = "appUsage",
+    tag = "Audit",
+    summary = "Tokens issued with an application, per UTC day",
+    params(AppPath, UsageQuery),
+    responses(
+        (status = 200, description = "Per-day counts.", body = UsageResponse),
+        Problems<400, 401, 404, 500, 503>,
+    ),
+)]
 async fn app_usage(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    AdminPath(AppPath { id }): AdminPath<AppPath>,
     query: Result<Query<UsageQuery>, QueryRejection>,
 ) -> Result<Json<UsageResponse>, Problem> {
     let of = CredentialRef::App(parse_id(&id)?);
@@ -843,9 +1298,21 @@ async fn app_usage(
     Ok(Json(usage_response(of, days)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/apps/{id}/secrets/{secret_id}/usage",
+    operation_id = "secretUsage",
+    tag = "Audit",
+    summary = "Tokens issued with one of an application's secrets, per UTC day",
+    params(SecretPath, UsageQuery),
+    responses(
+        (status = 200, description = "Per-day counts.", body = UsageResponse),
+        Problems<400, 401, 404, 500, 503>,
+    ),
+)]
 async fn secret_usage(
     State(state): State<AppState>,
-    Path((id, secret_id)): Path<(String, String)>,
+    AdminPath(SecretPath { id, secret_id }): AdminPath<SecretPath>,
     query: Result<Query<UsageQuery>, QueryRejection>,
 ) -> Result<Json<UsageResponse>, Problem> {
     let app_id = parse_id(&id)?;
@@ -858,9 +1325,21 @@ async fn secret_usage(
     Ok(Json(usage_response(CredentialRef::Secret(secret_id), days)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/grants/{id}/usage",
+    operation_id = "grantUsage",
+    tag = "Audit",
+    summary = "Tokens issued with an auth grant, per UTC day",
+    params(GrantPath),
+    responses(
+        (status = 200, description = "Per-day counts.", body = UsageResponse),
+        Problems<400, 401, 404, 500, 503>,
+    ),
+)]
 async fn grant_usage(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    AdminPath(GrantPath { id }): AdminPath<GrantPath>,
     query: Result<Query<UsageQuery>, QueryRejection>,
 ) -> Result<Json<UsageResponse>, Problem> {
     let id = GrantId::parse(&id).map_err(|_| Problem::from(AuthorityError::NotFound))?;
@@ -869,6 +1348,7 @@ async fn grant_usage(
     Ok(Json(usage_response(of, days)))
 }
 
+/// A JSON body that may be left out: empty (or blank) means every field's default.
 fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Problem> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
@@ -882,13 +1362,18 @@ fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Proble
     Ok(value)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct KeyResponse {
     kid: String,
+    #[schema(schema_with = admin_openapi::key_algorithm)]
     algorithm: &'static str,
+    #[schema(schema_with = admin_openapi::key_state)]
     state: &'static str,
+    #[schema(schema_with = openapi::timestamp)]
     created_at: String,
+    #[schema(schema_with = openapi::nullable_timestamp, required = true)]
     activated_at: Option<String>,
+    #[schema(schema_with = openapi::nullable_timestamp, required = true)]
     retired_at: Option<String>,
 }
 
@@ -905,6 +1390,17 @@ impl From<KeyInfo> for KeyResponse {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/keys",
+    operation_id = "listKeys",
+    tag = "Keys",
+    summary = "List signing keys and their states",
+    responses(
+        (status = 200, description = "The keys this replica knows.", body = Vec<KeyResponse>),
+        Problems<401>,
+    ),
+)]
 async fn list_keys(State(state): State<AppState>) -> Json<Vec<KeyResponse>> {
     Json(
         state
@@ -916,6 +1412,18 @@ async fn list_keys(State(state): State<AppState>) -> Json<Vec<KeyResponse>> {
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/keys/rotate",
+    operation_id = "rotateKeys",
+    tag = "Keys",
+    summary = "Rotate: the published `next` key starts signing, and a new `next` is made",
+    description = "409 while the `next` key is too new for every replica to publish it (`keys.next_key_lead_secs`); 400 when the algorithm is HS256, which has no rotation.",
+    responses(
+        (status = 200, description = "The key that now signs.", body = KeyResponse),
+        Problems<400, 401, 409, 500, 503>,
+    ),
+)]
 async fn rotate_keys(State(state): State<AppState>) -> Result<Json<KeyResponse>, Problem> {
     Ok(Json(state.authority.rotate_keys().await?.into()))
 }
@@ -923,6 +1431,58 @@ async fn rotate_keys(State(state): State<AppState>) -> Result<Json<KeyResponse>,
 fn parse_id(raw: &str) -> Result<AppId, Problem> {
     // An id that cannot exist is simply not found.
     AppId::parse(raw).map_err(|_| Problem::from(AuthorityError::NotFound))
+}
+
+/// The path of an application's routes. Ids are read as text: one that cannot exist is
+/// simply not found.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct AppPath {
+    /// The application's id.
+    #[param(value_type = uuid::Uuid)]
+    id: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct SecretPath {
+    /// The application's id.
+    #[param(value_type = uuid::Uuid)]
+    id: String,
+    /// The secret's id.
+    #[param(value_type = uuid::Uuid)]
+    secret_id: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct EnrollmentPath {
+    /// The enrollment's id.
+    #[param(value_type = uuid::Uuid)]
+    id: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct GrantPath {
+    /// The auth grant's id.
+    #[param(value_type = uuid::Uuid)]
+    id: String,
+}
+
+/// Path parameters whose rejections are problems: a segment that does not percent-decode
+/// to UTF-8 names nothing that can exist, so it is not found, as a malformed id is.
+pub struct AdminPath<T>(T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for AdminPath<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| Self(value))
+            .map_err(|_| Problem::from(AuthorityError::NotFound))
+    }
 }
 
 /// JSON body whose rejections are problems, not axum's plain text.

@@ -8,6 +8,7 @@
 //! of the shared rules its routes follow.
 
 mod admin;
+mod admin_openapi;
 mod auth_grant;
 mod bearer;
 mod body;

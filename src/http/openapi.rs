@@ -160,20 +160,20 @@ fn request_id_header() -> utoipa::openapi::header::Header {
     )
 }
 
-fn header_schema(schema: Value, description: &str) -> utoipa::openapi::header::Header {
+pub(super) fn header_schema(schema: Value, description: &str) -> utoipa::openapi::header::Header {
     utoipa::openapi::header::HeaderBuilder::new()
         .schema(Some(typed::<RefOr<Schema>>(schema)))
         .description(Some(description))
         .build()
 }
 
-fn content(schema: Value) -> utoipa::openapi::Content {
+pub(super) fn content(schema: Value) -> utoipa::openapi::Content {
     ContentBuilder::new()
         .schema(Some(typed::<RefOr<Schema>>(schema)))
         .build()
 }
 
-fn schema_ref(name: &str) -> Value {
+pub(super) fn schema_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
 
@@ -287,6 +287,11 @@ fn envelope<D: Documented>() -> (String, Value) {
 pub struct Document(Bytes);
 
 impl Document {
+    /// The rendered bytes (JSON).
+    pub fn bytes(&self) -> Bytes {
+        self.0.clone()
+    }
+
     /// Adds what every operation shares, as the layers around every route make it true.
     pub fn render(document: OpenApi) -> Self {
         let mut doc = serde_json::to_value(document).expect("the document serializes");

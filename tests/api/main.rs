@@ -2,6 +2,7 @@
 //! PostgreSQL database per test when TEST_DATABASE_URL is set.
 
 mod admin;
+mod admin_openapi;
 mod audit;
 mod basic_forms;
 mod cli;
