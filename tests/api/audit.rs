@@ -233,6 +233,13 @@ async fn every_filter_narrows_the_trail() {
     assert!(events(&window).len() >= 8, "{everything:#}");
 }
 
+/// Today at 12:00 UTC: tests that move the clock by days and count per UTC day would
+/// otherwise cross midnight by a minute when run just before it.
+fn noon_today() -> chrono::DateTime<Utc> {
+    use chrono::DurationRound;
+    Utc::now().duration_trunc(TimeDelta::days(1)).unwrap() + TimeDelta::hours(12)
+}
+
 fn urlencode(raw: &str) -> String {
     raw.replace('+', "%2B").replace(':', "%3A")
 }
@@ -329,7 +336,7 @@ async fn pages_return_every_event_exactly_once() {
 
 #[tokio::test]
 async fn events_past_the_retention_are_purged() {
-    let clock = FixedClock::new(Utc::now());
+    let clock = FixedClock::new(noon_today());
     let app = TestApp::spawn_with(Spawn {
         clock: Some(clock.clone()),
         overrides: &[("PORTCULLIS__AUDIT__RETENTION_DAYS", "2")],
@@ -369,7 +376,7 @@ async fn events_past_the_retention_are_purged() {
 
 #[tokio::test]
 async fn zero_retention_keeps_events_forever() {
-    let clock = FixedClock::new(Utc::now());
+    let clock = FixedClock::new(noon_today());
     let app = TestApp::spawn_with(Spawn {
         clock: Some(clock.clone()),
         overrides: &[("PORTCULLIS__AUDIT__RETENTION_DAYS", "0")],
@@ -398,7 +405,7 @@ async fn usage(app: &TestApp, path: &str) -> Vec<u64> {
 
 #[tokio::test]
 async fn tokens_issued_are_counted_per_app_secret_and_grant_per_day() {
-    let clock = FixedClock::new(Utc::now());
+    let clock = FixedClock::new(noon_today());
     let app = TestApp::spawn_with(Spawn {
         clock: Some(clock.clone()),
         ..Spawn::default()
