@@ -6,21 +6,10 @@ use std::collections::HashSet;
 
 use chrono::{TimeDelta, Utc};
 use portcullis::authority::clock::{Clock, FixedClock};
-use reqwest::{Method, Response};
+use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, Spawn, TestApp, TestClient, captured_logs};
-
-async fn admin(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> Response {
-    let mut request = app
-        .http
-        .request(method, format!("{}{path}", app.admin))
-        .bearer_auth(ADMIN_TOKEN);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
-}
+use crate::helpers::{Spawn, TestApp, TestClient, admin, captured_logs};
 
 /// `GET /admin/v1/audit?{query}` after writing what is buffered.
 async fn audit(app: &TestApp, query: &str) -> Value {

@@ -24,6 +24,23 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef0123";
+
+/// One admin API call with the admin token, and a JSON body when given.
+pub async fn admin(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Response {
+    let mut request = app
+        .http
+        .request(method, format!("{}{path}", app.admin))
+        .bearer_auth(ADMIN_TOKEN);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
+}
 pub const ISSUER: &str = "http://portcullis.test";
 pub const AUDIENCE: &str = "portcullis-tests";
 

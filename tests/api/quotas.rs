@@ -10,19 +10,8 @@ use portcullis::authority::clock::FixedClock;
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, Spawn, TestApp, TestClient};
+use crate::helpers::{Spawn, TestApp, TestClient, admin};
 use crate::intercept::{Hooks, InterceptStore, When};
-
-async fn admin(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> Response {
-    let mut request = app
-        .http
-        .request(method, format!("{}{path}", app.admin))
-        .bearer_auth(ADMIN_TOKEN);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
-}
 
 /// A moment `into` the current UTC hour, so a test knows where its windows end.
 fn at_minute(minute: i64) -> DateTime<Utc> {

@@ -14,24 +14,13 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{ADMIN_TOKEN, Spawn, TestApp, TestClient, TestDatabase, postgres_url},
+    helpers::{ADMIN_TOKEN, Spawn, TestApp, TestClient, TestDatabase, admin, postgres_url},
     intercept::When,
 };
 
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 const GRANT_SCOPES: &str = "authGrants:read authGrants:write orders:read";
-
-async fn admin(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> Response {
-    let mut request = app
-        .http
-        .request(method, format!("{}{path}", app.admin))
-        .bearer_auth(ADMIN_TOKEN);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
-}
 
 /// Adds a secret to `client`'s app; returns the response body and the client holding it.
 async fn add_secret(app: &TestApp, client: &TestClient, body: Value) -> (Value, TestClient) {
